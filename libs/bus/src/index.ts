@@ -1,0 +1,6 @@
+export * from './connect';
+export * from './rpc-server';
+export * from './rpc-client';
+export * from './events';
+export * from './kv';
+export { decodeJson, encodeJson } from './json';

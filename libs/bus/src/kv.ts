@@ -1,0 +1,109 @@
+import type { NatsConnection } from '@nats-io/nats-core';
+import { JetStreamApiError } from '@nats-io/jetstream';
+import { KV, Kvm } from '@nats-io/kv';
+import { ConflictError, InternalError, UnavailableError } from '@weave/errors';
+import { z } from 'zod';
+import { encodeJson } from './json';
+
+export type { KV } from '@nats-io/kv';
+
+export interface Versioned<T> {
+  value: T;
+  revision: number;
+}
+
+/** Opens (creating if needed) a KV bucket. `replicas` > 1 only makes sense in a NATS cluster. */
+export async function openBucket(nc: NatsConnection, name: string, o: { replicas?: number; history?: number } = {}): Promise<KV> {
+  try {
+    return await new Kvm(nc).create(name, { replicas: o.replicas ?? 1, history: o.history ?? 1 });
+  } catch (e) {
+    throw new UnavailableError(`cannot open JetStream KV bucket ${name}: is JetStream enabled on the nats-server (-js)?`, { cause: e });
+  }
+}
+
+/** Reads a key as JSON validated by `schema`; null when absent or deleted. */
+export async function kvGet<T extends z.ZodType>(kv: KV, key: string, schema: T): Promise<Versioned<z.output<T>> | null> {
+  const e = await kv.get(key);
+  if (!e || e.operation !== 'PUT') return null;
+  const parsed = schema.safeParse(e.json());
+  if (!parsed.success) throw new InternalError(`KV key ${key} holds data that does not match its schema: ${z.prettifyError(parsed.error)}`);
+  return { value: parsed.data, revision: e.revision };
+}
+
+/** Creates `key` only if it does not exist: the primitive every claim is built on. */
+export async function kvCreate(kv: KV, key: string, value: unknown): Promise<number> {
+  try {
+    return await kv.create(key, encodeJson(value));
+  } catch (e) {
+    if (isCasFailure(e)) throw new ConflictError(`${key} already exists`, { cause: e });
+    throw e;
+  }
+}
+
+/** Replaces `key` only if it is still at `revision`. */
+export async function kvUpdate(kv: KV, key: string, value: unknown, revision: number): Promise<number> {
+  try {
+    return await kv.update(key, encodeJson(value), revision);
+  } catch (e) {
+    if (isCasFailure(e)) throw new ConflictError(`${key} changed under us (expected revision ${revision})`, { cause: e });
+    throw e;
+  }
+}
+
+/** Deletes `key` only if it is still at `revision` (or unconditionally without one). */
+export async function kvDelete(kv: KV, key: string, revision?: number): Promise<void> {
+  try {
+    await kv.delete(key, revision === undefined ? undefined : { previousSeq: revision });
+  } catch (e) {
+    if (isCasFailure(e)) throw new ConflictError(`${key} changed under us (expected revision ${revision})`, { cause: e });
+    throw e;
+  }
+}
+
+export type Mutation<T> = { put: T } | { delete: true } | { keep: true };
+
+/**
+ * Compare-and-set loop: reads the key, asks `decide` what it should become, writes it only if
+ * nobody wrote in between, and retries from a fresh read if somebody did. `decide` must be pure.
+ */
+export async function kvMutate<T extends z.ZodType, R>(
+  kv: KV,
+  key: string,
+  schema: T,
+  decide: (current: z.output<T> | null) => { change: Mutation<z.output<T>>; result: R },
+  attempts = 20,
+): Promise<R> {
+  for (let i = 0; i < attempts; i++) {
+    const cur = await kvGet(kv, key, schema);
+    const { change, result } = decide(cur?.value ?? null);
+    try {
+      if ('keep' in change) return result;
+      if ('delete' in change) {
+        if (cur) await kvDelete(kv, key, cur.revision);
+        return result;
+      }
+      if (cur) await kvUpdate(kv, key, change.put, cur.revision);
+      else await kvCreate(kv, key, change.put);
+      return result;
+    } catch (e) {
+      if (!(e instanceof ConflictError)) throw e;
+    }
+  }
+  throw new ConflictError(`${key}: gave up after ${attempts} concurrent updates`);
+}
+
+/** All keys matching `filter` (NATS subject wildcards). */
+export async function kvKeys(kv: KV, filter = '>'): Promise<string[]> {
+  const out: string[] = [];
+  for await (const k of await kv.keys(filter)) out.push(k);
+  return out;
+}
+
+function isCasFailure(e: unknown): boolean {
+  // 10071: wrong last sequence (update/delete by revision, and create of an existing key).
+  for (let cur: unknown = e; cur instanceof Error; cur = cur.cause) {
+    if (cur instanceof JetStreamApiError && cur.code === 10071) return true;
+    if (/wrong last sequence|key exists/i.test(cur.message)) return true;
+  }
+  return false;
+}

@@ -1,0 +1,60 @@
+import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
+import { ReqOf, ResOf, RpcService, Subjects } from '@weave/contracts';
+import { asWeaveError, describeError, InternalError, InvalidRequestError, WeaveError } from '@weave/errors';
+import type { Logger } from '@weave/log';
+import { z } from 'zod';
+import { decodeJson, encodeJson } from './json';
+
+export type RpcHandlers<S extends RpcService> = {
+  [M in keyof S['methods'] & string]: (req: z.output<S['methods'][M]['req']>) => Promise<ResOf<S, M>>;
+};
+
+/**
+ * Serves `weave.rpc.<host>.<service>.*`. Each request is validated before its handler runs and
+ * each reply after, so neither side ever sees a payload its schema does not allow. Requests run
+ * concurrently; handlers that need ordering serialise themselves.
+ */
+export function serveRpc<S extends RpcService>(
+  nc: NatsConnection,
+  host: string,
+  def: S,
+  handlers: RpcHandlers<S>,
+  log: Logger,
+): Subscription {
+  const methods = def.methods as Record<string, S['methods'][string]>;
+  const prefix = Subjects.rpc(host, def.service, '');
+  return nc.subscribe(Subjects.rpcAll(host, def.service), {
+    queue: `${def.service}.${host}`,
+    callback: (err, msg) => {
+      if (err) return log.error({ err }, 'rpc subscription failed');
+      void handle(msg);
+    },
+  });
+
+  async function handle(msg: Msg): Promise<void> {
+    const method = msg.subject.slice(prefix.length);
+    const started = performance.now();
+    try {
+      const spec = methods[method];
+      if (!spec) throw new InvalidRequestError(`${def.service} has no method ${JSON.stringify(method)}`);
+      const req = spec.req.safeParse(decodeJson(msg.data));
+      if (!req.success) throw new InvalidRequestError(`bad ${def.service}.${method} request: ${z.prettifyError(req.error)}`);
+      const result = await (handlers as Record<string, (r: unknown) => Promise<unknown>>)[method]!(req.data);
+      const res = spec.res.safeParse(result);
+      if (!res.success) throw new InternalError(`${def.service}.${method} produced an invalid reply: ${z.prettifyError(res.error)}`);
+      reply(msg, { ok: true, result: res.data });
+      log.debug({ method, ms: Math.round(performance.now() - started) }, 'rpc ok');
+    } catch (e) {
+      const err: WeaveError = asWeaveError(e);
+      const level = err.code === 'internal' ? 'error' : 'warn';
+      log[level]({ method, code: err.code, err: e }, `rpc ${def.service}.${method} failed: ${describeError(err)}`);
+      reply(msg, { ok: false, error: { code: err.code, message: describeError(err) } });
+    }
+  }
+
+  function reply(msg: Msg, body: unknown): void {
+    if (msg.reply) msg.respond(encodeJson(body));
+  }
+}
+
+export type { ReqOf };

@@ -1,0 +1,136 @@
+import { connect, NatsConnection } from '@nats-io/transport-node';
+import { EventEnvelope, ipamRpc, Subjects } from '@weave/contracts';
+import { ConflictError, ExhaustedError, InvalidRequestError, UnavailableError } from '@weave/errors';
+import { silentLogger } from '@weave/log';
+import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
+import { z } from 'zod';
+import { EventPublisher, kvCreate, kvGet, kvMutate, openBucket, rpcClient, serveRpc, subscribeEvents } from '../src';
+
+let server: NatsServer;
+let nc: NatsConnection;
+const log = silentLogger();
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  nc = await connect({ servers: server.url });
+});
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+const pool = { poolId: 'p1', pool: '10.1.0.0/24', data: {} };
+const handlers = {
+  requestPool: async () => pool,
+  releasePool: async () => ({}),
+  requestAddress: async (r: { address: string | null }) => {
+    if (r.address === '10.1.0.9') throw new ExhaustedError('range 10.1.0.8/29 is full');
+    return { address: 'not-an-address' };
+  },
+  releaseAddress: async () => ({}),
+  status: async () => ({ pools: [] }),
+};
+
+describe('rpc', () => {
+  let sub: { unsubscribe(): void };
+  beforeAll(() => {
+    sub = serveRpc(nc, 'h1', ipamRpc, handlers, log);
+  });
+  afterAll(() => sub.unsubscribe());
+
+  it('round-trips a validated request', async () => {
+    const ipam = rpcClient(nc, 'h1', ipamRpc);
+    await expect(ipam.requestPool({ addressSpace: 'weave-local', pool: null, subPool: null, v6: false, options: {} })).resolves.toEqual(pool);
+  });
+
+  it('carries the error class across the wire', async () => {
+    const ipam = rpcClient(nc, 'h1', ipamRpc);
+    await expect(ipam.requestAddress({ poolId: 'p1', address: '10.1.0.9', kind: 'endpoint' })).rejects.toThrow(ExhaustedError);
+  });
+
+  it('refuses a reply its own schema does not allow', async () => {
+    const ipam = rpcClient(nc, 'h1', ipamRpc);
+    await expect(ipam.requestAddress({ poolId: 'p1', address: null, kind: 'endpoint' })).rejects.toThrow(/invalid reply/);
+  });
+
+  it('answers malformed requests with an invalid error and keeps serving', async () => {
+    const cases = ['not json', '{"poolId":5}', '[]', '\u00ff\u00fe'];
+    for (const body of cases) {
+      const m = await nc.request(Subjects.rpc('h1', 'ipam', 'releasePool'), body, { timeout: 2000 });
+      expect(m.json()).toMatchObject({ ok: false, error: { code: 'invalid' } });
+    }
+    const unknown = await nc.request(Subjects.rpc('h1', 'ipam', 'dropTables'), '{}', { timeout: 2000 });
+    expect(unknown.json()).toMatchObject({ ok: false, error: { code: 'invalid', message: expect.stringContaining('no method') } });
+    await expect(rpcClient(nc, 'h1', ipamRpc).releasePool({ poolId: 'p1' })).resolves.toEqual({});
+  });
+
+  it('rejects a bad request before sending it', async () => {
+    const ipam = rpcClient(nc, 'h1', ipamRpc);
+    await expect(ipam.releaseAddress({ poolId: 'p1', address: '300.1.1.1' })).rejects.toThrow(z.ZodError);
+  });
+
+  it('says which service on which host is missing', async () => {
+    const ipam = rpcClient(nc, 'nobody', ipamRpc);
+    const err = await ipam.status({}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toMatch(/ipam service on host nobody is not running/);
+  });
+});
+
+describe('events', () => {
+  it('publishes validated envelopes with increasing seq', async () => {
+    const seen: EventEnvelope[] = [];
+    const bad: string[] = [];
+    const sub = subscribeEvents(nc, (e) => seen.push(e), (s) => bad.push(s));
+    await nc.flush();
+    const pub = new EventPublisher(nc, 'h1', 'ipam', log, () => new Date('2026-01-01T00:00:00Z'));
+    pub.publish('address.released', { poolId: 'p', address: '10.0.0.1' });
+    pub.publish('address.released', { poolId: 'p', address: '10.0.0.2' });
+    nc.publish('weave.events.h1.ipam.bogus', '{"nope":1}');
+    await waitFor(() => seen.length === 2 && bad.length === 1, { what: 'two events and one rejected' });
+    expect(seen.map((e) => e.seq)).toEqual([1, 2]);
+    expect(seen[0]).toMatchObject({ host: 'h1', service: 'ipam', kind: 'address.released', time: '2026-01-01T00:00:00.000Z' });
+    expect(bad).toEqual(['weave.events.h1.ipam.bogus']);
+    sub.unsubscribe();
+  });
+
+  it('refuses to publish data outside the contract', () => {
+    const pub = new EventPublisher(nc, 'h1', 'ipam', log);
+    expect(() => pub.publish('address.released', { poolId: 'p', address: 'nope' })).toThrow(z.ZodError);
+  });
+});
+
+describe('kv', () => {
+  const Counter = z.object({ n: z.number() });
+  it('create is a claim: the second one conflicts', async () => {
+    const kv = await openBucket(nc, 'test-claims');
+    await kvCreate(kv, 'a', { n: 1 });
+    await expect(kvCreate(kv, 'a', { n: 2 })).rejects.toThrow(ConflictError);
+    expect((await kvGet(kv, 'a', Counter))?.value).toEqual({ n: 1 });
+  });
+
+  it('compare-and-set loses no update under concurrency', async () => {
+    const kv = await openBucket(nc, 'test-cas');
+    const bump = () => kvMutate(kv, 'c', Counter, (cur) => ({ change: { put: { n: (cur?.n ?? 0) + 1 } }, result: null }), 100);
+    await Promise.all(Array.from({ length: 25 }, bump));
+    expect((await kvGet(kv, 'c', Counter))?.value).toEqual({ n: 25 });
+  });
+
+  it('refuses data that does not match the schema', async () => {
+    const kv = await openBucket(nc, 'test-schema');
+    await kv.put('x', '{"n":"one"}');
+    await expect(kvGet(kv, 'x', Counter)).rejects.toThrow(/does not match its schema/);
+  });
+
+  it('deletes through the loop and reads back null', async () => {
+    const kv = await openBucket(nc, 'test-del');
+    await kvCreate(kv, 'd', { n: 1 });
+    await kvMutate(kv, 'd', Counter, () => ({ change: { delete: true }, result: null }));
+    expect(await kvGet(kv, 'd', Counter)).toBeNull();
+    await kvCreate(kv, 'd', { n: 2 });
+  });
+});
+
+test('InvalidRequestError has the invalid code', () => {
+  expect(new InvalidRequestError('x').code).toBe('invalid');
+});

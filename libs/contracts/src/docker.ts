@@ -1,0 +1,84 @@
+import { z } from 'zod';
+import { CidrString, DockerId, IpString, IpWithPrefix } from './primitives';
+
+/**
+ * Docker's legacy network and IPAM plugin protocol, as dockerd 20.10-28 really sends it
+ * (shared/reference/docker-plugin-protocol.md). Requests are loose: Docker adds fields across
+ * versions and we must ignore what we do not know. `Options` maps are `null` from compose.
+ */
+const OptionMap = z.record(z.string(), z.unknown()).nullish().transform((m) => m ?? {});
+const Ids = { NetworkID: DockerId, EndpointID: DockerId };
+
+export const IpamData = z.looseObject({
+  AddressSpace: z.string(),
+  Pool: CidrString,
+  Gateway: IpWithPrefix.optional(),
+  AuxAddresses: z.record(z.string(), IpWithPrefix).nullish(),
+});
+
+export const NetworkDriver = {
+  CreateNetwork: z.looseObject({
+    NetworkID: DockerId,
+    Options: OptionMap,
+    IPv4Data: z.array(IpamData).nullish().transform((a) => a ?? []),
+    IPv6Data: z.array(IpamData).nullish().transform((a) => a ?? []),
+  }),
+  DeleteNetwork: z.looseObject({ NetworkID: DockerId }),
+  CreateEndpoint: z.looseObject({
+    ...Ids,
+    Interface: z
+      .looseObject({
+        Address: z.union([IpWithPrefix, z.literal('')]).optional(),
+        AddressIPv6: z.union([IpWithPrefix, z.literal('')]).optional(),
+        MacAddress: z.string().optional(),
+      })
+      .nullish(),
+    Options: OptionMap,
+  }),
+  Join: z.looseObject({ ...Ids, SandboxKey: z.string().min(1), Options: OptionMap }),
+  Leave: z.looseObject(Ids),
+  DeleteEndpoint: z.looseObject(Ids),
+  EndpointOperInfo: z.looseObject(Ids),
+  ProgramExternalConnectivity: z.looseObject({ ...Ids, Options: OptionMap }),
+  RevokeExternalConnectivity: z.looseObject(Ids),
+} as const;
+
+export const IpamDriver = {
+  RequestPool: z.looseObject({
+    AddressSpace: z.string(),
+    Pool: z.union([CidrString, z.literal('')]).optional().default(''),
+    SubPool: z.union([CidrString, z.literal('')]).optional().default(''),
+    Options: z.record(z.string(), z.string()).nullish().transform((m) => m ?? {}),
+    V6: z.boolean().optional().default(false),
+  }),
+  ReleasePool: z.looseObject({ PoolID: z.string().min(1) }),
+  RequestAddress: z.looseObject({
+    PoolID: z.string().min(1),
+    Address: z.union([IpString, z.literal('')]).optional().default(''),
+    Options: z.record(z.string(), z.string()).nullish().transform((m) => m ?? {}),
+  }),
+  ReleaseAddress: z.looseObject({ PoolID: z.string().min(1), Address: IpString }),
+} as const;
+
+export type NetworkDriverMethod = keyof typeof NetworkDriver;
+export type IpamDriverMethod = keyof typeof IpamDriver;
+
+/** Option keys Docker uses on the wire. */
+export const DockerOption = {
+  generic: 'com.docker.network.generic',
+  internal: 'com.docker.network.internal',
+  enableIpv6: 'com.docker.network.enable_ipv6',
+  mtu: 'com.docker.network.driver.mtu',
+  requestAddressType: 'RequestAddressType',
+  gatewayType: 'com.docker.network.gateway',
+  macAddress: 'com.docker.network.endpoint.macaddress',
+} as const;
+
+/** The address spaces our IPAM announces; a network whose IPv4Data names another space used Docker's IPAM. */
+export const AddressSpaces = { local: 'weave-local', global: 'weave-global' } as const;
+
+export type CreateNetworkRequest = z.output<typeof NetworkDriver.CreateNetwork>;
+export type CreateEndpointRequest = z.output<typeof NetworkDriver.CreateEndpoint>;
+export type JoinRequest = z.output<typeof NetworkDriver.Join>;
+export type RequestPoolRequest = z.output<typeof IpamDriver.RequestPool>;
+export type RequestAddressRequest = z.output<typeof IpamDriver.RequestAddress>;

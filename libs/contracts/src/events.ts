@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu } from './primitives';
+import { AddressKind, ServiceName } from './rpc';
+
+/**
+ * Every event kind each service publishes, with its payload. Subject:
+ * weave.events.<host>.<service>.<kind>. `seq` counts up per (host, service) from 1 at each
+ * process start, so a subscriber that sees a gap, or seq falling back, resyncs from state.
+ */
+export const EVENT_SCHEMA_VERSION = 1;
+
+const Started = z.object({ version: z.string(), pid: z.number().int() });
+
+export const EventKinds = {
+  'plugin-api': {
+    'service.started': Started,
+    'docker.call.failed': z.object({ method: z.string(), message: z.string(), status: z.number().int() }),
+  },
+  ipam: {
+    'service.started': Started,
+    'pool.requested': z.object({ poolId: z.string(), pool: CidrString, holders: z.number().int() }),
+    'pool.released': z.object({ poolId: z.string(), pool: CidrString, holders: z.number().int() }),
+    'block.claimed': z.object({ poolId: z.string(), block: CidrString }),
+    'block.released': z.object({ poolId: z.string(), block: CidrString }),
+    'address.allocated': z.object({ poolId: z.string(), address: IpWithPrefix, kind: AddressKind }),
+    'address.released': z.object({ poolId: z.string(), address: IpString }),
+  },
+  netwire: {
+    'service.started': Started,
+    'network.created': z.object({ networkId: DockerId, bridge: z.string(), mtu: Mtu, subnets: z.array(CidrString) }),
+    'network.deleted': z.object({ networkId: DockerId, bridge: z.string() }),
+    'endpoint.created': z.object({ networkId: DockerId, endpointId: DockerId, hostVeth: z.string(), mac: MacString, address: IpWithPrefix.nullable() }),
+    'endpoint.joined': z.object({ networkId: DockerId, endpointId: DockerId, sandboxKey: z.string() }),
+    'endpoint.left': z.object({ networkId: DockerId, endpointId: DockerId }),
+    'endpoint.deleted': z.object({ networkId: DockerId, endpointId: DockerId }),
+    'reconciled': z.object({
+      removedLinks: z.array(z.string()),
+      restoredNetworks: z.array(DockerId),
+      forgottenEndpoints: z.array(DockerId),
+    }),
+  },
+  router: {
+    'service.started': Started,
+  },
+} as const satisfies Record<ServiceName, Record<string, z.ZodType>>;
+
+export type EventKindOf<S extends ServiceName> = keyof (typeof EventKinds)[S] & string;
+export type EventDataOf<S extends ServiceName, K extends EventKindOf<S>> = z.output<(typeof EventKinds)[S][K] & z.ZodType>;
+
+export const EventEnvelope = z.strictObject({
+  v: z.literal(EVENT_SCHEMA_VERSION),
+  seq: z.number().int().positive(),
+  time: z.iso.datetime(),
+  host: HostName,
+  service: z.enum(['plugin-api', 'ipam', 'netwire', 'router']),
+  kind: z.string(),
+  data: z.unknown(),
+});
+export type EventEnvelope = z.output<typeof EventEnvelope>;
+
+/** Validates an envelope and, when the kind is known, its data. */
+export function parseEvent(raw: unknown): EventEnvelope {
+  const env = EventEnvelope.parse(raw);
+  const kinds = EventKinds[env.service] as Record<string, z.ZodType>;
+  const schema = kinds[env.kind];
+  if (!schema) throw new TypeError(`unknown event kind ${env.service}.${env.kind}`);
+  return { ...env, data: schema.parse(env.data) };
+}

@@ -1,0 +1,5 @@
+export * from './primitives';
+export * from './docker';
+export * from './rpc';
+export * from './events';
+export * from './subjects';

@@ -1,0 +1,137 @@
+import { z } from 'zod';
+import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu } from './primitives';
+
+/**
+ * Request/reply methods, one object per service. Subject: weave.rpc.<host>.<service>.<method>.
+ * Replies are `{ok:true, result}` or `{ok:false, error:{code, message}}`; both sides validate.
+ */
+export interface RpcMethod<Req extends z.ZodType = z.ZodType, Res extends z.ZodType = z.ZodType> {
+  readonly req: Req;
+  readonly res: Res;
+}
+export interface RpcService {
+  readonly service: ServiceName;
+  readonly methods: Readonly<Record<string, RpcMethod>>;
+}
+
+export const ServiceNames = ['plugin-api', 'ipam', 'netwire', 'router'] as const;
+export type ServiceName = (typeof ServiceNames)[number];
+
+const Empty = z.strictObject({});
+const Labels = z.record(z.string(), z.string());
+
+export const AddressKind = z.enum(['endpoint', 'gateway', 'aux']);
+
+export const PoolStatus = z.object({
+  poolId: z.string(),
+  pool: CidrString,
+  subPool: CidrString.nullable(),
+  gateway: IpString.nullable(),
+  holders: z.record(HostName, z.number().int()),
+  blocks: z.array(z.object({ block: CidrString, owner: HostName, used: z.number().int(), size: z.number().int() })),
+});
+
+export const ipamRpc = {
+  service: 'ipam',
+  methods: {
+    requestPool: {
+      req: z.strictObject({
+        addressSpace: z.string(),
+        pool: CidrString.nullable(),
+        subPool: CidrString.nullable(),
+        v6: z.boolean(),
+        options: Labels,
+      }),
+      res: z.strictObject({ poolId: z.string(), pool: CidrString, data: Labels }),
+    },
+    releasePool: { req: z.strictObject({ poolId: z.string().min(1) }), res: Empty },
+    requestAddress: {
+      req: z.strictObject({
+        poolId: z.string().min(1),
+        address: IpString.nullable(),
+        kind: AddressKind,
+        owner: z.string().max(200).optional(),
+      }),
+      res: z.strictObject({ address: IpWithPrefix }),
+    },
+    releaseAddress: { req: z.strictObject({ poolId: z.string().min(1), address: IpString }), res: Empty },
+    status: { req: Empty, res: z.strictObject({ pools: z.array(PoolStatus) }) },
+  },
+} as const satisfies RpcService;
+
+export const NetworkSpec = z.strictObject({
+  networkId: DockerId,
+  ipv4: z.array(z.strictObject({ pool: CidrString, gateway: IpWithPrefix.nullable() })).min(1),
+  ipv6: z.array(z.strictObject({ pool: CidrString, gateway: IpWithPrefix.nullable() })),
+  internal: z.boolean(),
+  mtu: Mtu.nullable(),
+  options: Labels,
+});
+export type NetworkSpec = z.output<typeof NetworkSpec>;
+
+const EndpointRef = z.strictObject({ networkId: DockerId, endpointId: DockerId });
+
+export const EndpointStatus = z.object({
+  networkId: DockerId,
+  endpointId: DockerId,
+  address: IpWithPrefix.nullable(),
+  addressV6: IpWithPrefix.nullable(),
+  mac: MacString,
+  hostVeth: z.string(),
+  present: z.boolean(),
+});
+export const NetworkStatus = z.object({
+  networkId: DockerId,
+  bridge: z.string(),
+  mtu: Mtu,
+  internal: z.boolean(),
+  subnets: z.array(CidrString),
+  endpoints: z.number().int(),
+});
+
+export const netwireRpc = {
+  service: 'netwire',
+  methods: {
+    createNetwork: { req: NetworkSpec, res: z.strictObject({ bridge: z.string(), mtu: Mtu }) },
+    deleteNetwork: { req: z.strictObject({ networkId: DockerId }), res: Empty },
+    createEndpoint: {
+      req: z.strictObject({
+        networkId: DockerId,
+        endpointId: DockerId,
+        address: IpWithPrefix.nullable(),
+        addressV6: IpWithPrefix.nullable(),
+        mac: MacString.nullable(),
+      }),
+      /** `mac` is set only when the caller gave none: Docker refuses a driver that changes a field it set. */
+      res: z.strictObject({ mac: MacString.nullable() }),
+    },
+    join: {
+      req: z.strictObject({ networkId: DockerId, endpointId: DockerId, sandboxKey: z.string().min(1) }),
+      res: z.strictObject({
+        srcName: z.string().max(15),
+        gateway: IpString.nullable(),
+        gatewayV6: IpString.nullable(),
+      }),
+    },
+    leave: { req: EndpointRef, res: Empty },
+    deleteEndpoint: { req: EndpointRef, res: Empty },
+    endpointInfo: { req: EndpointRef, res: z.strictObject({ value: Labels }) },
+    status: {
+      req: Empty,
+      res: z.strictObject({ networks: z.array(NetworkStatus), endpoints: z.array(EndpointStatus) }),
+    },
+  },
+} as const satisfies RpcService;
+
+/** Error codes carried in `{ok:false}` replies; each maps to one error class on the calling side. */
+export const ErrorCodes = ['invalid', 'not_found', 'conflict', 'exhausted', 'unavailable', 'internal'] as const;
+export type ErrorCode = (typeof ErrorCodes)[number];
+export const RpcErrorBody = z.strictObject({ code: z.enum(ErrorCodes), message: z.string() });
+
+export const RpcReply = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), result: z.unknown() }),
+  z.strictObject({ ok: z.literal(false), error: RpcErrorBody }),
+]);
+
+export type ReqOf<S extends RpcService, M extends keyof S['methods']> = z.input<S['methods'][M]['req']>;
+export type ResOf<S extends RpcService, M extends keyof S['methods']> = z.output<S['methods'][M]['res']>;

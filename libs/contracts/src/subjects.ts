@@ -1,0 +1,17 @@
+import type { ServiceName } from './rpc';
+
+/** Every NATS subject the project uses is built here and nowhere else. */
+export const Subjects = {
+  rpc: (host: string, service: ServiceName, method: string) => `weave.rpc.${host}.${service}.${method}`,
+  rpcAll: (host: string, service: ServiceName) => `weave.rpc.${host}.${service}.*`,
+  event: (host: string, service: ServiceName, kind: string) => `weave.events.${host}.${service}.${kind}`,
+  allEvents: 'weave.events.>',
+} as const;
+
+/** JetStream KV buckets; one owner service each. */
+export const Buckets = {
+  ipamPools: 'weave-ipam-pools',
+  ipamBlocks: 'weave-ipam-blocks',
+  ipamLeases: 'weave-ipam-leases',
+  netwire: 'weave-netwire',
+} as const;
