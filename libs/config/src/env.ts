@@ -1,0 +1,40 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { HostName } from '@weave/contracts';
+import { InvalidRequestError } from '@weave/errors';
+import { z } from 'zod';
+
+/**
+ * Reads environment variables through a zod schema. A bad value stops the service at start with
+ * every problem listed by variable name, instead of failing later on first use.
+ */
+export function readEnv<T extends z.ZodObject>(schema: T, env: NodeJS.ProcessEnv = process.env): z.output<T> {
+  const r = schema.safeParse(env);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new InvalidRequestError(`bad environment:\n${lines.join('\n')}`);
+  }
+  return r.data;
+}
+
+/** A stable host identity: the machine id if there is one, else the hostname, made subject-safe. */
+export function defaultHostName(): string {
+  for (const f of ['/etc/machine-id', '/var/lib/dbus/machine-id']) {
+    try {
+      const id = readFileSync(f, 'utf8').trim();
+      if (/^[0-9a-f]{32}$/.test(id)) return id.slice(0, 12);
+    } catch {
+      // not there: try the next source
+    }
+  }
+  return hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'weave';
+}
+
+/** Variables every service reads. */
+export const CommonEnv = z.object({
+  WEAVE_HOST: HostName.default(() => defaultHostName()),
+  WEAVE_NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
+  WEAVE_NATS_USER: z.string().optional(),
+  WEAVE_NATS_PASSWORD: z.string().optional(),
+});
+export type CommonEnv = z.output<typeof CommonEnv>;
