@@ -9,7 +9,9 @@ import { z } from 'zod';
  * every problem listed by variable name, instead of failing later on first use.
  */
 export function readEnv<T extends z.ZodObject>(schema: T, env: NodeJS.ProcessEnv = process.env): z.output<T> {
-  const r = schema.safeParse(env);
+  // Compose passes `${VAR:-}` through as an empty string: treat it as unset so defaults apply.
+  const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const r = schema.safeParse(set);
   if (!r.success) {
     const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new InvalidRequestError(`bad environment:\n${lines.join('\n')}`);

@@ -37,6 +37,10 @@ export const EventKinds = {
       removedLinks: z.array(z.string()),
       restoredNetworks: z.array(DockerId),
       forgottenEndpoints: z.array(DockerId),
+      /** Bridges whose leftover firewall rules were removed. */
+      removedFirewall: z.array(z.string()).optional(),
+      /** Endpoints whose host veth was put back on its (restored) bridge. */
+      reattachedEndpoints: z.array(DockerId).optional(),
     }),
   },
   router: {

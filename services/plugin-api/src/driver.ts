@@ -1,0 +1,139 @@
+import { AddressSpaces, DockerOption, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
+import type { RpcClient } from '@weave/bus';
+import { InvalidRequestError } from '@weave/errors';
+import type { Logger } from '@weave/log';
+import { z } from 'zod';
+
+/**
+ * Docker's plugin methods mapped onto our services. Each entry names the interface (which decides
+ * whether errors travel as `Err` or `Error`), the schema its body must satisfy, and what to do.
+ * This module holds no state: the ipam and netwire services own it.
+ */
+export type Iface = 'Plugin' | 'NetworkDriver' | 'IpamDriver';
+
+export interface Route {
+  iface: Iface;
+  /** Null for calls Docker sends with an empty body. */
+  body: z.ZodType | null;
+  handle: (body: any) => Promise<unknown>;
+}
+
+export interface Backends {
+  ipam: RpcClient<typeof ipamRpc>;
+  netwire: RpcClient<typeof netwireRpc>;
+  log: Logger;
+}
+
+const Empty = {};
+
+export function routes({ ipam, netwire, log }: Backends): Record<string, Route> {
+  const nd = <K extends keyof typeof NetworkDriver>(m: K, handle: (b: z.output<(typeof NetworkDriver)[K]>) => Promise<unknown>): [string, Route] =>
+    [`NetworkDriver.${m}`, { iface: 'NetworkDriver', body: NetworkDriver[m], handle }];
+  const id = <K extends keyof typeof IpamDriver>(m: K, handle: (b: z.output<(typeof IpamDriver)[K]>) => Promise<unknown>): [string, Route] =>
+    [`IpamDriver.${m}`, { iface: 'IpamDriver', body: IpamDriver[m], handle }];
+  const constant = (iface: Iface, name: string, reply: unknown): [string, Route] =>
+    [`${iface}.${name}`, { iface, body: null, handle: async () => reply }];
+
+  return Object.fromEntries([
+    constant('Plugin', 'Activate', { Implements: ['NetworkDriver', 'IpamDriver'] }),
+    // "local": a legacy plugin with "global" scope is refused without swarm on 20.10; the mesh
+    // keeps networks consistent across hosts itself.
+    constant('NetworkDriver', 'GetCapabilities', { Scope: 'local' }),
+    // No request replay: our state is persistent, and a replayed static request would conflict.
+    constant('IpamDriver', 'GetCapabilities', { RequiresMACAddress: false, RequiresRequestReplay: false }),
+    constant('IpamDriver', 'GetDefaultAddressSpaces', {
+      LocalDefaultAddressSpace: AddressSpaces.local,
+      GlobalDefaultAddressSpace: AddressSpaces.global,
+    }),
+
+    id('RequestPool', async (b) => {
+      const r = await ipam.requestPool({
+        addressSpace: b.AddressSpace,
+        pool: b.Pool || null,
+        subPool: b.SubPool || null,
+        v6: b.V6,
+        options: b.Options,
+      });
+      return { PoolID: r.poolId, Pool: r.pool, Data: r.data };
+    }),
+    id('ReleasePool', async (b) => (await ipam.releasePool({ poolId: b.PoolID }), Empty)),
+    id('RequestAddress', async (b) => {
+      const gateway = b.Options[DockerOption.requestAddressType] === DockerOption.gatewayType;
+      const r = await ipam.requestAddress({ poolId: b.PoolID, address: b.Address || null, kind: gateway ? 'gateway' : 'endpoint' });
+      return { Address: r.address, Data: {} };
+    }),
+    id('ReleaseAddress', async (b) => (await ipam.releaseAddress({ poolId: b.PoolID, address: b.Address }), Empty)),
+
+    nd('CreateNetwork', async (b) => (await netwire.createNetwork(networkSpec(b)), Empty)),
+    nd('DeleteNetwork', async (b) => (await netwire.deleteNetwork({ networkId: b.NetworkID }), Empty)),
+    nd('CreateEndpoint', async (b) => {
+      const r = await netwire.createEndpoint({
+        networkId: b.NetworkID,
+        endpointId: b.EndpointID,
+        address: b.Interface?.Address || null,
+        addressV6: b.Interface?.AddressIPv6 || null,
+        mac: b.Interface?.MacAddress || null,
+      });
+      // Only fields Docker left empty may be filled in; anything else makes it roll back.
+      return r.mac ? { Interface: { MacAddress: r.mac } } : {};
+    }),
+    nd('Join', async (b) => {
+      const r = await netwire.join({ networkId: b.NetworkID, endpointId: b.EndpointID, sandboxKey: b.SandboxKey });
+      return {
+        InterfaceName: { SrcName: r.srcName, DstPrefix: 'eth' },
+        ...(r.gateway ? { Gateway: r.gateway } : {}),
+        ...(r.gatewayV6 ? { GatewayIPv6: r.gatewayV6 } : {}),
+        // Without a gateway (internal networks) Docker would otherwise add a docker_gwbridge
+        // interface and route the container out through it.
+        ...(r.gateway || r.gatewayV6 ? {} : { DisableGatewayService: true }),
+      };
+    }),
+    nd('Leave', async (b) => (await netwire.leave({ networkId: b.NetworkID, endpointId: b.EndpointID }), Empty)),
+    nd('DeleteEndpoint', async (b) => (await netwire.deleteEndpoint({ networkId: b.NetworkID, endpointId: b.EndpointID }), Empty)),
+    nd('EndpointOperInfo', async (b) => {
+      // Mandatory for Docker: a failure here fails the container start, so report what we can.
+      try {
+        return { Value: (await netwire.endpointInfo({ networkId: b.NetworkID, endpointId: b.EndpointID })).value };
+      } catch (err) {
+        log.warn({ err, endpointId: b.EndpointID }, 'endpoint info unavailable');
+        return { Value: {} };
+      }
+    }),
+    // Port publishing for remote drivers is the driver's job and comes with its own issue.
+    nd('ProgramExternalConnectivity', async () => Empty),
+    nd('RevokeExternalConnectivity', async () => Empty),
+    ['NetworkDriver.DiscoverNew', { iface: 'NetworkDriver', body: null, handle: async () => Empty }],
+    ['NetworkDriver.DiscoverDelete', { iface: 'NetworkDriver', body: null, handle: async () => Empty }],
+  ]);
+}
+
+/** Docker's CreateNetwork as our NetworkSpec; refuses networks that did not use our IPAM. */
+export function networkSpec(b: z.output<typeof NetworkDriver.CreateNetwork>): NetworkSpec {
+  const spaces = [...b.IPv4Data, ...b.IPv6Data].map((d) => d.AddressSpace);
+  const ours: string[] = Object.values(AddressSpaces);
+  if (spaces.length === 0 || spaces.some((s) => !ours.includes(s))) {
+    throw new InvalidRequestError(
+      "weave networks need weave's IPAM, because Docker's default IPAM only makes addresses unique on one host. " +
+        'Create the network with: docker network create -d weave --ipam-driver weave [--subnet …] <name>',
+    );
+  }
+  const generic = (b.Options[DockerOption.generic] ?? {}) as Record<string, unknown>;
+  const labels = Object.fromEntries(Object.entries(generic).map(([k, v]) => [k, String(v)]));
+  return {
+    networkId: b.NetworkID,
+    ipv4: b.IPv4Data.map((d) => ({ pool: d.Pool, gateway: d.Gateway ?? null })),
+    ipv6: b.IPv6Data.map((d) => ({ pool: d.Pool, gateway: d.Gateway ?? null })),
+    internal: b.Options[DockerOption.internal] === true,
+    mtu: parseMtu(labels[DockerOption.mtu]),
+    options: labels,
+  };
+}
+
+function parseMtu(text: string | undefined): number | null {
+  if (text === undefined || text === '') return null;
+  const mtu = Number(text);
+  if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) {
+    throw new InvalidRequestError(`-o ${DockerOption.mtu}=${text}: the MTU must be a whole number from 576 to 65535`);
+  }
+  return mtu;
+}

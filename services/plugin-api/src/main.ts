@@ -1,0 +1,32 @@
+import { join } from 'node:path';
+import { EventPublisher, rpcClient } from '@weave/bus';
+import { runService } from '@weave/config';
+import { ipamRpc, netwireRpc } from '@weave/contracts';
+import { z } from 'zod';
+import { routes } from './driver';
+import { listenOnSocket, pluginServer } from './server';
+
+const Env = z.object({
+  /** The driver name users pass to -d and --ipam-driver; it names the socket Docker looks for. */
+  WEAVE_PLUGIN_NAME: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/).default('weave'),
+  WEAVE_PLUGIN_DIR: z.string().min(1).default('/run/docker/plugins'),
+  WEAVE_RPC_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+});
+
+void runService('plugin-api', Env, async ({ env, log, nc }) => {
+  const events = new EventPublisher(nc, env.WEAVE_HOST, 'plugin-api', log);
+  const opts = { timeoutMs: env.WEAVE_RPC_TIMEOUT_MS };
+  const table = routes({ ipam: rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts), netwire: rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts), log });
+  const server = pluginServer(table, log, (c) => {
+    if (c.error) events.publish('docker.call.failed', { method: c.method, message: c.error, status: c.status });
+  });
+  // Docker caches a failed handshake until it restarts, so the socket appears only once NATS is
+  // connected (runService waited for it) and every answer can be given.
+  const socket = join(env.WEAVE_PLUGIN_DIR, `${env.WEAVE_PLUGIN_NAME}.sock`);
+  await listenOnSocket(server, socket);
+  log.info({ socket }, 'plugin listening');
+  events.publish('service.started', { version: '0.1.0', pid: process.pid });
+  return async () => {
+    await new Promise((r) => server.close(r));
+  };
+});

@@ -1,0 +1,229 @@
+import { request } from 'node:http';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import { ConflictError, ExhaustedError, NotFoundError, UnavailableError } from '@weave/errors';
+import { silentLogger } from '@weave/log';
+import { Backends, routes } from '../src/driver';
+import { listenOnSocket, MAX_BODY_BYTES, pluginServer } from '../src/server';
+
+const NID = 'a'.repeat(64);
+const EID = 'b'.repeat(64);
+
+/** Records every call; each method can be made to fail. */
+function fakeBackends() {
+  const calls: Array<[string, unknown]> = [];
+  const failWith: Record<string, Error> = {};
+  const stub = <R>(name: string, result: R) => async (req: unknown): Promise<R> => {
+    calls.push([name, req]);
+    const f = failWith[name];
+    if (f) throw f;
+    return result;
+  };
+  const backends = {
+    ipam: {
+      requestPool: stub('requestPool', { poolId: 'weave:10.9.0.0/24', pool: '10.9.0.0/24', data: {} }),
+      releasePool: stub('releasePool', {}),
+      requestAddress: stub('requestAddress', { address: '10.9.0.2/24' }),
+      releaseAddress: stub('releaseAddress', {}),
+      status: stub('ipamStatus', { pools: [] }),
+    },
+    netwire: {
+      createNetwork: stub('createNetwork', { bridge: 'wvbaaaaaaaaaaa', mtu: 1450 }),
+      deleteNetwork: stub('deleteNetwork', {}),
+      createEndpoint: stub('createEndpoint', { mac: '02:42:0a:09:00:02' as string | null }),
+      join: stub('join', { srcName: 'wvcbbbbbbbbbbb', gateway: '10.9.0.1' as string | null, gatewayV6: null }),
+      leave: stub('leave', {}),
+      deleteEndpoint: stub('deleteEndpoint', {}),
+      endpointInfo: stub('endpointInfo', { value: { hostVeth: 'wvhbbbbbbbbbbb' } }),
+      status: stub('netwireStatus', { networks: [], endpoints: [] }),
+    },
+    log: silentLogger(),
+  } as unknown as Backends;
+  return { backends, calls, failWith };
+}
+
+let dir: string;
+let socket: string;
+let server: Server;
+let fake: ReturnType<typeof fakeBackends>;
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'weave-plugin-'));
+  socket = join(dir, 'weave.sock');
+  fake = fakeBackends();
+  server = pluginServer(routes(fake.backends), silentLogger());
+  await listenOnSocket(server, socket);
+});
+afterEach(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function post(method: string, body: string | object = ''): Promise<{ status: number; json: any }> {
+  const text = typeof body === 'string' ? body : JSON.stringify(body) + '\n';
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, path: `/${method}`, method: 'POST', headers: { Host: '', 'Content-Length': Buffer.byteLength(text) } }, (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(data) }));
+    });
+    req.on('error', reject);
+    // The server may answer (413) before the client has written all of a huge body; the late
+    // EPIPE on the client's socket is expected then and is not the outcome under test.
+    req.on('socket', (s) => s.on('error', () => {}));
+    req.end(text);
+  });
+}
+
+describe('handshake', () => {
+  it.each([
+    ['Plugin.Activate', { Implements: ['NetworkDriver', 'IpamDriver'] }],
+    ['NetworkDriver.GetCapabilities', { Scope: 'local' }],
+    ['IpamDriver.GetCapabilities', { RequiresMACAddress: false, RequiresRequestReplay: false }],
+    ['IpamDriver.GetDefaultAddressSpaces', { LocalDefaultAddressSpace: 'weave-local', GlobalDefaultAddressSpace: 'weave-global' }],
+  ])('%s answers with an empty body', async (method, reply) => {
+    expect(await post(method)).toEqual({ status: 200, json: reply });
+  });
+
+  it('makes the socket root-only', () => {
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe('ipam calls', () => {
+  it('maps RequestPool both ways, tolerating compose null Options', async () => {
+    const r = await post('IpamDriver.RequestPool', { AddressSpace: 'weave-local', Pool: '', SubPool: '', Options: null, V6: false });
+    expect(r).toEqual({ status: 200, json: { PoolID: 'weave:10.9.0.0/24', Pool: '10.9.0.0/24', Data: {} } });
+    expect(fake.calls[0]).toEqual(['requestPool', { addressSpace: 'weave-local', pool: null, subPool: null, v6: false, options: {} }]);
+  });
+
+  it('tells gateway requests apart', async () => {
+    await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '10.9.0.50', Options: null });
+    expect(fake.calls.map((c) => c[1])).toEqual([
+      { poolId: 'p', address: null, kind: 'gateway' },
+      { poolId: 'p', address: '10.9.0.50', kind: 'endpoint' },
+    ]);
+  });
+
+  it('reports refusals in the Error field, which is the one Docker reads for IPAM', async () => {
+    fake.failWith.requestAddress = new ConflictError('address 10.9.0.50 is already in use in 10.9.0.0/24');
+    const r = await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '10.9.0.50' });
+    expect(r).toEqual({ status: 200, json: { Error: 'weave: address 10.9.0.50 is already in use in 10.9.0.0/24' } });
+    fake.failWith.requestAddress = new ExhaustedError('no free address');
+    expect((await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '' })).json.Error).toMatch(/no free address/);
+  });
+
+  it('refuses bad field types with Error and calls nothing', async () => {
+    const r = await post('IpamDriver.ReleaseAddress', { PoolID: 'p', Address: 'not-an-ip' });
+    expect(r.status).toBe(200);
+    expect(r.json.Error).toMatch(/invalid IpamDriver.ReleaseAddress request.*Address/);
+    expect(fake.calls).toEqual([]);
+  });
+});
+
+describe('network calls', () => {
+  const createNetwork = (space = 'weave-local', extra: object = {}) => ({
+    NetworkID: NID,
+    Options: { 'com.docker.network.enable_ipv6': false, 'com.docker.network.generic': { 'com.docker.network.driver.mtu': '1400', x: 'y' }, ...extra },
+    IPv4Data: [{ AddressSpace: space, Gateway: '10.9.0.1/24', Pool: '10.9.0.0/24' }],
+    IPv6Data: [],
+  });
+
+  it('creates the network with its options', async () => {
+    expect(await post('NetworkDriver.CreateNetwork', createNetwork('weave-local', { 'com.docker.network.internal': true }))).toEqual({ status: 200, json: {} });
+    expect(fake.calls[0]).toEqual([
+      'createNetwork',
+      {
+        networkId: NID,
+        ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
+        ipv6: [],
+        internal: true,
+        mtu: 1400,
+        options: { 'com.docker.network.driver.mtu': '1400', x: 'y' },
+      },
+    ]);
+  });
+
+  it("refuses Docker's default IPAM and says how to create the network", async () => {
+    const r = await post('NetworkDriver.CreateNetwork', createNetwork('LocalDefault'));
+    expect(r.json.Err).toMatch(/--ipam-driver weave/);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('refuses a nonsense MTU', async () => {
+    const body = createNetwork();
+    body.Options['com.docker.network.generic']['com.docker.network.driver.mtu'] = '12';
+    expect((await post('NetworkDriver.CreateNetwork', body)).json.Err).toMatch(/MTU must be a whole number/);
+  });
+
+  it('fills the MAC only when Docker left it empty', async () => {
+    const r1 = await post('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: '10.9.0.2/24', AddressIPv6: '', MacAddress: '' }, Options: {} });
+    expect(r1.json).toEqual({ Interface: { MacAddress: '02:42:0a:09:00:02' } });
+    (fake.backends.netwire as any).createEndpoint = async () => ({ mac: null });
+    const r2 = await post('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: '10.9.0.2/24', MacAddress: '02:42:aa:bb:cc:dd' } });
+    expect(r2.json).toEqual({});
+  });
+
+  it('returns the gateway from Join, and none on internal networks', async () => {
+    const join = { NetworkID: NID, EndpointID: EID, SandboxKey: '/var/run/docker/netns/x', Options: {} };
+    expect((await post('NetworkDriver.Join', join)).json).toEqual({ InterfaceName: { SrcName: 'wvcbbbbbbbbbbb', DstPrefix: 'eth' }, Gateway: '10.9.0.1' });
+    (fake.backends.netwire as any).join = async () => ({ srcName: 'wvcbbbbbbbbbbb', gateway: null, gatewayV6: null });
+    expect((await post('NetworkDriver.Join', join)).json).toEqual({ InterfaceName: { SrcName: 'wvcbbbbbbbbbbb', DstPrefix: 'eth' }, DisableGatewayService: true });
+  });
+
+  it('answers EndpointOperInfo even when netwire cannot', async () => {
+    fake.failWith.endpointInfo = new UnavailableError('netwire is down');
+    expect(await post('NetworkDriver.EndpointOperInfo', { NetworkID: NID, EndpointID: EID })).toEqual({ status: 200, json: { Value: {} } });
+  });
+
+  it('passes service errors on in Err', async () => {
+    fake.failWith.createEndpoint = new NotFoundError(`network ${NID} is not known to netwire`);
+    const r = await post('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: '10.9.0.2/24' } });
+    expect(r).toEqual({ status: 200, json: { Err: expect.stringContaining('is not known to netwire') } });
+  });
+});
+
+describe('malformed input', () => {
+  it.each(['NetworkDriver.CreateEndpoint', 'NetworkDriver.Join', 'IpamDriver.RequestAddress', 'IpamDriver.RequestPool'])(
+    'rejects the empty-body retry of %s with 400 and touches nothing',
+    async (method) => {
+      const r = await post(method, '');
+      expect(r.status).toBe(400);
+      expect(r.json.Err).toMatch(/empty request/);
+      expect(fake.calls).toEqual([]);
+    },
+  );
+
+  it.each([
+    ['not JSON', 'NetworkDriver.Join', '{"NetworkID":', 400, /not JSON/],
+    ['wrong id shape', 'NetworkDriver.Leave', { NetworkID: 'short', EndpointID: EID }, 200, /NetworkID/],
+    ['wrong type', 'NetworkDriver.DeleteNetwork', { NetworkID: 7 }, 200, /NetworkID/],
+    ['array body', 'NetworkDriver.DeleteEndpoint', [1, 2], 200, /invalid/],
+    ['bad CIDR', 'IpamDriver.RequestPool', { AddressSpace: 'weave-local', Pool: '10.0.0.1/8' }, 200, /Pool/],
+  ])('%s', async (_name, method, body, status, pattern) => {
+    const r = await post(method, body as any);
+    expect(r.status).toBe(status);
+    expect(JSON.stringify(r.json)).toMatch(pattern);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('rejects an oversized body with 413', async () => {
+    const r = await post('NetworkDriver.CreateNetwork', 'x'.repeat(MAX_BODY_BYTES + 10));
+    expect(r.status).toBe(413);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('answers unknown methods with 404 and a JSON body', async () => {
+    const r = await post('NetworkDriver.AllocateNetwork', { NetworkID: NID });
+    expect(r.status).toBe(404);
+    expect(r.json.Err).toMatch(/no such plugin method/);
+  });
+
+  it('keeps serving after all that', async () => {
+    expect((await post('Plugin.Activate')).status).toBe(200);
+  });
+});

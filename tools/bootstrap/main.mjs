@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+// `npm start`, `npm stop`, `npm test`, `npm run bench:attach`: each does its own set-up on a fresh
+// machine (host packages, dockerd, node_modules, bundles, images) and is harmless to run again.
+// Dependency-free until node_modules exists; the steps themselves live in the modules it calls.
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ciPrep } from './ci-prep.mjs';
+import { ensureNatsServerBinary, hostEnv, run } from './host.mjs';
+import { spawnSync } from 'node:child_process';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const log = (msg) => console.log(`[weave] ${msg}`);
+
+/** Runs a command with inherited stdio; throws with its exit code. */
+function sh(cmd, args, env = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: hostEnv(env) });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal}`);
+}
+
+function ensureNodeModules() {
+  const marker = join(root, 'node_modules/.package-lock.json');
+  if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(join(root, 'package-lock.json')).mtimeMs) return;
+  log('installing node modules (npm ci)');
+  sh('npm', ['ci', '--no-audit', '--no-fund']);
+}
+
+/** Everything every command needs: host packages, dockerd, images, node_modules, bundles. */
+async function prepare() {
+  const { base } = await ciPrep();
+  ensureNodeModules();
+  const { bundleAll, stageNatsServer } = await import('../build/bundle.mjs');
+  await bundleAll(log);
+  stageNatsServer(await ensureNatsServerBinary());
+  return { WEAVE_BASE_IMAGE: base };
+}
+
+const compose = (env, ...args) => sh('docker', ['compose', '-f', 'compose/host.yml', ...args], env);
+
+async function startStack() {
+  const env = await prepare();
+  log('building images and starting the stack (docker compose -f compose/host.yml up -d)');
+  compose(env, 'build', '--quiet');
+  compose(env, 'up', '-d', '--remove-orphans');
+}
+
+const commands = {
+  async up() {
+    await startStack();
+    sh('node', ['--import', 'tsx', 'tools/demo/src/main.ts']);
+  },
+  async down() {
+    ensureNodeModules();
+    // The demo's containers and network go first, while the plugin is still there to release them.
+    spawnSync('node', ['--import', 'tsx', 'tools/demo/src/main.ts', '--remove'], { cwd: root, stdio: 'inherit', env: hostEnv() });
+    compose({}, 'down', '--remove-orphans');
+  },
+  async test() {
+    await prepare();
+    // One project at a time: the end-to-end suites share the machine's dockerd.
+    sh('npx', ['nx', 'run-many', '-t', 'test', '--parallel=1', '--outputStyle=stream', '--skip-nx-cache']);
+  },
+  async 'bench-attach'() {
+    await startStack();
+    sh('node', ['--import', 'tsx', 'tools/bench/src/attach.ts', ...process.argv.slice(3)]);
+  },
+};
+
+const name = process.argv[2] ?? '';
+const command = commands[name];
+if (!command) {
+  console.error(`usage: node tools/bootstrap/main.mjs ${Object.keys(commands).join('|')}`);
+  process.exit(2);
+}
+command().catch((e) => {
+  console.error(`[weave] ${name} failed: ${e.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,60 @@
+import { connect } from '@nats-io/transport-node';
+import { rpcClient, subscribeEvents } from '@weave/bus';
+import { CommonEnv, readEnv } from '@weave/config';
+import { ipamRpc, netwireRpc, Subjects } from '@weave/contracts';
+import { describeError } from '@weave/errors';
+import { z } from 'zod';
+import { eventLine, table } from './format';
+
+const USAGE = `usage: weave <command>
+  events [--json] [host|host.service|host.service.kind]   print events as they happen
+  status [--json]                                         networks, endpoints and address pools on this host
+environment: WEAVE_NATS_URL (default nats://127.0.0.1:4222), WEAVE_HOST (default: this machine)`;
+
+const Args = z.discriminatedUnion('command', [
+  z.object({ command: z.literal('events'), json: z.boolean(), filter: z.string().regex(/^[A-Za-z0-9_.*>-]+$/, 'filter must be NATS subject tokens').optional() }),
+  z.object({ command: z.literal('status'), json: z.boolean() }),
+]);
+
+function parseArgs(argv: string[]): z.output<typeof Args> {
+  const json = argv.includes('--json');
+  const [command, filter, ...rest] = argv.filter((a) => a !== '--json');
+  const unknownFlag = argv.find((a) => a.startsWith('-') && a !== '--json');
+  if (unknownFlag || rest.length) throw new Error(`unexpected argument ${unknownFlag ?? rest[0]}\n${USAGE}`);
+  const r = Args.safeParse({ command, json, ...(filter ? { filter } : {}) });
+  if (!r.success) throw new Error(`${z.prettifyError(r.error)}\n${USAGE}`);
+  return r.data;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const env = readEnv(CommonEnv);
+  const nc = await connect({ servers: env.WEAVE_NATS_URL.split(','), user: env.WEAVE_NATS_USER, pass: env.WEAVE_NATS_PASSWORD }).catch((e) => {
+    throw new Error(`cannot reach NATS at ${env.WEAVE_NATS_URL}: is the stack up (npm start)?`, { cause: e });
+  });
+  if (args.command === 'events') {
+    const subject = args.filter ? `weave.events.${args.filter}${args.filter.split('.').length < 3 ? '.>' : ''}` : Subjects.allEvents;
+    subscribeEvents(
+      nc,
+      (e) => console.log(args.json ? JSON.stringify(e) : eventLine(e)),
+      (s, err) => console.error(`ignored a malformed event on ${s}: ${describeError(err)}`),
+      subject,
+    );
+    process.on('SIGINT', () => void nc.close().then(() => process.exit(0)));
+    return;
+  }
+  const [ipam, wire] = await Promise.all([rpcClient(nc, env.WEAVE_HOST, ipamRpc).status({}), rpcClient(nc, env.WEAVE_HOST, netwireRpc).status({})]);
+  if (args.json) console.log(JSON.stringify({ host: env.WEAVE_HOST, ipam, netwire: wire }, null, 2));
+  else {
+    console.log(`host ${env.WEAVE_HOST}\n`);
+    console.log(table(['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS'], wire.networks.map((n) => [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints)])));
+    console.log();
+    console.log(table(['POOL', 'RANGE', 'HOLDERS', 'BLOCKS (owner used/size)'], ipam.pools.map((p) => [p.pool, p.subPool ?? '-', Object.entries(p.holders).map(([h, n]) => `${h}:${n}`).join(','), p.blocks.map((b) => `${b.block} ${b.owner} ${b.used}/${b.size}`).join('; ')])));
+  }
+  await nc.close();
+}
+
+main().catch((e: Error) => {
+  console.error(`weave: ${describeError(e)}`);
+  process.exit(1);
+});

@@ -1,0 +1,50 @@
+import { randomBytes } from 'node:crypto';
+import { docker, dockerResult } from '@weave/docker-cli';
+
+/**
+ * Names and tracks every container and network a test creates, and removes them all at the end,
+ * also when the test failed: nothing a test made outlives it.
+ */
+export class DockerScope {
+  private readonly tag = randomBytes(3).toString('hex');
+  private readonly containers = new Set<string>();
+  private readonly networks = new Set<string>();
+
+  name(kind: string): string {
+    return `wte2e-${kind}-${this.tag}-${randomBytes(2).toString('hex')}`;
+  }
+
+  async network(driver: string, args: string[] = [], name = `weave:${this.name('net')}`): Promise<string> {
+    this.networks.add(name);
+    await docker(['network', 'create', '-d', driver, '--ipam-driver', driver, ...args, name]);
+    return name;
+  }
+
+  /** `docker run -d` of the tiny workload image, sleeping until removed. */
+  async run(args: string[], command: string[] = ['sleep', '1d'], name = this.name('c')): Promise<string> {
+    this.containers.add(name);
+    await docker(['run', '-d', '--name', name, ...args, 'weave-bbox:local', ...command]);
+    return name;
+  }
+
+  track(container: string): void {
+    this.containers.add(container);
+  }
+
+  async removeContainer(name: string): Promise<void> {
+    await docker(['rm', '-f', name]);
+    this.containers.delete(name);
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    await docker(['network', 'rm', name]);
+    this.networks.delete(name);
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all([...this.containers].map((c) => dockerResult(['rm', '-f', c])));
+    this.containers.clear();
+    for (const n of this.networks) await dockerResult(['network', 'rm', n]);
+    this.networks.clear();
+  }
+}

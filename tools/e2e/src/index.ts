@@ -1,0 +1,3 @@
+export * from './stack';
+export * from './docker-scope';
+export * from './host-links';
