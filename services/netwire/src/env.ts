@@ -1,0 +1,24 @@
+import { z } from 'zod';
+import { MTU_MAX, MTU_MIN } from './mtu';
+
+const unsetIfEmpty = (v: unknown): unknown => (v === '' ? undefined : v);
+
+/** netwire's own environment, on top of CommonEnv. */
+export const NetwireEnv = z.object({
+  /** The MTU for networks that do not set one; default: the default-route interface's less 50. */
+  WEAVE_MTU: z.preprocess(
+    unsetIfEmpty,
+    z
+      .string()
+      .regex(/^\d+$/, 'must be a whole number')
+      .transform(Number)
+      .pipe(z.number().int().min(MTU_MIN).max(MTU_MAX))
+      .optional(),
+  ),
+  /**
+   * Work in this named network namespace (/run/netns/<name>) instead of netwire's own: a
+   * simulated host runs its netwire so. Unset in production (host networking).
+   */
+  WEAVE_NETNS: z.preprocess(unsetIfEmpty, z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional()),
+});
+export type NetwireEnv = z.output<typeof NetwireEnv>;

@@ -1,0 +1,81 @@
+import type { BridgeFirewall } from './kernel';
+
+/**
+ * The iptables rules netwire owns, as data. Pure: the Linux kernel implementation turns them
+ * into commands, tests read them directly.
+ *
+ * All our rules live in chains of our own, entered from the top of the built-in chains, so
+ * they are found, audited and removed without touching anyone else's, and Docker's
+ * `FORWARD DROP` (with br_netfilter, bridged frames traverse FORWARD) does not see our traffic
+ * first. Each rule carries the comment `weave:<bridge>` so the rules of one bridge can be
+ * removed exactly, also after a crash forgot which were added.
+ */
+export const Chains = { forward: 'WEAVE-FORWARD', postrouting: 'WEAVE-POSTROUTING' } as const;
+
+export type Table = 'filter' | 'nat';
+
+export interface Rule {
+  table: Table;
+  chain: string;
+  /** `first` rules are inserted at the top of the chain, `last` ones appended. */
+  position: 'first' | 'last';
+  /** The rule after the chain name, in the order `iptables -S` prints it, so listings compare. */
+  spec: string[];
+}
+
+const TAG_PREFIX = 'weave:';
+export const tagOf = (bridge: string): string => TAG_PREFIX + bridge;
+
+export const jumpRules: readonly Rule[] = [
+  { table: 'filter', chain: 'FORWARD', position: 'first', spec: ['-j', Chains.forward] },
+  { table: 'nat', chain: 'POSTROUTING', position: 'first', spec: ['-j', Chains.postrouting] },
+];
+
+export function bridgeRules(f: BridgeFirewall): Rule[] {
+  const br = f.bridge;
+  const tag = ['-m', 'comment', '--comment', tagOf(br)];
+  const fwd = (position: Rule['position'], spec: string[]): Rule => ({ table: 'filter', chain: Chains.forward, position, spec });
+  // Container to container on the same bridge: br_netfilter sends these frames through
+  // FORWARD, whose policy Docker sets to DROP.
+  const local = fwd('last', ['-i', br, '-o', br, ...tag, '-j', 'ACCEPT']);
+  if (f.internal) {
+    // Inserted at the top, so no other network's outbound ACCEPT lets traffic in or out first.
+    return [
+      fwd('first', ['-i', br, '!', '-o', br, ...tag, '-j', 'DROP']),
+      fwd('first', ['!', '-i', br, '-o', br, ...tag, '-j', 'DROP']),
+      local,
+    ];
+  }
+  return [
+    local,
+    fwd('last', ['-i', br, '!', '-o', br, ...tag, '-j', 'ACCEPT']),
+    fwd('last', ['-o', br, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT']),
+    ...f.masquerade.map(
+      (subnet): Rule => ({ table: 'nat', chain: Chains.postrouting, position: 'last', spec: ['-s', subnet, '!', '-o', br, ...tag, '-j', 'MASQUERADE'] }),
+    ),
+  ];
+}
+
+/** One line of `iptables -S <chain>` ("-A CHAIN args…") as chain and args; null for policies and `-N`. */
+export function parseRuleLine(line: string): { chain: string; spec: string[] } | null {
+  const words = splitWords(line);
+  if (words[0] !== '-A' || words.length < 2) return null;
+  return { chain: words[1]!, spec: words.slice(2) };
+}
+
+/** The bridge a rule is tagged for, or null when it is not one of ours. */
+export function bridgeOfTag(spec: readonly string[]): string | null {
+  const i = spec.indexOf('--comment');
+  const tag = i >= 0 ? spec[i + 1] : undefined;
+  return tag?.startsWith(TAG_PREFIX) ? tag.slice(TAG_PREFIX.length) : null;
+}
+
+export const sameSpec = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((w, i) => w === b[i]);
+
+/** Splits an `iptables -S` line; iptables double-quotes words that contain spaces. */
+function splitWords(line: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(line); m; m = re.exec(line)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!);
+  return out;
+}

@@ -1,0 +1,193 @@
+import { execFile } from 'node:child_process';
+import { z } from 'zod';
+import { bridgeOfTag, bridgeRules, Chains, jumpRules, parseRuleLine, Rule, sameSpec, Table } from './firewall';
+import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo } from './kernel';
+
+/** Runs one program with arguments, no shell. Injected so command lines can be tested without root. */
+export type Exec = (file: string, args: readonly string[]) => Promise<{ stdout: string; stderr: string }>;
+
+export interface LinuxKernelOptions {
+  /**
+   * A named network namespace (/run/netns/<name>) to work in instead of our own: tests use
+   * throwaway ones, and a simulated host runs its netwire against its own.
+   */
+  netns?: string | null;
+  exec?: Exec;
+}
+
+/**
+ * The kernel through iproute2 (`ip -j` for reading) and iptables. One process per command keeps
+ * this simple and the commands easy to replay by hand; link changes are rare (per container start).
+ */
+export class LinuxKernel implements Kernel {
+  private readonly exec: Exec;
+  private readonly prefix: string[];
+
+  constructor(o: LinuxKernelOptions = {}) {
+    this.exec = o.exec ?? execFileNoShell;
+    if (o.netns && !/^[A-Za-z0-9_.-]+$/.test(o.netns)) throw new TypeError(`bad network namespace name ${JSON.stringify(o.netns)}`);
+    // nsenter rather than `ip netns exec`, which also remounts /sys: the namespace is all we need.
+    this.prefix = o.netns ? ['nsenter', `--net=/run/netns/${o.netns}`, '--'] : [];
+  }
+
+  async listLinks(): Promise<LinkInfo[]> {
+    const out = await this.run('ip', ['-j', '-d', 'link', 'show']);
+    return IpLinks.parse(JSON.parse(out || '[]')).map((l) => ({
+      name: l.ifname,
+      kind: l.linkinfo?.info_kind ?? null,
+      master: l.master ?? null,
+      mtu: l.mtu,
+      mac: l.address ?? '',
+      up: l.flags.includes('UP'),
+    }));
+  }
+
+  async underlayMtu(): Promise<number | null> {
+    const routes = IpRoutes.parse(JSON.parse((await this.run('ip', ['-j', '-4', 'route', 'show', 'default'])) || '[]'));
+    const dev = routes.find((r) => r.dev)?.dev;
+    if (!dev) return null;
+    return (await this.listLinks()).find((l) => l.name === dev)?.mtu ?? null;
+  }
+
+  async createBridge(name: string, o: { mtu: number; mac: string }): Promise<void> {
+    await this.run('ip', ['link', 'add', 'name', name, 'address', o.mac, 'type', 'bridge']);
+    // Set apart from the add: only an MTU set on a bridge that exists counts as the user's, and
+    // the kernel otherwise moves it with its ports (back to 1500 when the last one goes).
+    try {
+      await this.run('ip', ['link', 'set', 'dev', name, 'mtu', String(o.mtu)]);
+    } catch (e) {
+      await this.deleteLink(name).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string }): Promise<void> {
+    const mtu = String(o.mtu);
+    await this.run('ip', ['link', 'add', 'name', name, 'mtu', mtu, 'type', 'veth', 'peer', 'name', peer, 'mtu', mtu, 'address', o.peerMac]);
+  }
+
+  async setMaster(name: string, master: string): Promise<void> {
+    await this.run('ip', ['link', 'set', 'dev', name, 'master', master]);
+  }
+
+  async setUp(name: string): Promise<void> {
+    await this.run('ip', ['link', 'set', 'dev', name, 'up']);
+  }
+
+  async addAddress(name: string, address: string): Promise<void> {
+    // `replace` makes a repeat harmless. No duplicate address detection for v6: the gateway
+    // address is ours by construction, and DAD would keep it unusable for a second.
+    const v6 = address.includes(':');
+    await this.run('ip', ['addr', 'replace', address, 'dev', name, ...(v6 ? ['nodad'] : [])]);
+  }
+
+  async deleteLink(name: string): Promise<boolean> {
+    try {
+      await this.run('ip', ['link', 'del', 'dev', name]);
+      return true;
+    } catch (e) {
+      if (e instanceof KernelCommandError && /Cannot find device|does not exist/i.test(e.stderr)) return false;
+      throw e;
+    }
+  }
+
+  async ensureFirewallChains(): Promise<void> {
+    for (const [table, chain] of [['filter', Chains.forward], ['nat', Chains.postrouting]] as const) {
+      try {
+        await this.iptables(table, ['-N', chain]);
+      } catch (e) {
+        if (!(e instanceof KernelCommandError && /exists/i.test(e.stderr))) throw e;
+      }
+    }
+    for (const rule of jumpRules) await this.ensureRule(rule);
+  }
+
+  async ensureFirewall(f: BridgeFirewall): Promise<void> {
+    const wanted = bridgeRules(f);
+    // Stale rules first (a network that changed from internal, a subnet no longer there), then
+    // whatever is missing: the rules that stay are never absent in between.
+    for (const have of await this.taggedRules(f.bridge)) {
+      if (!wanted.some((w) => w.table === have.table && sameSpec(w.spec, have.spec))) await this.iptables(have.table, ['-D', have.chain, ...have.spec]);
+    }
+    for (const rule of wanted) await this.ensureRule(rule);
+  }
+
+  async removeFirewall(bridge: string): Promise<void> {
+    for (const r of await this.taggedRules(bridge)) await this.iptables(r.table, ['-D', r.chain, ...r.spec]);
+  }
+
+  async firewallBridges(): Promise<string[]> {
+    const all = await this.taggedRules(null);
+    return [...new Set(all.map((r) => bridgeOfTag(r.spec)!))];
+  }
+
+  /** Our tagged rules (for one bridge, or all when null) as listed by `iptables -S`. */
+  private async taggedRules(bridge: string | null): Promise<Array<Rule & { chain: string }>> {
+    const out: Array<Rule & { chain: string }> = [];
+    for (const [table, chain] of [['filter', Chains.forward], ['nat', Chains.postrouting]] as const) {
+      let listing: string;
+      try {
+        listing = await this.iptables(table, ['-S', chain]);
+      } catch (e) {
+        // No chain yet means no rules of ours in it.
+        if (e instanceof KernelCommandError && /No chain|does not exist/i.test(e.stderr)) continue;
+        throw e;
+      }
+      for (const line of listing.split('\n')) {
+        const r = parseRuleLine(line);
+        const tag = r && bridgeOfTag(r.spec);
+        if (r && tag && (bridge === null || tag === bridge)) out.push({ table, chain: r.chain, position: 'last', spec: r.spec });
+      }
+    }
+    return out;
+  }
+
+  private async ensureRule(r: Rule): Promise<void> {
+    try {
+      await this.iptables(r.table, ['-C', r.chain, ...r.spec]);
+      return;
+    } catch (e) {
+      if (!(e instanceof KernelCommandError)) throw e;
+      // -C fails when the rule is absent; anything worse shows up when adding it below.
+    }
+    const where = r.position === 'first' ? ['-I', r.chain, '1'] : ['-A', r.chain];
+    await this.iptables(r.table, [...where, ...r.spec]);
+  }
+
+  private iptables(table: Table, args: string[]): Promise<string> {
+    // -w: wait for the xtables lock instead of failing while dockerd changes its own rules.
+    return this.run('iptables', ['-w', '5', '-t', table, ...args]);
+  }
+
+  private async run(file: string, args: string[]): Promise<string> {
+    const argv = [...this.prefix, file, ...args];
+    try {
+      return (await this.exec(argv[0]!, argv.slice(1))).stdout;
+    } catch (e) {
+      const err = e as { stderr?: unknown; code?: unknown };
+      const stderr = typeof err.stderr === 'string' ? err.stderr : e instanceof Error ? e.message : String(e);
+      throw new KernelCommandError(argv.join(' '), stderr, typeof err.code === 'number' ? err.code : null, { cause: e });
+    }
+  }
+}
+
+const execFileNoShell: Exec = (file, args) =>
+  new Promise((resolve, reject) => {
+    execFile(file, args, { timeout: 15_000, maxBuffer: 16 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err) reject(Object.assign(err, { stdout, stderr }));
+      else resolve({ stdout, stderr });
+    });
+  });
+
+// What we read from `ip -j`; loose, since iproute2 versions add fields freely.
+const IpLinks = z.array(
+  z.looseObject({
+    ifname: z.string(),
+    mtu: z.number().int(),
+    address: z.string().optional(),
+    master: z.string().optional(),
+    flags: z.array(z.string()).default([]),
+    linkinfo: z.looseObject({ info_kind: z.string().optional() }).optional(),
+  }),
+);
+const IpRoutes = z.array(z.looseObject({ dev: z.string().optional() }));

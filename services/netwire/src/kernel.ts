@@ -1,0 +1,62 @@
+import { UnavailableError } from '@weave/errors';
+
+/**
+ * Everything netwire asks of the host kernel, and nothing more. The service logic is written
+ * against this interface only; `LinuxKernel` implements it with iproute2 and iptables, and
+ * `FakeKernel` in memory (with failure injection) for tests that need no root.
+ */
+export interface Kernel {
+  /** Every link in the namespace netwire manages. */
+  listLinks(): Promise<LinkInfo[]>;
+  /** The MTU of the interface holding the default IPv4 route; null when there is none. */
+  underlayMtu(): Promise<number | null>;
+
+  createBridge(name: string, o: { mtu: number; mac: string }): Promise<void>;
+  /** A veth pair; `peer` is the end Docker will move into the container. */
+  createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string }): Promise<void>;
+  setMaster(name: string, master: string): Promise<void>;
+  setUp(name: string): Promise<void>;
+  /** Adds `address` (CIDR form, v4 or v6) to the link; adding one that is there is not an error. */
+  addAddress(name: string, address: string): Promise<void>;
+  /** Deletes a link (a veth takes its peer with it). False when there was no such link. */
+  deleteLink(name: string): Promise<boolean>;
+
+  /** Our own chains and the jumps into them; safe to call at any time. */
+  ensureFirewallChains(): Promise<void>;
+  /** Makes the rules tagged for `f.bridge` exactly those `f` asks for. */
+  ensureFirewall(f: BridgeFirewall): Promise<void>;
+  /** Removes every rule tagged for `bridge`; none there is not an error. */
+  removeFirewall(bridge: string): Promise<void>;
+  /** The bridges that have tagged rules, whether or not the bridge itself still exists. */
+  firewallBridges(): Promise<string[]>;
+}
+
+export interface LinkInfo {
+  name: string;
+  /** `bridge`, `veth`, … ; null for a link without a kind (a physical NIC, lo). */
+  kind: string | null;
+  master: string | null;
+  mtu: number;
+  mac: string;
+  up: boolean;
+}
+
+/** What the firewall must do for one network's bridge. */
+export interface BridgeFirewall {
+  bridge: string;
+  internal: boolean;
+  /** IPv4 subnets to masquerade when they leave through another interface; empty if internal. */
+  masquerade: string[];
+}
+
+/** A kernel command that failed; the message says what was run and what the kernel said. */
+export class KernelCommandError extends UnavailableError {
+  constructor(
+    readonly command: string,
+    readonly stderr: string,
+    readonly exitCode: number | null,
+    options?: ErrorOptions,
+  ) {
+    super(`\`${command}\` failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${stderr.trim() || 'no error output'}`, options);
+  }
+}

@@ -1,0 +1,355 @@
+import { EventDataOf, EventKindOf, NetworkSpec, netwireRpc, ResOf } from '@weave/contracts';
+import { asWeaveError, ConflictError, describeError, errorFromCode, NotFoundError, WeaveError } from '@weave/errors';
+import type { Logger } from '@weave/log';
+import { parseIpInCidr, formatIp } from '@weave/netaddr';
+import type { z } from 'zod';
+import type { BridgeFirewall, Kernel } from './kernel';
+import { KeyedMutex } from './locks';
+import { bridgeMac, endpointMac, normaliseMac } from './mac';
+import { chooseMtu } from './mtu';
+import { bridgeName, containerVethName, hostVethName } from './names';
+import { planReconcile } from './reconcile';
+import { Rollback, withRollback } from './rollback';
+import type { EndpointRecord, NetworkRecord, Store } from './store';
+
+type Methods = (typeof netwireRpc)['methods'];
+type Req<M extends keyof Methods> = z.output<Methods[M]['req']>;
+type Res<M extends keyof Methods> = ResOf<typeof netwireRpc, M>;
+export type ReconcileReport = EventDataOf<'netwire', 'reconciled'> & { removedFirewall: string[]; reattachedEndpoints: string[]; problems: number };
+
+/** Where netwire's events go; the bus's EventPublisher in production, a recorder in tests. */
+export interface NetwireEvents {
+  publish<K extends EventKindOf<'netwire'>>(kind: K, data: EventDataOf<'netwire', K>): void;
+}
+
+export interface NetwireDeps {
+  kernel: Kernel;
+  store: Store;
+  events: NetwireEvents;
+  log: Logger;
+  /** The host-wide MTU (WEAVE_MTU), when set; otherwise it comes from the underlay. */
+  mtu: number | null;
+  random?: (n: number) => Uint8Array;
+}
+
+/**
+ * netwire's behaviour: Docker's network and endpoint lifecycle on one host, turned into bridges,
+ * veths and firewall rules through `Kernel`, remembered in `Store`. Operations on one network
+ * run one at a time; each that changes the kernel in several steps undoes them if a later step
+ * fails, so a failed call leaves nothing behind.
+ */
+export class Netwire {
+  private readonly mutex = new KeyedMutex();
+  private readonly k: Kernel;
+  private readonly log: Logger;
+
+  constructor(private readonly d: NetwireDeps) {
+    this.k = d.kernel;
+    this.log = d.log;
+  }
+
+  createNetwork(spec: Req<'createNetwork'>): Promise<Res<'createNetwork'>> {
+    return this.mutex.run(spec.networkId, async () => {
+      const id = spec.networkId;
+      const bridge = bridgeName(id);
+      const existing = await this.d.store.getNetwork(id);
+      if (existing && JSON.stringify(existing.spec) !== JSON.stringify(spec)) {
+        throw new ConflictError(`network ${short(id)} already exists on this host with a different configuration`);
+      }
+      const present = (await this.k.listLinks()).find((l) => l.name === bridge);
+      if (existing && present?.kind === 'bridge') {
+        // The same create again (a retry): make sure everything is in place; nothing to undo.
+        await this.ensureNetwork(existing).catch(rethrowAs(`cannot create network ${short(id)}`));
+        return { bridge, mtu: existing.mtu };
+      }
+      const mtu = existing?.mtu ?? (await this.mtuFor(spec));
+      const record: NetworkRecord = { spec, bridge, mtu };
+      await withRollback(this.log, async (rb) => {
+        // A link with our name but no record is a crash leftover: start from a clean bridge.
+        if (present) await this.k.deleteLink(bridge);
+        await this.buildNetwork(record, rb);
+        await this.d.store.putNetwork(record);
+      }).catch(rethrowAs(`cannot create network ${short(id)}`));
+      this.d.events.publish('network.created', { networkId: id, bridge, mtu, subnets: subnetsOf(spec) });
+      return { bridge, mtu };
+    });
+  }
+
+  deleteNetwork({ networkId }: Req<'deleteNetwork'>): Promise<Res<'deleteNetwork'>> {
+    return this.mutex.run(networkId, async () => {
+      const bridge = bridgeName(networkId);
+      const record = await this.d.store.getNetwork(networkId);
+      const links = await this.k.listLinks();
+      const endpoints = (await this.d.store.listEndpoints()).filter((e) => e.networkId === networkId);
+      // Docker only logs teardown errors and forgets the network regardless, so every step is
+      // tried; what fails is reported, and reconcile removes it at the next start.
+      const t = new Teardown(this.log);
+      for (const e of endpoints) {
+        await t.step(`delete veth ${e.hostVeth}`, () => this.k.deleteLink(e.hostVeth));
+        await t.step(`forget endpoint ${short(e.endpointId)}`, () => this.d.store.deleteEndpoint(e.endpointId));
+      }
+      for (const l of links.filter((l) => l.master === bridge && l.kind === 'veth')) {
+        await t.step(`delete veth ${l.name}`, () => this.k.deleteLink(l.name));
+      }
+      await t.step(`remove firewall rules of ${bridge}`, () => this.k.removeFirewall(bridge));
+      await t.step(`delete bridge ${bridge}`, () => this.k.deleteLink(bridge));
+      await t.step(`forget network ${short(networkId)}`, () => this.d.store.deleteNetwork(networkId));
+      if (record || links.some((l) => l.name === bridge)) this.d.events.publish('network.deleted', { networkId, bridge });
+      t.throwIfFailed(`network ${short(networkId)} was not removed cleanly`);
+      return {};
+    });
+  }
+
+  createEndpoint(req: Req<'createEndpoint'>): Promise<Res<'createEndpoint'>> {
+    return this.mutex.run(req.networkId, async () => {
+      const net = await this.needNetwork(req.networkId);
+      const existing = await this.d.store.getEndpoint(req.endpointId);
+      if (existing && existing.networkId !== req.networkId) {
+        throw new ConflictError(`endpoint ${short(req.endpointId)} already exists on network ${short(existing.networkId)}`);
+      }
+      const links = await this.k.listLinks();
+      if (existing && links.some((l) => l.name === existing.hostVeth)) return { mac: existing.macGenerated ? existing.mac : null };
+      const mac = req.mac ? normaliseMac(req.mac) : endpointMac(req.address, this.d.random);
+      const ep: EndpointRecord = {
+        networkId: req.networkId,
+        endpointId: req.endpointId,
+        address: req.address,
+        addressV6: req.addressV6,
+        mac,
+        macGenerated: req.mac === null,
+        hostVeth: hostVethName(req.endpointId),
+        containerVeth: containerVethName(req.endpointId),
+      };
+      await withRollback(this.log, async (rb) => {
+        // The bridge can have been removed behind our back; the network is still recorded, so
+        // make it again rather than fail the container.
+        if (!links.some((l) => l.name === net.bridge && l.kind === 'bridge')) await this.buildNetwork(net, rb);
+        for (const name of [ep.hostVeth, ep.containerVeth]) if (links.some((l) => l.name === name)) await this.k.deleteLink(name);
+        await this.plugVeth(net, ep, rb);
+        await this.d.store.putEndpoint(ep);
+      }).catch(rethrowAs(`cannot create endpoint ${short(req.endpointId)} on network ${short(req.networkId)}`));
+      this.d.events.publish('endpoint.created', { networkId: ep.networkId, endpointId: ep.endpointId, hostVeth: ep.hostVeth, mac, address: ep.address });
+      // Docker rolls the endpoint back if a driver fills a field it set itself.
+      return { mac: ep.macGenerated ? mac : null };
+    });
+  }
+
+  join(req: Req<'join'>): Promise<Res<'join'>> {
+    return this.mutex.run(req.networkId, async () => {
+      const ep = await this.d.store.getEndpoint(req.endpointId);
+      if (!ep || ep.networkId !== req.networkId) {
+        throw new NotFoundError(`endpoint ${short(req.endpointId)} of network ${short(req.networkId)} is not known to netwire on this host`);
+      }
+      const net = await this.needNetwork(req.networkId);
+      if (!(await this.k.listLinks()).some((l) => l.name === ep.hostVeth)) {
+        // Lost since CreateEndpoint (removed by hand, or a crash in between): Docker is about to
+        // look for the container end, so make the pair again.
+        await withRollback(this.log, (rb) => this.plugVeth(net, ep, rb)).catch(rethrowAs(`cannot join endpoint ${short(ep.endpointId)}`));
+      }
+      this.d.events.publish('endpoint.joined', { networkId: req.networkId, endpointId: req.endpointId, sandboxKey: req.sandboxKey });
+      return { srcName: ep.containerVeth, ...gatewaysForJoin(net.spec) };
+    });
+  }
+
+  async leave(req: Req<'leave'>): Promise<Res<'leave'>> {
+    // Nothing to undo in the kernel: the container end is still inside the container here, and
+    // DeleteEndpoint removes the pair once Docker has moved it back.
+    this.d.events.publish('endpoint.left', { networkId: req.networkId, endpointId: req.endpointId });
+    return {};
+  }
+
+  deleteEndpoint(req: Req<'deleteEndpoint'>): Promise<Res<'deleteEndpoint'>> {
+    return this.mutex.run(req.networkId, async () => {
+      const ep = await this.d.store.getEndpoint(req.endpointId);
+      const hostVeth = ep?.hostVeth ?? hostVethName(req.endpointId);
+      const t = new Teardown(this.log);
+      let removed = false;
+      // By now Docker has moved the container end back to our namespace; deleting the host end
+      // takes the pair. Already gone (the container's namespace died with it) is fine.
+      await t.step(`delete veth ${hostVeth}`, async () => (removed = await this.k.deleteLink(hostVeth)));
+      if (ep) await t.step(`forget endpoint ${short(req.endpointId)}`, () => this.d.store.deleteEndpoint(req.endpointId));
+      if (ep || removed) this.d.events.publish('endpoint.deleted', { networkId: req.networkId, endpointId: req.endpointId });
+      t.throwIfFailed(`endpoint ${short(req.endpointId)} was not removed cleanly`);
+      return {};
+    });
+  }
+
+  async endpointInfo(req: Req<'endpointInfo'>): Promise<Res<'endpointInfo'>> {
+    const ep = await this.d.store.getEndpoint(req.endpointId);
+    if (!ep || ep.networkId !== req.networkId) throw new NotFoundError(`endpoint ${short(req.endpointId)} is not known to netwire on this host`);
+    return { value: { hostVeth: ep.hostVeth, mac: ep.mac, bridge: bridgeName(ep.networkId) } };
+  }
+
+  async status(): Promise<Res<'status'>> {
+    const [networks, endpoints, links] = await Promise.all([this.d.store.listNetworks(), this.d.store.listEndpoints(), this.k.listLinks()]);
+    const present = new Set(links.map((l) => l.name));
+    return {
+      networks: networks.map((n) => ({
+        networkId: n.spec.networkId,
+        bridge: n.bridge,
+        mtu: n.mtu,
+        internal: n.spec.internal,
+        subnets: subnetsOf(n.spec),
+        endpoints: endpoints.filter((e) => e.networkId === n.spec.networkId).length,
+      })),
+      endpoints: endpoints.map((e) => ({
+        networkId: e.networkId,
+        endpointId: e.endpointId,
+        address: e.address,
+        addressV6: e.addressV6,
+        mac: e.mac,
+        hostVeth: e.hostVeth,
+        present: present.has(e.hostVeth),
+      })),
+    };
+  }
+
+  /**
+   * Makes the kernel agree with the records: leftovers of a crash or of calls Docker made while
+   * we were down are removed, recorded networks whose bridge vanished are rebuilt. Runs alone.
+   * The firewall chains are required, so failing to ensure them fails reconcile; any other
+   * single repair that fails is logged and counted, and the rest still happen.
+   */
+  reconcile(): Promise<ReconcileReport> {
+    return this.mutex.exclusive(async () => {
+      await this.k.ensureFirewallChains();
+      const [links, networks, endpoints, firewallBridges] = await Promise.all([
+        this.k.listLinks(),
+        this.d.store.listNetworks(),
+        this.d.store.listEndpoints(),
+        this.k.firewallBridges(),
+      ]);
+      const plan = planReconcile({ links, networks, endpoints, firewallBridges });
+      const r: ReconcileReport = { removedLinks: [], restoredNetworks: [], forgottenEndpoints: [], removedFirewall: [], reattachedEndpoints: [], problems: 0 };
+      const attempt = async (what: string, f: () => Promise<unknown>): Promise<boolean> => {
+        try {
+          await f();
+          return true;
+        } catch (err) {
+          r.problems++;
+          this.log.warn({ err }, `reconcile: could not ${what}: ${describeError(err)}`);
+          return false;
+        }
+      };
+      for (const name of plan.removeLinks) if (await attempt(`remove leftover link ${name}`, () => this.k.deleteLink(name))) r.removedLinks.push(name);
+      for (const b of plan.removeFirewall) if (await attempt(`remove leftover rules of ${b}`, () => this.k.removeFirewall(b))) r.removedFirewall.push(b);
+      for (const n of plan.restoreNetworks) {
+        const id = n.spec.networkId;
+        if (await attempt(`restore network ${short(id)}`, () => withRollback(this.log, (rb) => this.buildNetwork(n, rb)))) r.restoredNetworks.push(id);
+      }
+      for (const n of plan.ensureNetworks) await attempt(`ensure network ${short(n.spec.networkId)}`, () => this.ensureNetwork(n));
+      for (const a of plan.reattach) {
+        if (await attempt(`put ${a.hostVeth} back on ${a.bridge}`, () => this.k.setMaster(a.hostVeth, a.bridge).then(() => this.k.setUp(a.hostVeth)))) {
+          r.reattachedEndpoints.push(a.endpointId);
+        }
+      }
+      for (const id of plan.forgetEndpoints) if (await attempt(`forget endpoint ${short(id)}`, () => this.d.store.deleteEndpoint(id))) r.forgottenEndpoints.push(id);
+      const { problems, ...event } = r;
+      this.d.events.publish('reconciled', event);
+      if (problems > 0) this.log.warn({ problems }, 'reconcile left some things as they were; see the warnings above');
+      return r;
+    });
+  }
+
+  /** Resolves once every operation started before it has finished (for a clean stop). */
+  idle(): Promise<void> {
+    return this.mutex.exclusive(async () => {});
+  }
+
+  private async needNetwork(networkId: string): Promise<NetworkRecord> {
+    const net = await this.d.store.getNetwork(networkId);
+    if (!net) {
+      throw new NotFoundError(
+        `network ${short(networkId)} is not known to netwire on this host (it was never created here, or already deleted)`,
+      );
+    }
+    return net;
+  }
+
+  private async mtuFor(spec: NetworkSpec): Promise<number> {
+    const underlay = spec.mtu === null && this.d.mtu === null ? await this.k.underlayMtu() : null;
+    return chooseMtu({ network: spec.mtu, hostSetting: this.d.mtu, underlay });
+  }
+
+  /** Bridge, gateway addresses, link up, firewall: a network's whole kernel state, undoable. */
+  private async buildNetwork(n: NetworkRecord, rb: Rollback): Promise<void> {
+    await this.k.ensureFirewallChains();
+    await this.k.createBridge(n.bridge, { mtu: n.mtu, mac: bridgeMac(n.spec.networkId) });
+    rb.push(`delete bridge ${n.bridge}`, () => this.k.deleteLink(n.bridge));
+    for (const a of bridgeAddresses(n.spec)) await this.k.addAddress(n.bridge, a);
+    await this.k.setUp(n.bridge);
+    // Registered before the rules go in: a failure half-way through leaves some of them, and
+    // removal goes by tag, so it takes exactly ours.
+    rb.push(`remove firewall rules of ${n.bridge}`, () => this.k.removeFirewall(n.bridge));
+    await this.k.ensureFirewall(firewallOf(n));
+  }
+
+  /** The idempotent part of buildNetwork, for a bridge that exists. */
+  private async ensureNetwork(n: NetworkRecord): Promise<void> {
+    await this.k.ensureFirewallChains();
+    for (const a of bridgeAddresses(n.spec)) await this.k.addAddress(n.bridge, a);
+    await this.k.setUp(n.bridge);
+    await this.k.ensureFirewall(firewallOf(n));
+  }
+
+  private async plugVeth(net: NetworkRecord, ep: EndpointRecord, rb: Rollback): Promise<void> {
+    await this.k.createVethPair(ep.hostVeth, ep.containerVeth, { mtu: net.mtu, peerMac: ep.mac });
+    rb.push(`delete veth ${ep.hostVeth}`, () => this.k.deleteLink(ep.hostVeth));
+    await this.k.setMaster(ep.hostVeth, net.bridge);
+    await this.k.setUp(ep.hostVeth);
+  }
+}
+
+/** Runs every teardown step even when one fails, and reports the failures together at the end. */
+class Teardown {
+  private readonly failures: unknown[] = [];
+  constructor(private readonly log: Logger) {}
+
+  async step(what: string, f: () => Promise<unknown>): Promise<void> {
+    try {
+      await f();
+    } catch (err) {
+      this.failures.push(err);
+      this.log.warn({ err }, `could not ${what}: ${describeError(err)}`);
+    }
+  }
+
+  throwIfFailed(what: string): void {
+    const first = this.failures[0];
+    if (first === undefined) return;
+    const more = this.failures.length > 1 ? ` (and ${this.failures.length - 1} more problems, see netwire's log)` : '';
+    throw rewrap(`${what}${more}`, first);
+  }
+}
+
+const short = (id: string): string => id.slice(0, 12);
+const subnetsOf = (spec: NetworkSpec): string[] => [...spec.ipv4, ...spec.ipv6].map((p) => p.pool);
+
+/** Internal networks get no address on the bridge: nothing on them may reach the host or beyond. */
+const bridgeAddresses = (spec: NetworkSpec): string[] =>
+  spec.internal ? [] : [...spec.ipv4, ...spec.ipv6].flatMap((p) => (p.gateway ? [p.gateway] : []));
+
+function gatewaysForJoin(spec: NetworkSpec): { gateway: string | null; gatewayV6: string | null } {
+  // On an internal network Docker would install a returned gateway as the default route.
+  const first = (pools: NetworkSpec['ipv4']): string | null => {
+    const gw = spec.internal ? undefined : pools.find((p) => p.gateway)?.gateway;
+    return gw ? formatIp(parseIpInCidr(gw).ip) : null;
+  };
+  return { gateway: first(spec.ipv4), gatewayV6: first(spec.ipv6) };
+}
+
+function firewallOf(n: NetworkRecord): BridgeFirewall {
+  return { bridge: n.bridge, internal: n.spec.internal, masquerade: n.spec.internal ? [] : n.spec.ipv4.map((p) => p.pool) };
+}
+
+/** Puts `what` in front of a failure, keeping its code (not_found stays not_found) and its cause. */
+function rewrap(what: string, e: unknown): WeaveError {
+  return errorFromCode(asWeaveError(e).code, what, e);
+}
+const rethrowAs =
+  (what: string) =>
+  (e: unknown): never => {
+    const w = asWeaveError(e);
+    // Errors about the request itself already say what is wrong with it.
+    throw w.code === 'not_found' || w.code === 'conflict' || w.code === 'invalid' ? w : rewrap(what, e);
+  };

@@ -1,0 +1,56 @@
+import type { NatsConnection } from '@nats-io/nats-core';
+import { EventPublisher, openBucket, RpcHandlers, serveRpc } from '@weave/bus';
+import { Buckets, netwireRpc } from '@weave/contracts';
+import type { Logger } from '@weave/log';
+import type { Kernel } from './kernel';
+import { Netwire } from './netwire';
+import { KvStore } from './store';
+
+export const VERSION = '0.1.0';
+
+export interface NetwireServiceOptions {
+  nc: NatsConnection;
+  host: string;
+  kernel: Kernel;
+  log: Logger;
+  mtu: number | null;
+}
+
+export interface RunningNetwire {
+  netwire: Netwire;
+  /** Stops answering, then waits for the operations in flight. */
+  stop(): Promise<void>;
+}
+
+/** netwire on the bus: its state in KV, its events published, its methods served. */
+export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNetwire> {
+  const kv = await openBucket(o.nc, Buckets.netwire);
+  const events = new EventPublisher(o.nc, o.host, 'netwire', o.log);
+  const netwire = new Netwire({ kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu });
+  // Before the first request: Docker may already be calling for networks whose kernel state a
+  // crash or reboot took away, and leftovers must go before new links could clash with them.
+  const report = await netwire.reconcile();
+  o.log.info({ ...report }, 'reconciled kernel state with records');
+  const sub = serveRpc(o.nc, o.host, netwireRpc, handlers(netwire), o.log);
+  events.publish('service.started', { version: VERSION, pid: process.pid });
+  return {
+    netwire,
+    stop: async () => {
+      sub.unsubscribe();
+      await netwire.idle();
+    },
+  };
+}
+
+export function handlers(n: Netwire): RpcHandlers<typeof netwireRpc> {
+  return {
+    createNetwork: (r) => n.createNetwork(r),
+    deleteNetwork: (r) => n.deleteNetwork(r),
+    createEndpoint: (r) => n.createEndpoint(r),
+    join: (r) => n.join(r),
+    leave: (r) => n.leave(r),
+    deleteEndpoint: (r) => n.deleteEndpoint(r),
+    endpointInfo: (r) => n.endpointInfo(r),
+    status: () => n.status(),
+  };
+}

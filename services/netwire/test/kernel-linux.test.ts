@@ -1,0 +1,118 @@
+import { KernelCommandError, LinuxKernel } from '../src';
+
+/**
+ * The commands LinuxKernel runs, with a scripted `exec` instead of the real programs, so this
+ * runs without root. The real-kernel test checks the same commands against a real kernel.
+ */
+function scripted(answers: Record<string, { stdout?: string; stderr?: string; code?: number }> = {}) {
+  const ran: string[] = [];
+  const exec = async (file: string, args: readonly string[]) => {
+    const line = [file, ...args].join(' ');
+    ran.push(line);
+    const hit = Object.entries(answers).find(([k]) => line.includes(k))?.[1];
+    if (hit?.code) throw Object.assign(new Error(`Command failed: ${line}`), { code: hit.code, stderr: hit.stderr ?? '', stdout: '' });
+    return { stdout: hit?.stdout ?? '', stderr: '' };
+  };
+  return { ran, exec };
+}
+
+it('runs every command inside the given namespace through nsenter, without a shell', async () => {
+  const s = scripted();
+  const k = new LinuxKernel({ netns: 'wvt-x', exec: s.exec });
+  await k.createVethPair('wvh1', 'wvc1', { mtu: 1450, peerMac: '02:42:0a:00:00:02' });
+  await k.addAddress('wvb1', 'fd00::1/64');
+  expect(s.ran).toEqual([
+    'nsenter --net=/run/netns/wvt-x -- ip link add name wvh1 mtu 1450 type veth peer name wvc1 mtu 1450 address 02:42:0a:00:00:02',
+    'nsenter --net=/run/netns/wvt-x -- ip addr replace fd00::1/64 dev wvb1 nodad',
+  ]);
+  expect(() => new LinuxKernel({ netns: 'x; rm -rf /' })).toThrow(TypeError);
+});
+
+it('sets the bridge MTU after creating it, and removes the bridge if that fails', async () => {
+  const s = scripted({ 'mtu 1450': { code: 2, stderr: 'Error: mtu less than device minimum.' } });
+  const k = new LinuxKernel({ exec: s.exec });
+  await expect(k.createBridge('wvb1', { mtu: 1450, mac: '7a:00:00:00:00:01' })).rejects.toThrow(/mtu less than device minimum/);
+  expect(s.ran).toEqual(['ip link add name wvb1 address 7a:00:00:00:00:01 type bridge', 'ip link set dev wvb1 mtu 1450', 'ip link del dev wvb1']);
+});
+
+it('puts the command and stderr in the error and keeps the cause', async () => {
+  const s = scripted({ 'link set': { code: 1, stderr: 'Cannot find device "nope"\n' } });
+  const err = (await new LinuxKernel({ exec: s.exec }).setUp('nope').catch((e: unknown) => e)) as KernelCommandError;
+  expect(err).toBeInstanceOf(KernelCommandError);
+  expect(err.message).toBe('`ip link set dev nope up` failed (exit 1): Cannot find device "nope"');
+  expect(err.command).toBe('ip link set dev nope up');
+  expect(err.stderr).toMatch(/Cannot find device/);
+  expect(err.cause).toBeInstanceOf(Error);
+  expect(err.code).toBe('unavailable');
+});
+
+it('treats deleting a missing link as done', async () => {
+  const s = scripted({ 'link del': { code: 1, stderr: 'Cannot find device "wvh1"' } });
+  await expect(new LinuxKernel({ exec: s.exec }).deleteLink('wvh1')).resolves.toBe(false);
+  const other = scripted({ 'link del': { code: 2, stderr: 'RTNETLINK answers: Operation not permitted' } });
+  await expect(new LinuxKernel({ exec: other.exec }).deleteLink('wvh1')).rejects.toThrow(/Operation not permitted/);
+});
+
+it('reads links and the underlay MTU from ip -j', async () => {
+  const links = JSON.stringify([
+    { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP'], mtu: 65536, address: '00:00:00:00:00:00' },
+    { ifindex: 2, ifname: 'eth0', flags: ['UP'], mtu: 9001, address: '52:54:00:00:00:01' },
+    { ifindex: 3, ifname: 'wvb1', flags: [], mtu: 1450, address: '7a:00:00:00:00:01', linkinfo: { info_kind: 'bridge' } },
+    { ifindex: 4, ifname: 'wvh1', flags: ['UP'], mtu: 1450, master: 'wvb1', address: '0e:00:00:00:00:01', linkinfo: { info_kind: 'veth' } },
+  ]);
+  const s = scripted({ 'link show': { stdout: links }, 'route show default': { stdout: '[{"dst":"default","gateway":"192.0.2.1","dev":"eth0"}]' } });
+  const k = new LinuxKernel({ exec: s.exec });
+  expect(await k.listLinks()).toEqual([
+    { name: 'lo', kind: null, master: null, mtu: 65536, mac: '00:00:00:00:00:00', up: true },
+    { name: 'eth0', kind: null, master: null, mtu: 9001, mac: '52:54:00:00:00:01', up: true },
+    { name: 'wvb1', kind: 'bridge', master: null, mtu: 1450, mac: '7a:00:00:00:00:01', up: false },
+    { name: 'wvh1', kind: 'veth', master: 'wvb1', mtu: 1450, mac: '0e:00:00:00:00:01', up: true },
+  ]);
+  expect(await k.underlayMtu()).toBe(9001);
+  expect(await new LinuxKernel({ exec: scripted({ 'route show': { stdout: '[]' } }).exec }).underlayMtu()).toBeNull();
+});
+
+it('adds only missing rules, removes stale ones of the bridge, and leaves other bridges alone', async () => {
+  const listing = [
+    '-N WEAVE-FORWARD',
+    '-A WEAVE-FORWARD -i wvb1 -o wvb1 -m comment --comment "weave:wvb1" -j ACCEPT',
+    '-A WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment "weave:wvb1" -j DROP',
+    '-A WEAVE-FORWARD -i wvb2 -o wvb2 -m comment --comment "weave:wvb2" -j ACCEPT',
+  ].join('\n');
+  const s = scripted({
+    '-S WEAVE-FORWARD': { stdout: listing },
+    '-S WEAVE-POSTROUTING': { code: 1, stderr: 'iptables: No chain/target/match by that name.' },
+    '-C WEAVE-FORWARD -i wvb1 ! -o wvb1': { code: 1, stderr: 'iptables: Bad rule (does a matching rule exist in that chain?).' },
+    '-C WEAVE-FORWARD -o wvb1': { code: 1, stderr: 'iptables: Bad rule' },
+    '-C WEAVE-POSTROUTING': { code: 1, stderr: 'iptables: Bad rule' },
+  });
+  await new LinuxKernel({ exec: s.exec }).ensureFirewall({ bridge: 'wvb1', internal: false, masquerade: ['10.77.0.0/24'] });
+  expect(s.ran.filter((c) => !c.includes(' -S ') && !c.includes(' -C '))).toEqual([
+    'iptables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j DROP',
+    'iptables -w 5 -t filter -A WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
+    'iptables -w 5 -t filter -A WEAVE-FORWARD -o wvb1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment weave:wvb1 -j ACCEPT',
+    'iptables -w 5 -t nat -A WEAVE-POSTROUTING -s 10.77.0.0/24 ! -o wvb1 -m comment --comment weave:wvb1 -j MASQUERADE',
+  ]);
+  const r = scripted({ '-S WEAVE-FORWARD': { stdout: listing }, '-S WEAVE-POSTROUTING': { stdout: '-N WEAVE-POSTROUTING' } });
+  await new LinuxKernel({ exec: r.exec }).removeFirewall('wvb1');
+  expect(r.ran.filter((c) => c.includes(' -D '))).toEqual([
+    'iptables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
+    'iptables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j DROP',
+  ]);
+  expect(await new LinuxKernel({ exec: r.exec }).firewallBridges()).toEqual(['wvb1', 'wvb2']);
+});
+
+it('creates the chains once and jumps to them from the top', async () => {
+  const s = scripted({
+    '-N WEAVE-FORWARD': { code: 1, stderr: 'iptables: Chain already exists.' },
+    '-C FORWARD': { code: 1, stderr: 'iptables: Bad rule' },
+  });
+  await new LinuxKernel({ exec: s.exec }).ensureFirewallChains();
+  expect(s.ran).toEqual([
+    'iptables -w 5 -t filter -N WEAVE-FORWARD',
+    'iptables -w 5 -t nat -N WEAVE-POSTROUTING',
+    'iptables -w 5 -t filter -C FORWARD -j WEAVE-FORWARD',
+    'iptables -w 5 -t filter -I FORWARD 1 -j WEAVE-FORWARD',
+    'iptables -w 5 -t nat -C POSTROUTING -j WEAVE-POSTROUTING',
+  ]);
+});

@@ -1,0 +1,265 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { connect, NatsConnection } from '@nats-io/transport-node';
+import { openBucket, rpcClient, subscribeEvents } from '@weave/bus';
+import { Buckets, EventEnvelope, netwireRpc, NetworkSpec } from '@weave/contracts';
+import { silentLogger } from '@weave/log';
+import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
+import { LinuxKernel, RunningNetwire, startNetwire } from '../src';
+import { newId } from './helpers';
+
+/**
+ * The real LinuxKernel and the whole service over a real nats-server, inside throwaway network
+ * namespaces: `wvt-<random>` plays the Docker host, and one more namespace per "container".
+ * Nothing here touches the machine's own namespace, and all traffic stays between the
+ * namespaces the test made (they have no link to anything else).
+ */
+const run = promisify(execFile);
+const isRoot = process.getuid?.() === 0;
+// Each test runs a few dozen ip/iptables commands and pings; generous for a loaded CI machine.
+jest.setTimeout(30_000);
+const describeRoot = isRoot ? describe : describe.skip;
+if (!isRoot) console.warn('netwire real-kernel tests SKIPPED: they need root (network namespaces, veths, iptables)');
+
+const sh = async (file: string, ...args: string[]): Promise<string> => (await run(file, args, { timeout: 15_000 })).stdout;
+const inNs = (ns: string, file: string, ...args: string[]): Promise<string> => sh('nsenter', `--net=/run/netns/${ns}`, '--', file, ...args);
+const pingArgs = existsSync('/usr/bin/ping') || existsSync('/bin/ping') ? ['ping'] : ['busybox', 'ping'];
+const ping = (ns: string, address: string): Promise<boolean> =>
+  inNs(ns, pingArgs[0]!, ...pingArgs.slice(1), '-c', '1', '-W', '1', address).then(
+    () => true,
+    () => false,
+  );
+const rulesIn = async (ns: string): Promise<string[]> =>
+  [...(await inNs(ns, 'iptables', '-S')).split('\n'), ...(await inNs(ns, 'iptables', '-t', 'nat', '-S')).split('\n')].filter(Boolean);
+const ourLinks = async (ns: string): Promise<string[]> =>
+  (JSON.parse(await sh('ip', '-j', '-n', ns, 'link', 'show')) as Array<{ ifname: string }>).map((l) => l.ifname).filter((n) => n.startsWith('wv'));
+
+describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  const namespaces: string[] = [];
+  const services: RunningNetwire[] = [];
+  const subs: Array<{ unsubscribe(): void }> = [];
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    nc = await connect({ servers: nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await nats?.stop();
+  });
+  afterEach(async () => {
+    for (const s of subs.splice(0)) s.unsubscribe();
+    for (const s of services.splice(0)) await s.stop().catch(() => undefined);
+    // Deleting a namespace takes its links and its iptables state with it.
+    for (const ns of namespaces.splice(0)) await sh('ip', 'netns', 'del', ns).catch(() => undefined);
+  });
+
+  async function newNs(suffix = ''): Promise<string> {
+    const ns = `wvt-${randomBytes(4).toString('hex')}${suffix}`;
+    await sh('ip', 'netns', 'add', ns);
+    namespaces.push(ns);
+    await inNs(ns, 'ip', 'link', 'set', 'lo', 'up');
+    return ns;
+  }
+
+  /** A "Docker host" namespace whose FORWARD drops, as Docker's engine leaves it, and netwire in it. */
+  async function host() {
+    const ns = await newNs();
+    await inNs(ns, 'iptables', '-P', 'FORWARD', 'DROP');
+    const hostName = `h${randomBytes(4).toString('hex')}`;
+    const kernel = new LinuxKernel({ netns: ns });
+    const events: EventEnvelope[] = [];
+    subs.push(subscribeEvents(nc, (e) => events.push(e), () => undefined, `weave.events.${hostName}.netwire.>`));
+    await nc.flush();
+    const start = async () => {
+      const s = await startNetwire({ nc, host: hostName, kernel, log: silentLogger(), mtu: null });
+      services.push(s);
+      return s;
+    };
+    const service = await start();
+    return { ns, hostName, kernel, events, service, start, client: rpcClient(nc, hostName, netwireRpc) };
+  }
+
+  /** What Docker does after Join: move the container end into the container and configure it. */
+  async function plugContainer(hostNs: string, srcName: string, address: string, gateway: string) {
+    const ns = await newNs('c');
+    await sh('ip', '-n', hostNs, 'link', 'set', srcName, 'netns', ns);
+    await inNs(ns, 'ip', 'link', 'set', srcName, 'name', 'eth0');
+    await inNs(ns, 'ip', 'addr', 'add', address, 'dev', 'eth0');
+    await inNs(ns, 'ip', 'link', 'set', 'eth0', 'up');
+    await inNs(ns, 'ip', 'route', 'add', 'default', 'via', gateway);
+    return ns;
+  }
+
+  const spec = (o: Partial<NetworkSpec> = {}): NetworkSpec => ({
+    networkId: newId(),
+    ipv4: [{ pool: '10.77.0.0/24', gateway: '10.77.0.1/24' }],
+    ipv6: [],
+    internal: false,
+    mtu: null,
+    options: {},
+    ...o,
+  });
+
+  it('wires two containers through the bridge, and takes everything away again', async () => {
+    const h = await host();
+    const net = spec();
+    const { bridge, mtu } = await h.client.createNetwork(net);
+    expect(mtu).toBe(1450); // no default route in the namespace: 1500 less VXLAN overhead
+
+    const a = { networkId: net.networkId, endpointId: newId(), address: '10.77.0.2/24', addressV6: null, mac: null };
+    const b = { networkId: net.networkId, endpointId: newId(), address: '10.77.0.3/24', addressV6: null, mac: '02:42:aa:bb:cc:03' };
+    await expect(h.client.createEndpoint(a)).resolves.toEqual({ mac: '02:42:0a:4d:00:02' });
+    await expect(h.client.createEndpoint(b)).resolves.toEqual({ mac: null });
+    const ja = await h.client.join({ networkId: net.networkId, endpointId: a.endpointId, sandboxKey: '/var/run/docker/netns/a' });
+    const jb = await h.client.join({ networkId: net.networkId, endpointId: b.endpointId, sandboxKey: '/var/run/docker/netns/b' });
+    expect(ja).toEqual({ srcName: `wvc${a.endpointId.slice(0, 11)}`, gateway: '10.77.0.1', gatewayV6: null });
+
+    const ca = await plugContainer(h.ns, ja.srcName, a.address, ja.gateway!);
+    const cb = await plugContainer(h.ns, jb.srcName, b.address, jb.gateway!);
+    const eth0 = JSON.parse(await inNs(ca, 'ip', '-j', 'link', 'show', 'eth0'))[0];
+    expect(eth0).toMatchObject({ address: '02:42:0a:4d:00:02', mtu: 1450 });
+    const br = JSON.parse(await sh('ip', '-j', '-n', h.ns, 'link', 'show', bridge))[0];
+    expect(br).toMatchObject({ mtu: 1450, address: `7a:${net.networkId.slice(0, 10).match(/../g)!.join(':')}` });
+
+    expect(await ping(ca, '10.77.0.3')).toBe(true);
+    expect(await ping(cb, '10.77.0.2')).toBe(true);
+    expect(await ping(ca, '10.77.0.1')).toBe(true);
+    // ARP went across the bridge: a knows b's MAC.
+    expect(await inNs(ca, 'ip', 'neigh', 'show', '10.77.0.3')).toMatch(/lladdr 02:42:aa:bb:cc:03/);
+
+    const rules = await rulesIn(h.ns);
+    const tag = `-m comment --comment "weave:${bridge}"`;
+    expect(rules).toEqual(
+      expect.arrayContaining([
+        '-P FORWARD DROP',
+        '-A FORWARD -j WEAVE-FORWARD',
+        `-A WEAVE-FORWARD -i ${bridge} -o ${bridge} ${tag} -j ACCEPT`,
+        `-A WEAVE-FORWARD -i ${bridge} ! -o ${bridge} ${tag} -j ACCEPT`,
+        `-A WEAVE-FORWARD -o ${bridge} -m conntrack --ctstate RELATED,ESTABLISHED ${tag} -j ACCEPT`,
+        '-A POSTROUTING -j WEAVE-POSTROUTING',
+        `-A WEAVE-POSTROUTING -s 10.77.0.0/24 ! -o ${bridge} ${tag} -j MASQUERADE`,
+      ]),
+    );
+    if (process.env.NETWIRE_PRINT_RULES) console.log(rules.join('\n'));
+
+    // Our ACCEPT is what carries container-to-container traffic: without it FORWARD DROP wins
+    // (br_netfilter), and reconcile puts it back.
+    await h.kernel.removeFirewall(bridge);
+    expect(await ping(ca, '10.77.0.3')).toBe(false);
+    expect(await ping(ca, '10.77.0.1')).toBe(true); // to the host itself is INPUT, not FORWARD
+    await h.service.netwire.reconcile();
+    expect(await ping(ca, '10.77.0.3')).toBe(true);
+
+    // Docker: Leave, move a's end back under its old name, DeleteEndpoint. b's container dies
+    // with its end inside, so its pair is gone before DeleteEndpoint.
+    await h.client.leave({ networkId: net.networkId, endpointId: a.endpointId });
+    await inNs(ca, 'ip', 'link', 'set', 'eth0', 'down');
+    await inNs(ca, 'ip', 'link', 'set', 'eth0', 'netns', h.ns);
+    await inNs(h.ns, 'ip', 'link', 'set', 'eth0', 'name', ja.srcName);
+    await h.client.deleteEndpoint({ networkId: net.networkId, endpointId: a.endpointId });
+    await sh('ip', 'netns', 'del', cb);
+    await waitFor(async () => !(await ourLinks(h.ns)).includes(`wvh${b.endpointId.slice(0, 11)}`), { what: 'b pair gone with its namespace' });
+    await h.client.leave({ networkId: net.networkId, endpointId: b.endpointId });
+    await h.client.deleteEndpoint({ networkId: net.networkId, endpointId: b.endpointId });
+    await h.client.deleteNetwork({ networkId: net.networkId });
+
+    expect(await ourLinks(h.ns)).toEqual([]);
+    expect((await rulesIn(h.ns)).filter((r) => r.includes('weave:'))).toEqual([]);
+    await expect(h.client.status({})).resolves.toEqual({ networks: [], endpoints: [] });
+    await waitFor(() => h.events.some((e) => e.kind === 'network.deleted'), { what: 'network.deleted event' });
+    expect(h.events.map((e) => e.kind)).toEqual(
+      expect.arrayContaining(['service.started', 'network.created', 'endpoint.created', 'endpoint.joined', 'endpoint.left', 'endpoint.deleted', 'reconciled']),
+    );
+  });
+
+  it('keeps an internal network to itself', async () => {
+    const h = await host();
+    const open = spec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }] });
+    const internal = spec({ internal: true });
+    await h.client.createNetwork(open);
+    const { bridge } = await h.client.createNetwork(internal);
+    const ep = (networkId: string, address: string) => ({ networkId, endpointId: newId(), address, addressV6: null, mac: null });
+    const a = ep(internal.networkId, '10.77.0.2/24');
+    const b = ep(internal.networkId, '10.77.0.3/24');
+    const o = ep(open.networkId, '10.78.0.2/24');
+    const plug = async (e: typeof a, gw: string) => {
+      await h.client.createEndpoint(e);
+      const j = await h.client.join({ networkId: e.networkId, endpointId: e.endpointId, sandboxKey: '/x' });
+      return { j, ns: await plugContainer(h.ns, j.srcName, e.address, j.gateway ?? gw) };
+    };
+    const pa = await plug(a, '10.77.0.1');
+    await plug(b, '10.77.0.1');
+    const po = await plug(o, '10.78.0.1');
+    expect(pa.j.gateway).toBeNull();
+    const v4 = JSON.parse(await sh('ip', '-j', '-n', h.ns, 'addr', 'show', bridge))[0].addr_info.filter((x: { family: string }) => x.family === 'inet');
+    expect(v4).toEqual([]);
+    expect(await ping(pa.ns, '10.77.0.3')).toBe(true);
+    // Even with the host routing towards the internal bridge, the open network's outbound
+    // ACCEPT must not let traffic in: the internal DROPs sit above it and count the packet.
+    await inNs(h.ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    await inNs(h.ns, 'ip', 'route', 'add', '10.77.0.0/24', 'dev', bridge);
+    const dropped = async (): Promise<number> => {
+      const rule = (await inNs(h.ns, 'iptables', '-S', 'WEAVE-FORWARD', '-v')).split('\n').find((l) => l.includes(`! -i ${bridge} -o ${bridge} `));
+      return Number(/ -c (\d+) /.exec(rule ?? '')?.[1]);
+    };
+    const before = await dropped();
+    expect(await ping(po.ns, '10.77.0.2')).toBe(false);
+    expect(await dropped()).toBeGreaterThan(before);
+    const chain = (await inNs(h.ns, 'iptables', '-S', 'WEAVE-FORWARD')).split('\n').filter((l) => l.startsWith('-A'));
+    expect(chain.slice(0, 2).every((l) => l.includes(`weave:${bridge}`) && l.endsWith('-j DROP'))).toBe(true);
+  });
+
+  it('cleans up after a crash and restores what the records say', async () => {
+    const h = await host();
+    const kept = spec();
+    const lost = spec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }] });
+    const forgotten = spec({ ipv4: [{ pool: '10.79.0.0/24', gateway: '10.79.0.1/24' }] });
+    for (const n of [kept, lost, forgotten]) await h.client.createNetwork(n);
+    const eKept = { networkId: kept.networkId, endpointId: newId(), address: '10.77.0.2/24', addressV6: null, mac: null };
+    const eLost = { networkId: lost.networkId, endpointId: newId(), address: '10.78.0.2/24', addressV6: null, mac: null };
+    await h.client.createEndpoint(eKept);
+    await h.client.createEndpoint(eLost);
+    const br = (id: string) => `wvb${id.slice(0, 11)}`;
+
+    // The crash: netwire stops, a record is lost, a bridge is deleted by hand, and links with
+    // our names but no records are left behind (plus a link that is not ours at all).
+    await h.service.stop();
+    const kv = await openBucket(nc, Buckets.netwire);
+    await kv.delete(`${h.hostName}.net.${forgotten.networkId}`);
+    await inNs(h.ns, 'ip', 'link', 'del', br(lost.networkId));
+    await inNs(h.ns, 'ip', 'link', 'add', 'wvb00000000000', 'type', 'bridge');
+    await inNs(h.ns, 'ip', 'link', 'add', 'wvh11111111111', 'type', 'veth', 'peer', 'name', 'wvc11111111111');
+    await inNs(h.ns, 'ip', 'link', 'add', 'keep0', 'type', 'bridge');
+    await h.kernel.ensureFirewall({ bridge: 'wvb00000000000', internal: false, masquerade: ['10.99.0.0/24'] });
+    h.events.length = 0;
+
+    await h.start();
+
+    const reconciled = await waitFor(() => h.events.find((e) => e.kind === 'reconciled'), { what: 'reconciled event' });
+    expect(reconciled.data).toEqual({
+      removedLinks: expect.arrayContaining(['wvh11111111111', 'wvc11111111111', br(forgotten.networkId), 'wvb00000000000']),
+      removedFirewall: expect.arrayContaining([br(forgotten.networkId), 'wvb00000000000']),
+      restoredNetworks: [lost.networkId],
+      reattachedEndpoints: [eLost.endpointId],
+      forgottenEndpoints: [],
+    });
+    expect((reconciled.data as { removedLinks: string[] }).removedLinks).toHaveLength(4);
+    const links = await ourLinks(h.ns);
+    expect(links.sort()).toEqual(
+      [br(kept.networkId), br(lost.networkId), `wvh${eKept.endpointId.slice(0, 11)}`, `wvc${eKept.endpointId.slice(0, 11)}`, `wvh${eLost.endpointId.slice(0, 11)}`, `wvc${eLost.endpointId.slice(0, 11)}`].sort(),
+    );
+    expect(JSON.parse(await sh('ip', '-j', '-n', h.ns, 'link', 'show', 'keep0'))[0].ifname).toBe('keep0');
+    const restored = JSON.parse(await sh('ip', '-j', '-n', h.ns, 'addr', 'show', br(lost.networkId)))[0];
+    expect(restored.addr_info.map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`)).toContain('10.78.0.1/24');
+    expect(restored.operstate === 'UP' || restored.flags.includes('UP')).toBe(true);
+    const hostVeth = JSON.parse(await sh('ip', '-j', '-n', h.ns, 'link', 'show', `wvh${eLost.endpointId.slice(0, 11)}`))[0];
+    expect(hostVeth.master).toBe(br(lost.networkId));
+    const tagged = (await rulesIn(h.ns)).filter((r) => r.includes('weave:'));
+    expect(new Set(tagged.map((r) => /weave:(\w+)/.exec(r)![1]))).toEqual(new Set([br(kept.networkId), br(lost.networkId)]));
+  });
+});
