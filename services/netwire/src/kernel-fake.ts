@@ -67,25 +67,25 @@ export class FakeKernel implements Kernel {
     await this.pause();
     return [...this.links.values()]
       .filter((l) => l.inHostNs)
-      .map(({ name, kind, master, mtu, mac, up }) => ({ name, kind, master, mtu, mac, up }));
+      .map(({ name, kind, master, mtu, mac, up, owner }) => ({ name, kind, master, mtu, mac, up, owner }));
   }
 
   async underlayMtu(): Promise<number | null> {
     return this.underlay;
   }
 
-  async createBridge(name: string, o: { mtu: number; mac: string }): Promise<void> {
+  async createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void> {
     await this.change('createBridge', name);
     this.free(name);
-    this.links.set(name, this.link(name, 'bridge', o.mtu, o.mac, null));
+    this.links.set(name, this.link(name, 'bridge', o.mtu, o.mac, null, o.owner));
   }
 
-  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string }): Promise<void> {
+  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string }): Promise<void> {
     await this.change('createVethPair', name);
     this.free(name);
     this.free(peer);
-    this.links.set(name, this.link(name, 'veth', o.mtu, `02:00:00:00:00:${(this.links.size & 0xff).toString(16).padStart(2, '0')}`, peer));
-    this.links.set(peer, this.link(peer, 'veth', o.mtu, o.peerMac, name));
+    this.links.set(name, this.link(name, 'veth', o.mtu, `02:00:00:00:00:${(this.links.size & 0xff).toString(16).padStart(2, '0')}`, peer, o.owner));
+    this.links.set(peer, this.link(peer, 'veth', o.mtu, o.peerMac, name, o.owner));
   }
 
   async setMaster(name: string, master: string): Promise<void> {
@@ -134,8 +134,8 @@ export class FakeKernel implements Kernel {
     return [...this.firewall.keys()];
   }
 
-  private link(name: string, kind: string, mtu: number, mac: string, peer: string | null): FakeLink {
-    return { name, kind, master: null, mtu, mac, up: false, peer, addresses: [], inHostNs: true };
+  private link(name: string, kind: string, mtu: number, mac: string, peer: string | null, owner: string | null = null): FakeLink {
+    return { name, kind, master: null, mtu, mac, up: false, peer, addresses: [], inHostNs: true, owner };
   }
 
   private drop(name: string): void {

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { z } from 'zod';
 import { bridgeOfTag, bridgeRules, Chains, jumpRules, parseRuleLine, Rule, sameSpec, Table } from './firewall';
-import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo } from './kernel';
+import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo, ownerAlias } from './kernel';
 
 /** Runs one program with arguments, no shell. Injected so command lines can be tested without root. */
 export type Exec = (file: string, args: readonly string[]) => Promise<{ stdout: string; stderr: string }>;
@@ -39,6 +39,7 @@ export class LinuxKernel implements Kernel {
       mtu: l.mtu,
       mac: l.address ?? '',
       up: l.flags.includes('UP'),
+      owner: l.ifalias?.startsWith('weave:') ? l.ifalias.slice('weave:'.length) : null,
     }));
   }
 
@@ -49,21 +50,28 @@ export class LinuxKernel implements Kernel {
     return (await this.listLinks()).find((l) => l.name === dev)?.mtu ?? null;
   }
 
-  async createBridge(name: string, o: { mtu: number; mac: string }): Promise<void> {
+  async createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void> {
     await this.run('ip', ['link', 'add', 'name', name, 'address', o.mac, 'type', 'bridge']);
     // Set apart from the add: only an MTU set on a bridge that exists counts as the user's, and
     // the kernel otherwise moves it with its ports (back to 1500 when the last one goes).
+    // The alias too: `ip link add … alias` is accepted and silently ignored.
     try {
-      await this.run('ip', ['link', 'set', 'dev', name, 'mtu', String(o.mtu)]);
+      await this.run('ip', ['link', 'set', 'dev', name, 'mtu', String(o.mtu), 'alias', ownerAlias(o.owner)]);
     } catch (e) {
       await this.deleteLink(name).catch(() => undefined);
       throw e;
     }
   }
 
-  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string }): Promise<void> {
+  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string }): Promise<void> {
     const mtu = String(o.mtu);
     await this.run('ip', ['link', 'add', 'name', name, 'mtu', mtu, 'type', 'veth', 'peer', 'name', peer, 'mtu', mtu, 'address', o.peerMac]);
+    try {
+      for (const end of [name, peer]) await this.run('ip', ['link', 'set', 'dev', end, 'alias', ownerAlias(o.owner)]);
+    } catch (e) {
+      await this.deleteLink(name).catch(() => undefined);
+      throw e;
+    }
   }
 
   async setMaster(name: string, master: string): Promise<void> {
@@ -183,6 +191,7 @@ const execFileNoShell: Exec = (file, args) =>
 const IpLinks = z.array(
   z.looseObject({
     ifname: z.string(),
+    ifalias: z.string().optional(),
     mtu: z.number().int(),
     address: z.string().optional(),
     master: z.string().optional(),

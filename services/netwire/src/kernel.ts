@@ -11,9 +11,10 @@ export interface Kernel {
   /** The MTU of the interface holding the default IPv4 route; null when there is none. */
   underlayMtu(): Promise<number | null>;
 
-  createBridge(name: string, o: { mtu: number; mac: string }): Promise<void>;
+  /** `owner` tags the link as this host's (its alias), so reconcile never takes another stack's links. */
+  createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void>;
   /** A veth pair; `peer` is the end Docker will move into the container. */
-  createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string }): Promise<void>;
+  createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string }): Promise<void>;
   setMaster(name: string, master: string): Promise<void>;
   setUp(name: string): Promise<void>;
   /** Adds `address` (CIDR form, v4 or v6) to the link; adding one that is there is not an error. */
@@ -39,7 +40,11 @@ export interface LinkInfo {
   mtu: number;
   mac: string;
   up: boolean;
+  /** The weave host that made the link (from its alias `weave:<host>`); null for anyone else's. */
+  owner: string | null;
 }
+
+export const ownerAlias = (owner: string): string => `weave:${owner}`;
 
 /** What the firewall must do for one network's bridge. */
 export interface BridgeFirewall {

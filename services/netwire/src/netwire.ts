@@ -23,6 +23,8 @@ export interface NetwireEvents {
 }
 
 export interface NetwireDeps {
+  /** This host's name; links are tagged with it. */
+  host: string;
   kernel: Kernel;
   store: Store;
   events: NetwireEvents;
@@ -219,7 +221,7 @@ export class Netwire {
         this.d.store.listEndpoints(),
         this.k.firewallBridges(),
       ]);
-      const plan = planReconcile({ links, networks, endpoints, firewallBridges });
+      const plan = planReconcile({ owner: this.d.host, links, networks, endpoints, firewallBridges });
       const r: ReconcileReport = { removedLinks: [], restoredNetworks: [], forgottenEndpoints: [], removedFirewall: [], reattachedEndpoints: [], problems: 0 };
       const attempt = async (what: string, f: () => Promise<unknown>): Promise<boolean> => {
         try {
@@ -274,7 +276,7 @@ export class Netwire {
   /** Bridge, gateway addresses, link up, firewall: a network's whole kernel state, undoable. */
   private async buildNetwork(n: NetworkRecord, rb: Rollback): Promise<void> {
     await this.k.ensureFirewallChains();
-    await this.k.createBridge(n.bridge, { mtu: n.mtu, mac: bridgeMac(n.spec.networkId) });
+    await this.k.createBridge(n.bridge, { mtu: n.mtu, mac: bridgeMac(n.spec.networkId), owner: this.d.host });
     rb.push(`delete bridge ${n.bridge}`, () => this.k.deleteLink(n.bridge));
     for (const a of bridgeAddresses(n.spec)) await this.k.addAddress(n.bridge, a);
     await this.k.setUp(n.bridge);
@@ -293,7 +295,7 @@ export class Netwire {
   }
 
   private async plugVeth(net: NetworkRecord, ep: EndpointRecord, rb: Rollback): Promise<void> {
-    await this.k.createVethPair(ep.hostVeth, ep.containerVeth, { mtu: net.mtu, peerMac: ep.mac });
+    await this.k.createVethPair(ep.hostVeth, ep.containerVeth, { mtu: net.mtu, peerMac: ep.mac, owner: this.d.host });
     rb.push(`delete veth ${ep.hostVeth}`, () => this.k.deleteLink(ep.hostVeth));
     await this.k.setMaster(ep.hostVeth, net.bridge);
     await this.k.setUp(ep.hostVeth);

@@ -8,6 +8,8 @@ import type { EndpointRecord, NetworkRecord } from './store';
  * touched: a host's own interfaces are never candidates.
  */
 export interface ReconcileInput {
+  /** This host: only links it made (tagged with its name) are ever candidates for removal. */
+  owner: string;
   links: LinkInfo[];
   networks: NetworkRecord[];
   endpoints: EndpointRecord[];
@@ -39,6 +41,9 @@ export function planReconcile(i: ReconcileInput): ReconcilePlan {
   const orphanVeths: string[] = [];
   const orphanBridges: string[] = [];
   for (const l of i.links) {
+    // Another weave stack on this machine (a test run beside an installed one, a simulated
+    // host) has links named like ours; they are not leftovers of ours.
+    if (l.owner !== i.owner) continue;
     const role = roleOf(l.name);
     if (role === 'bridge' && l.kind === 'bridge' && !knownBridges.has(l.name)) orphanBridges.push(l.name);
     if ((role === 'hostVeth' || role === 'containerVeth') && l.kind === 'veth' && !knownVeths.has(l.name)) orphanVeths.push(l.name);
@@ -55,7 +60,7 @@ export function planReconcile(i: ReconcileInput): ReconcilePlan {
 
   return {
     removeLinks: [...orphanVeths, ...orphanBridges],
-    removeFirewall: [...new Set(i.firewallBridges)].filter((b) => !knownBridges.has(b)),
+    removeFirewall: [...new Set(i.firewallBridges)].filter((b) => !knownBridges.has(b) && (links.get(b)?.owner ?? i.owner) === i.owner),
     restoreNetworks: i.networks.filter((n) => !bridgePresent(n.bridge)),
     ensureNetworks: i.networks.filter((n) => bridgePresent(n.bridge)),
     reattach,

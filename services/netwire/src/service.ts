@@ -26,7 +26,7 @@ export interface RunningNetwire {
 export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNetwire> {
   const kv = await openBucket(o.nc, Buckets.netwire);
   const events = new EventPublisher(o.nc, o.host, 'netwire', o.log);
-  const netwire = new Netwire({ kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu });
+  const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu });
   // Before the first request: Docker may already be calling for networks whose kernel state a
   // crash or reboot took away, and leftovers must go before new links could clash with them.
   const report = await netwire.reconcile();

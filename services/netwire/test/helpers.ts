@@ -37,7 +37,7 @@ export function fakeNetwire(o: { mtu?: number | null } = {}) {
   const kernel = new FakeKernel();
   const store = new MemoryStore();
   const events = new RecordingEvents();
-  const netwire = new Netwire({ kernel, store, events, log: silentLogger(), mtu: o.mtu ?? null, random: () => Uint8Array.from([0xff, 1, 2, 3, 4, 5]) });
+  const netwire = new Netwire({ host: 'h1', kernel, store, events, log: silentLogger(), mtu: o.mtu ?? null, random: () => Uint8Array.from([0xff, 1, 2, 3, 4, 5]) });
   return { kernel, store, events, netwire };
 }
 

@@ -19,10 +19,12 @@ function scripted(answers: Record<string, { stdout?: string; stderr?: string; co
 it('runs every command inside the given namespace through nsenter, without a shell', async () => {
   const s = scripted();
   const k = new LinuxKernel({ netns: 'wvt-x', exec: s.exec });
-  await k.createVethPair('wvh1', 'wvc1', { mtu: 1450, peerMac: '02:42:0a:00:00:02' });
+  await k.createVethPair('wvh1', 'wvc1', { mtu: 1450, peerMac: '02:42:0a:00:00:02', owner: 'h1' });
   await k.addAddress('wvb1', 'fd00::1/64');
   expect(s.ran).toEqual([
     'nsenter --net=/run/netns/wvt-x -- ip link add name wvh1 mtu 1450 type veth peer name wvc1 mtu 1450 address 02:42:0a:00:00:02',
+    'nsenter --net=/run/netns/wvt-x -- ip link set dev wvh1 alias weave:h1',
+    'nsenter --net=/run/netns/wvt-x -- ip link set dev wvc1 alias weave:h1',
     'nsenter --net=/run/netns/wvt-x -- ip addr replace fd00::1/64 dev wvb1 nodad',
   ]);
   expect(() => new LinuxKernel({ netns: 'x; rm -rf /' })).toThrow(TypeError);
@@ -31,8 +33,8 @@ it('runs every command inside the given namespace through nsenter, without a she
 it('sets the bridge MTU after creating it, and removes the bridge if that fails', async () => {
   const s = scripted({ 'mtu 1450': { code: 2, stderr: 'Error: mtu less than device minimum.' } });
   const k = new LinuxKernel({ exec: s.exec });
-  await expect(k.createBridge('wvb1', { mtu: 1450, mac: '7a:00:00:00:00:01' })).rejects.toThrow(/mtu less than device minimum/);
-  expect(s.ran).toEqual(['ip link add name wvb1 address 7a:00:00:00:00:01 type bridge', 'ip link set dev wvb1 mtu 1450', 'ip link del dev wvb1']);
+  await expect(k.createBridge('wvb1', { mtu: 1450, mac: '7a:00:00:00:00:01', owner: 'h1' })).rejects.toThrow(/mtu less than device minimum/);
+  expect(s.ran).toEqual(['ip link add name wvb1 address 7a:00:00:00:00:01 type bridge', 'ip link set dev wvb1 mtu 1450 alias weave:h1', 'ip link del dev wvb1']);
 });
 
 it('puts the command and stderr in the error and keeps the cause', async () => {
@@ -58,15 +60,15 @@ it('reads links and the underlay MTU from ip -j', async () => {
     { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP'], mtu: 65536, address: '00:00:00:00:00:00' },
     { ifindex: 2, ifname: 'eth0', flags: ['UP'], mtu: 9001, address: '52:54:00:00:00:01' },
     { ifindex: 3, ifname: 'wvb1', flags: [], mtu: 1450, address: '7a:00:00:00:00:01', linkinfo: { info_kind: 'bridge' } },
-    { ifindex: 4, ifname: 'wvh1', flags: ['UP'], mtu: 1450, master: 'wvb1', address: '0e:00:00:00:00:01', linkinfo: { info_kind: 'veth' } },
+    { ifindex: 4, ifname: 'wvh1', flags: ['UP'], mtu: 1450, master: 'wvb1', address: '0e:00:00:00:00:01', linkinfo: { info_kind: 'veth' }, ifalias: 'weave:h1' },
   ]);
   const s = scripted({ 'link show': { stdout: links }, 'route show default': { stdout: '[{"dst":"default","gateway":"192.0.2.1","dev":"eth0"}]' } });
   const k = new LinuxKernel({ exec: s.exec });
   expect(await k.listLinks()).toEqual([
-    { name: 'lo', kind: null, master: null, mtu: 65536, mac: '00:00:00:00:00:00', up: true },
-    { name: 'eth0', kind: null, master: null, mtu: 9001, mac: '52:54:00:00:00:01', up: true },
-    { name: 'wvb1', kind: 'bridge', master: null, mtu: 1450, mac: '7a:00:00:00:00:01', up: false },
-    { name: 'wvh1', kind: 'veth', master: 'wvb1', mtu: 1450, mac: '0e:00:00:00:00:01', up: true },
+    { name: 'lo', kind: null, master: null, mtu: 65536, mac: '00:00:00:00:00:00', up: true, owner: null },
+    { name: 'eth0', kind: null, master: null, mtu: 9001, mac: '52:54:00:00:00:01', up: true, owner: null },
+    { name: 'wvb1', kind: 'bridge', master: null, mtu: 1450, mac: '7a:00:00:00:00:01', up: false, owner: null },
+    { name: 'wvh1', kind: 'veth', master: 'wvb1', mtu: 1450, mac: '0e:00:00:00:00:01', up: true, owner: 'h1' },
   ]);
   expect(await k.underlayMtu()).toBe(9001);
   expect(await new LinuxKernel({ exec: scripted({ 'route show': { stdout: '[]' } }).exec }).underlayMtu()).toBeNull();

@@ -55,7 +55,7 @@ describe('createNetwork', () => {
     const t = fakeNetwire();
     const spec = networkSpec();
     const bridge = bridgeName(spec.networkId);
-    await t.kernel.createBridge(bridge, { mtu: 9000, mac: '02:00:00:00:00:01' });
+    await t.kernel.createBridge(bridge, { mtu: 9000, mac: '02:00:00:00:00:01', owner: 'h1' });
     await t.netwire.createNetwork(spec);
     expect(t.kernel.links.get(bridge)).toMatchObject({ mtu: 1450, mac: bridgeMac(spec.networkId) });
   });
@@ -271,7 +271,7 @@ describe('deleteNetwork', () => {
     const other = await t.netwire.createNetwork(networkSpec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }] }));
     await t.netwire.createEndpoint(endpointReq(spec.networkId));
     // A veth on the bridge that we have no record of (a crash between link and record).
-    await t.kernel.createVethPair('wvh00000000000', 'wvc00000000000', { mtu: 1450, peerMac: '02:00:00:00:00:09' });
+    await t.kernel.createVethPair('wvh00000000000', 'wvc00000000000', { mtu: 1450, peerMac: '02:00:00:00:00:09', owner: 'h1' });
     await t.kernel.setMaster('wvh00000000000', bridge);
     await t.netwire.deleteNetwork({ networkId: spec.networkId });
     expect([...t.kernel.links.keys()]).toEqual([other.bridge]);
@@ -316,9 +316,9 @@ describe('reconcile', () => {
     t.store.networks.delete(forgottenNet.networkId);
     t.kernel.destroyContainerEnd(containerVethName(eDead.endpointId));
     await t.kernel.deleteLink(bridgeName(lost.networkId));
-    await t.kernel.createBridge('wvb00000000000', { mtu: 1500, mac: '02:00:00:00:00:01' });
-    await t.kernel.createVethPair('wvh11111111111', 'wvc11111111111', { mtu: 1500, peerMac: '02:00:00:00:00:02' });
-    await t.kernel.createBridge('docker0', { mtu: 1500, mac: '02:00:00:00:00:03' });
+    await t.kernel.createBridge('wvb00000000000', { mtu: 1500, mac: '02:00:00:00:00:01', owner: 'h1' });
+    await t.kernel.createVethPair('wvh11111111111', 'wvc11111111111', { mtu: 1500, peerMac: '02:00:00:00:00:02', owner: 'h1' });
+    await t.kernel.createBridge('docker0', { mtu: 1500, mac: '02:00:00:00:00:03', owner: 'h1' });
     t.events.seen.length = 0;
 
     const r = await t.netwire.reconcile();
@@ -367,8 +367,8 @@ describe('reconcile', () => {
 
   it('counts a repair that fails and carries on with the others', async () => {
     const t = fakeNetwire();
-    await t.kernel.createBridge('wvb00000000000', { mtu: 1500, mac: '02:00:00:00:00:01' });
-    await t.kernel.createBridge('wvb22222222222', { mtu: 1500, mac: '02:00:00:00:00:02' });
+    await t.kernel.createBridge('wvb00000000000', { mtu: 1500, mac: '02:00:00:00:00:01', owner: 'h1' });
+    await t.kernel.createBridge('wvb22222222222', { mtu: 1500, mac: '02:00:00:00:00:02', owner: 'h1' });
     t.kernel.failOn('deleteLink', 'wvb00000000000');
     const r = await t.netwire.reconcile();
     expect(r.problems).toBe(1);

@@ -108,7 +108,7 @@ describe('firewall rules', () => {
 });
 
 describe('reconcile plan', () => {
-  const link = (name: string, kind: string | null, master: string | null = null): LinkInfo => ({ name, kind, master, mtu: 1450, mac: '', up: true });
+  const link = (name: string, kind: string | null, master: string | null = null, owner: string | null = 'h1'): LinkInfo => ({ name, kind, master, mtu: 1450, mac: '', up: true, owner });
   const net = (networkId: string): NetworkRecord => ({ spec: networkSpec({ networkId }), bridge: bridgeName(networkId), mtu: 1450 });
   const ep = (networkId: string, endpointId: string): EndpointRecord => ({
     networkId,
@@ -130,6 +130,7 @@ describe('reconcile plan', () => {
   const orphanEp = '5'.repeat(64);
 
   const plan = planReconcile({
+    owner: 'h1',
     links: [
       link('lo', null),
       link('eth0', null),
@@ -141,10 +142,13 @@ describe('reconcile plan', () => {
       link(hostVethName(orphanEp), 'veth', bridgeName(gone)),
       link(containerVethName(orphanEp), 'veth'),
       link('wvbabcdefabcde', 'veth'), // our name but not our kind: not ours to touch
+      link('wvb77777777777', 'bridge', null, 'another-host'), // another weave stack's, on this machine
+      link('wvh77777777777', 'veth', 'wvb77777777777', 'another-host'),
+      link('wvh88888888888', 'veth', null, null), // not tagged by any weave host
     ],
     networks: [net(n1), net(n2)],
     endpoints: [ep(n1, e1), ep(n2, e2), ep(gone, eGone), ep(n1, eKeep)],
-    firewallBridges: [bridgeName(n1), bridgeName(gone), 'wvb99999999999'],
+    firewallBridges: [bridgeName(n1), bridgeName(gone), 'wvb99999999999', 'wvb77777777777'],
   });
 
   it('removes only our leftovers, veths before bridges', () => {

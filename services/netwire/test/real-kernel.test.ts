@@ -232,8 +232,14 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     const kv = await openBucket(nc, Buckets.netwire);
     await kv.delete(`${h.hostName}.net.${forgotten.networkId}`);
     await inNs(h.ns, 'ip', 'link', 'del', br(lost.networkId));
+    // Leftovers of this host carry its tag, as everything netwire makes does; an untagged link
+    // and one tagged by another weave host on the machine are somebody else's and stay.
     await inNs(h.ns, 'ip', 'link', 'add', 'wvb00000000000', 'type', 'bridge');
     await inNs(h.ns, 'ip', 'link', 'add', 'wvh11111111111', 'type', 'veth', 'peer', 'name', 'wvc11111111111');
+    for (const l of ['wvb00000000000', 'wvh11111111111', 'wvc11111111111']) await inNs(h.ns, 'ip', 'link', 'set', 'dev', l, 'alias', `weave:${h.hostName}`);
+    await inNs(h.ns, 'ip', 'link', 'add', 'wvb22222222222', 'type', 'bridge');
+    await inNs(h.ns, 'ip', 'link', 'set', 'dev', 'wvb22222222222', 'alias', 'weave:another-host');
+    await inNs(h.ns, 'ip', 'link', 'add', 'wvb33333333333', 'type', 'bridge');
     await inNs(h.ns, 'ip', 'link', 'add', 'keep0', 'type', 'bridge');
     await h.kernel.ensureFirewall({ bridge: 'wvb00000000000', internal: false, masquerade: ['10.99.0.0/24'] });
     h.events.length = 0;
@@ -251,9 +257,9 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     expect((reconciled.data as { removedLinks: string[] }).removedLinks).toHaveLength(4);
     const links = await ourLinks(h.ns);
     expect(links.sort()).toEqual(
-      [br(kept.networkId), br(lost.networkId), `wvh${eKept.endpointId.slice(0, 11)}`, `wvc${eKept.endpointId.slice(0, 11)}`, `wvh${eLost.endpointId.slice(0, 11)}`, `wvc${eLost.endpointId.slice(0, 11)}`].sort(),
+      ['wvb22222222222', 'wvb33333333333', br(kept.networkId), br(lost.networkId), `wvh${eKept.endpointId.slice(0, 11)}`, `wvc${eKept.endpointId.slice(0, 11)}`, `wvh${eLost.endpointId.slice(0, 11)}`, `wvc${eLost.endpointId.slice(0, 11)}`].sort(),
     );
-    expect(JSON.parse(await sh('ip', '-j', '-n', h.ns, 'link', 'show', 'keep0'))[0].ifname).toBe('keep0');
+    for (const kept of ['keep0', 'wvb22222222222', 'wvb33333333333']) expect(JSON.parse(await sh('ip', '-j', '-n', h.ns, 'link', 'show', kept))[0].ifname).toBe(kept);
     const restored = JSON.parse(await sh('ip', '-j', '-n', h.ns, 'addr', 'show', br(lost.networkId)))[0];
     expect(restored.addr_info.map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`)).toContain('10.78.0.1/24');
     expect(restored.operstate === 'UP' || restored.flags.includes('UP')).toBe(true);
