@@ -2,7 +2,8 @@
 // `npm start`, `npm stop`, `npm test`, `npm run bench:attach`: each does its own set-up on a fresh
 // machine (host packages, dockerd, node_modules, bundles, images) and is harmless to run again.
 // Dependency-free until node_modules exists; the steps themselves live in the modules it calls.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ciPrep } from './ci-prep.mjs';
@@ -57,8 +58,19 @@ const commands = {
   },
   async test() {
     await prepare();
+    sh('npx', ['tsc', '-p', 'tsconfig.json', '--noEmit']);
+    const summary = join(mkdtempSync(join(tmpdir(), 'weave-test-')), 'summary.jsonl');
     // One project at a time: the end-to-end suites share the machine's dockerd.
-    sh('npx', ['nx', 'run-many', '-t', 'test', '--parallel=1', '--outputStyle=stream', '--skip-nx-cache']);
+    let failure = null;
+    try {
+      sh('npx', ['nx', 'run-many', '-t', 'test', '--parallel=1', '--outputStyle=stream', '--skip-nx-cache'], { WEAVE_TEST_SUMMARY: summary, NX_DAEMON: 'false' });
+    } catch (e) {
+      failure = e;
+    }
+    const runs = existsSync(summary) ? readFileSync(summary, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
+    const total = (k) => runs.reduce((n, r) => n + r[k], 0);
+    console.log(`\n${total('passed')} passed, ${total('failed')} failed, ${total('skipped')} skipped`);
+    if (failure) throw failure;
   },
   async 'bench-attach'() {
     await startStack();
