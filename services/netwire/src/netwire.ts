@@ -4,7 +4,7 @@ import type { Logger } from '@weave/log';
 import { parseIpInCidr, formatIp } from '@weave/netaddr';
 import type { z } from 'zod';
 import type { BridgeFirewall, Kernel } from './kernel';
-import { KeyedMutex } from './locks';
+import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, normaliseMac } from './mac';
 import { chooseMtu } from './mtu';
 import { bridgeName, containerVethName, hostVethName } from './names';

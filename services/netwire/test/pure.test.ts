@@ -1,6 +1,6 @@
 import { NetwireEnv } from '../src/env';
 import { bridgeOfTag, bridgeRules, parseRuleLine } from '../src/firewall';
-import { KeyedMutex } from '../src/locks';
+import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, isLocalUnicast } from '../src/mac';
 import { chooseMtu, MtuSources } from '../src/mtu';
 import { bridgeName, containerVethName, hostVethName, roleOf } from '../src/names';

@@ -30,6 +30,7 @@ const allowedLibDeps: Record<string, string[]> = {
   bus: ['contracts', 'errors', 'log'],
   config: ['bus', 'contracts', 'errors', 'log'],
   'docker-cli': [],
+  sync: [],
   testing: [],
 };
 

@@ -1,5 +1,5 @@
 /**
- * Serialises netwire's operations. Docker calls concurrently (several containers start at once),
+ * Serialises operations per key. Docker calls concurrently (several containers start at once),
  * and two changes to one network's bridge must not interleave, so operations on one key run one
  * at a time while different keys run in parallel. `exclusive` waits for everything in flight
  * and holds off everything new: reconcile must not mistake a half-created network for a leftover.
