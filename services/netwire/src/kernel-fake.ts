@@ -63,6 +63,10 @@ export class FakeKernel implements Kernel {
     return [...this.firewall.values()].flatMap(bridgeRules).map((r: Rule) => [r.table, r.chain, ...r.spec].join(' '));
   }
 
+  async linkExists(name: string): Promise<boolean> {
+    return this.links.get(name)?.inHostNs === true;
+  }
+
   async listLinks(): Promise<LinkInfo[]> {
     await this.pause();
     return [...this.links.values()]
@@ -80,12 +84,19 @@ export class FakeKernel implements Kernel {
     this.links.set(name, this.link(name, 'bridge', o.mtu, o.mac, null, o.owner));
   }
 
-  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string }): Promise<void> {
+  async createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string; master: string }): Promise<void> {
     await this.change('createVethPair', name);
     this.free(name);
     this.free(peer);
     this.links.set(name, this.link(name, 'veth', o.mtu, `02:00:00:00:00:${(this.links.size & 0xff).toString(16).padStart(2, '0')}`, peer, o.owner));
     this.links.set(peer, this.link(peer, 'veth', o.mtu, o.peerMac, name, o.owner));
+    const host = this.links.get(name)!;
+    if (this.links.get(o.master)?.kind !== 'bridge') {
+      this.drop(name);
+      this.fail(`ip link add name ${name} master ${o.master}`, 'master is not a bridge');
+    }
+    host.master = o.master;
+    host.up = true;
   }
 
   async setMaster(name: string, master: string): Promise<void> {

@@ -13,8 +13,13 @@ export interface Kernel {
 
   /** `owner` tags the link as this host's (its alias), so reconcile never takes another stack's links. */
   createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void>;
-  /** A veth pair; `peer` is the end Docker will move into the container. */
-  createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string }): Promise<void>;
+  /**
+   * A veth pair, its `name` end up on bridge `master`; `peer` is the end Docker moves into the
+   * container. One step, because it is on the path of every container start.
+   */
+  createVethPair(name: string, peer: string, o: { mtu: number; peerMac: string; owner: string; master: string }): Promise<void>;
+  /** Whether a link of that name exists; cheaper than listing every link. */
+  linkExists(name: string): Promise<boolean>;
   setMaster(name: string, master: string): Promise<void>;
   setUp(name: string): Promise<void>;
   /** Adds `address` (CIDR form, v4 or v6) to the link; adding one that is there is not an error. */

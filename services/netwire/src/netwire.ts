@@ -109,8 +109,8 @@ export class Netwire {
       if (existing && existing.networkId !== req.networkId) {
         throw new ConflictError(`endpoint ${short(req.endpointId)} already exists on network ${short(existing.networkId)}`);
       }
-      const links = await this.k.listLinks();
-      if (existing && links.some((l) => l.name === existing.hostVeth)) return { mac: existing.macGenerated ? existing.mac : null };
+      // Single-link checks, not a listing: this is on the path of every container start.
+      if (existing && (await this.k.linkExists(existing.hostVeth))) return { mac: existing.macGenerated ? existing.mac : null };
       const mac = req.mac ? normaliseMac(req.mac) : endpointMac(req.address, this.d.random);
       const ep: EndpointRecord = {
         networkId: req.networkId,
@@ -125,8 +125,9 @@ export class Netwire {
       await withRollback(this.log, async (rb) => {
         // The bridge can have been removed behind our back; the network is still recorded, so
         // make it again rather than fail the container.
-        if (!links.some((l) => l.name === net.bridge && l.kind === 'bridge')) await this.buildNetwork(net, rb);
-        for (const name of [ep.hostVeth, ep.containerVeth]) if (links.some((l) => l.name === name)) await this.k.deleteLink(name);
+        if (!(await this.k.linkExists(net.bridge))) await this.buildNetwork(net, rb);
+        // Names come from the endpoint id, so a link already there is a leftover of a failed try.
+        for (const name of [ep.hostVeth, ep.containerVeth]) if (await this.k.linkExists(name)) await this.k.deleteLink(name);
         await this.plugVeth(net, ep, rb);
         await this.d.store.putEndpoint(ep);
       }).catch(rethrowAs(`cannot create endpoint ${short(req.endpointId)} on network ${short(req.networkId)}`));
@@ -143,7 +144,7 @@ export class Netwire {
         throw new NotFoundError(`endpoint ${short(req.endpointId)} of network ${short(req.networkId)} is not known to netwire on this host`);
       }
       const net = await this.needNetwork(req.networkId);
-      if (!(await this.k.listLinks()).some((l) => l.name === ep.hostVeth)) {
+      if (!(await this.k.linkExists(ep.hostVeth))) {
         // Lost since CreateEndpoint (removed by hand, or a crash in between): Docker is about to
         // look for the container end, so make the pair again.
         await withRollback(this.log, (rb) => this.plugVeth(net, ep, rb)).catch(rethrowAs(`cannot join endpoint ${short(ep.endpointId)}`));
@@ -164,14 +165,16 @@ export class Netwire {
     return this.mutex.run(req.networkId, async () => {
       const ep = await this.d.store.getEndpoint(req.endpointId);
       const hostVeth = ep?.hostVeth ?? hostVethName(req.endpointId);
-      const t = new Teardown(this.log);
-      let removed = false;
+      if (ep) await this.d.store.deleteEndpoint(req.endpointId);
       // By now Docker has moved the container end back to our namespace; deleting the host end
-      // takes the pair. Already gone (the container's namespace died with it) is fine.
-      await t.step(`delete veth ${hostVeth}`, async () => (removed = await this.k.deleteLink(hostVeth)));
-      if (ep) await t.step(`forget endpoint ${short(req.endpointId)}`, () => this.d.store.deleteEndpoint(req.endpointId));
-      if (ep || removed) this.d.events.publish('endpoint.deleted', { networkId: req.networkId, endpointId: req.endpointId });
-      t.throwIfFailed(`endpoint ${short(req.endpointId)} was not removed cleanly`);
+      // takes the pair. The kernel needs ~20 ms for it (an RCU grace period), which every
+      // `docker stop` would otherwise wait for, so it happens right after the reply. The record
+      // is gone first: a crash in between leaves a tagged veth without a record, which reconcile
+      // removes. `idle()` and reconcile wait for deletions in flight.
+      void this.mutex
+        .run(`veth:${hostVeth}`, () => this.k.deleteLink(hostVeth))
+        .catch((err) => this.log.warn({ err, hostVeth }, `could not delete veth ${hostVeth}; reconcile will: ${describeError(err)}`));
+      if (ep) this.d.events.publish('endpoint.deleted', { networkId: req.networkId, endpointId: req.endpointId });
       return {};
     });
   }
@@ -295,10 +298,8 @@ export class Netwire {
   }
 
   private async plugVeth(net: NetworkRecord, ep: EndpointRecord, rb: Rollback): Promise<void> {
-    await this.k.createVethPair(ep.hostVeth, ep.containerVeth, { mtu: net.mtu, peerMac: ep.mac, owner: this.d.host });
+    await this.k.createVethPair(ep.hostVeth, ep.containerVeth, { mtu: net.mtu, peerMac: ep.mac, owner: this.d.host, master: net.bridge });
     rb.push(`delete veth ${ep.hostVeth}`, () => this.k.deleteLink(ep.hostVeth));
-    await this.k.setMaster(ep.hostVeth, net.bridge);
-    await this.k.setUp(ep.hostVeth);
   }
 }
 

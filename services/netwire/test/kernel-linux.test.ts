@@ -6,8 +6,8 @@ import { KernelCommandError, LinuxKernel } from '../src';
  */
 function scripted(answers: Record<string, { stdout?: string; stderr?: string; code?: number }> = {}) {
   const ran: string[] = [];
-  const exec = async (file: string, args: readonly string[]) => {
-    const line = [file, ...args].join(' ');
+  const exec = async (file: string, args: readonly string[], input?: string) => {
+    const line = [file, ...args].join(' ') + (input ? ` <<< ${input.trim().split('\n').join(' | ')}` : '');
     ran.push(line);
     const hit = Object.entries(answers).find(([k]) => line.includes(k))?.[1];
     if (hit?.code) throw Object.assign(new Error(`Command failed: ${line}`), { code: hit.code, stderr: hit.stderr ?? '', stdout: '' });
@@ -19,12 +19,10 @@ function scripted(answers: Record<string, { stdout?: string; stderr?: string; co
 it('runs every command inside the given namespace through nsenter, without a shell', async () => {
   const s = scripted();
   const k = new LinuxKernel({ netns: 'wvt-x', exec: s.exec });
-  await k.createVethPair('wvh1', 'wvc1', { mtu: 1450, peerMac: '02:42:0a:00:00:02', owner: 'h1' });
+  await k.createVethPair('wvh1', 'wvc1', { mtu: 1450, peerMac: '02:42:0a:00:00:02', owner: 'h1', master: 'wvb1' });
   await k.addAddress('wvb1', 'fd00::1/64');
   expect(s.ran).toEqual([
-    'nsenter --net=/run/netns/wvt-x -- ip link add name wvh1 mtu 1450 type veth peer name wvc1 mtu 1450 address 02:42:0a:00:00:02',
-    'nsenter --net=/run/netns/wvt-x -- ip link set dev wvh1 alias weave:h1',
-    'nsenter --net=/run/netns/wvt-x -- ip link set dev wvc1 alias weave:h1',
+    'nsenter --net=/run/netns/wvt-x -- ip -batch - <<< link add name wvh1 mtu 1450 master wvb1 up type veth peer name wvc1 mtu 1450 address 02:42:0a:00:00:02 | link set dev wvh1 alias weave:h1',
     'nsenter --net=/run/netns/wvt-x -- ip addr replace fd00::1/64 dev wvb1 nodad',
   ]);
   expect(() => new LinuxKernel({ netns: 'x; rm -rf /' })).toThrow(TypeError);

@@ -163,7 +163,7 @@ describe('endpoints', () => {
     const before = t0.kernel.calls.length;
     await t0.netwire.createEndpoint(req);
     const steps = t0.kernel.calls.slice(before);
-    expect(steps).toEqual([`createVethPair ${hostVethName(req.endpointId)}`, `setMaster ${hostVethName(req.endpointId)}`, `setUp ${hostVethName(req.endpointId)}`]);
+    expect(steps).toEqual([`createVethPair ${hostVethName(req.endpointId)}`]);
     for (let i = 0; i <= steps.length; i++) {
       const t = await withNetwork();
       const r = { ...req, networkId: t.networkId };
@@ -228,6 +228,8 @@ describe('endpoints', () => {
     expect(t.kernel.links.has(hostVethName(a.endpointId))).toBe(true);
     t.kernel.moveToHost(containerVethName(a.endpointId));
     await t.netwire.deleteEndpoint({ networkId: t.networkId, endpointId: a.endpointId });
+    // The pair goes right after the reply (off Docker's path); idle() waits for it.
+    await t.netwire.idle();
     expect(t.kernel.links.has(hostVethName(a.endpointId))).toBe(false);
     expect(t.kernel.links.has(containerVethName(a.endpointId))).toBe(false);
     // b's container died with its end inside: the pair is gone before DeleteEndpoint.
@@ -271,8 +273,7 @@ describe('deleteNetwork', () => {
     const other = await t.netwire.createNetwork(networkSpec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }] }));
     await t.netwire.createEndpoint(endpointReq(spec.networkId));
     // A veth on the bridge that we have no record of (a crash between link and record).
-    await t.kernel.createVethPair('wvh00000000000', 'wvc00000000000', { mtu: 1450, peerMac: '02:00:00:00:00:09', owner: 'h1' });
-    await t.kernel.setMaster('wvh00000000000', bridge);
+    await t.kernel.createVethPair('wvh00000000000', 'wvc00000000000', { mtu: 1450, peerMac: '02:00:00:00:00:09', owner: 'h1', master: bridge });
     await t.netwire.deleteNetwork({ networkId: spec.networkId });
     expect([...t.kernel.links.keys()]).toEqual([other.bridge]);
     expect([...t.kernel.firewall.keys()]).toEqual([other.bridge]);
@@ -317,7 +318,7 @@ describe('reconcile', () => {
     t.kernel.destroyContainerEnd(containerVethName(eDead.endpointId));
     await t.kernel.deleteLink(bridgeName(lost.networkId));
     await t.kernel.createBridge('wvb00000000000', { mtu: 1500, mac: '02:00:00:00:00:01', owner: 'h1' });
-    await t.kernel.createVethPair('wvh11111111111', 'wvc11111111111', { mtu: 1500, peerMac: '02:00:00:00:00:02', owner: 'h1' });
+    await t.kernel.createVethPair('wvh11111111111', 'wvc11111111111', { mtu: 1500, peerMac: '02:00:00:00:00:02', owner: 'h1', master: 'wvb00000000000' });
     await t.kernel.createBridge('docker0', { mtu: 1500, mac: '02:00:00:00:00:03', owner: 'h1' });
     t.events.seen.length = 0;
 

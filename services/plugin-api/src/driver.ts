@@ -26,7 +26,7 @@ export interface Backends {
 
 const Empty = {};
 
-export function routes({ ipam, netwire, log }: Backends): Record<string, Route> {
+export function routes({ ipam, netwire }: Backends): Record<string, Route> {
   const nd = <K extends keyof typeof NetworkDriver>(m: K, handle: (b: z.output<(typeof NetworkDriver)[K]>) => Promise<unknown>): [string, Route] =>
     [`NetworkDriver.${m}`, { iface: 'NetworkDriver', body: NetworkDriver[m], handle }];
   const id = <K extends keyof typeof IpamDriver>(m: K, handle: (b: z.output<(typeof IpamDriver)[K]>) => Promise<unknown>): [string, Route] =>
@@ -90,15 +90,9 @@ export function routes({ ipam, netwire, log }: Backends): Record<string, Route> 
     }),
     nd('Leave', async (b) => (await netwire.leave({ networkId: b.NetworkID, endpointId: b.EndpointID }), Empty)),
     nd('DeleteEndpoint', async (b) => (await netwire.deleteEndpoint({ networkId: b.NetworkID, endpointId: b.EndpointID }), Empty)),
-    nd('EndpointOperInfo', async (b) => {
-      // Mandatory for Docker: a failure here fails the container start, so report what we can.
-      try {
-        return { Value: (await netwire.endpointInfo({ networkId: b.NetworkID, endpointId: b.EndpointID })).value };
-      } catch (err) {
-        log.warn({ err, endpointId: b.EndpointID }, 'endpoint info unavailable');
-        return { Value: {} };
-      }
-    }),
+    // Mandatory (a 404 fails the container start), called twice per start, and Docker makes no
+    // use of the map (its type assertions expect Go structs). Answered here, without a round trip.
+    nd('EndpointOperInfo', async () => ({ Value: {} })),
     // Port publishing for remote drivers is the driver's job and comes with its own issue.
     nd('ProgramExternalConnectivity', async () => Empty),
     nd('RevokeExternalConnectivity', async () => Empty),

@@ -11,17 +11,35 @@ const Env = z.object({
   WEAVE_PLUGIN_NAME: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/).default('weave'),
   WEAVE_PLUGIN_DIR: z.string().min(1).default('/run/docker/plugins'),
   WEAVE_RPC_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  WEAVE_BACKEND_WAIT_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
 });
+
+/** Polls until every probe succeeds or `ms` pass; true when they all answered. */
+async function waitForBackends(probes: Array<() => Promise<unknown>>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await Promise.all(probes.map((p) => p().then(() => true, () => false)));
+    if (ok.every(Boolean)) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 void runService('plugin-api', Env, async ({ env, log, nc }) => {
   const events = new EventPublisher(nc, env.WEAVE_HOST, 'plugin-api', log);
   const opts = { timeoutMs: env.WEAVE_RPC_TIMEOUT_MS };
-  const table = routes({ ipam: rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts), netwire: rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts), log });
+  const ipam = rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts);
+  const netwire = rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts);
+  const table = routes({ ipam, netwire, log });
   const server = pluginServer(table, log, (c) => {
+    log.debug({ method: c.method, status: c.status, ms: Math.round(c.ms * 10) / 10 }, 'docker call');
     if (c.error) events.publish('docker.call.failed', { method: c.method, message: c.error, status: c.status });
   });
-  // Docker caches a failed handshake until it restarts, so the socket appears only once NATS is
-  // connected (runService waited for it) and every answer can be given.
+  // Docker caches a failed handshake until it restarts, and retries a missing socket for 15 s, so
+  // the socket appears only once NATS is connected (runService waited for it) and, within a
+  // bound, once ipam and netwire answer: a start right after `compose up` then just works.
+  const ready = await waitForBackends([() => ipam.status({}), () => netwire.status({})], env.WEAVE_BACKEND_WAIT_MS);
+  if (!ready) log.warn({ waitedMs: env.WEAVE_BACKEND_WAIT_MS }, 'ipam or netwire not answering yet; listening anyway, calls will fail until they do');
   const socket = join(env.WEAVE_PLUGIN_DIR, `${env.WEAVE_PLUGIN_NAME}.sock`);
   await listenOnSocket(server, socket);
   log.info({ socket }, 'plugin listening');
