@@ -27,8 +27,10 @@ export class DockerScope {
     return name;
   }
 
-  track(container: string): void {
-    this.containers.add(container);
+  /** A run that may fail: tracked all the same, since a failed start leaves the container Created. */
+  async tryRun(args: string[], command: string[] = ['sleep', '1d'], name = this.name('c')) {
+    this.containers.add(name);
+    return dockerResult(['run', '-d', '--name', name, ...args, 'weave-bbox:local', ...command]);
   }
 
   async removeContainer(name: string): Promise<void> {

@@ -63,12 +63,10 @@ test('--subnet, --ip-range, --gateway, --aux-address and a static --ip', async (
   expect(await ping(s, ipA)).toMatch(/2 packets received/);
 
   // The address is taken: the user gets a clear error and nothing is left half-made.
-  const dup = scope.name('dup');
-  scope.track(dup);
-  const clash = await dockerResult(['run', '-d', '--name', dup, `--net=${net}`, '--ip', '10.251.1.7', 'weave-bbox:local', 'sleep', '1d']);
+  const clash = await scope.tryRun([`--net=${net}`, '--ip', '10.251.1.7']);
   expect(clash.ok).toBe(false);
   expect(!clash.ok && clash.err.stderr).toMatch(/10\.251\.1\.7 is already in use/);
-  const aux = await dockerResult(['run', '-d', '--name', scope.name('aux'), `--net=${net}`, '--ip', '10.251.1.200', 'weave-bbox:local', 'sleep', '1d']);
+  const aux = await scope.tryRun([`--net=${net}`, '--ip', '10.251.1.200']);
   expect(aux.ok).toBe(false);
 });
 
@@ -79,8 +77,7 @@ test('a small --ip-range runs out with a clear error, and an address comes back 
   const ips = await Promise.all(made.map((c) => ipOf(c, net)));
   expect(new Set(ips).size).toBe(4);
   const extra = scope.name('extra');
-  scope.track(extra);
-  const full = await dockerResult(['run', '-d', '--name', extra, `--net=${net}`, 'weave-bbox:local', 'sleep', '1d']);
+  const full = await scope.tryRun([`--net=${net}`], undefined, extra);
   expect(full.ok).toBe(false);
   expect(!full.ok && full.err.stderr).toMatch(/no free address in 10\.251\.2\.8\/30/);
   await scope.removeContainer(extra);
