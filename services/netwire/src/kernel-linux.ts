@@ -86,13 +86,7 @@ export class LinuxKernel implements Kernel {
   async linkExists(name: string): Promise<boolean> {
     // sysfs shows the namespace this process runs in; inside another namespace, ask ip.
     if (this.prefix.length === 0) return access(`/sys/class/net/${name}`).then(() => true, () => false);
-    try {
-      await this.run('ip', ['link', 'show', 'dev', name]);
-      return true;
-    } catch (e) {
-      if (e instanceof KernelCommandError && /does not exist|Cannot find device/i.test(e.stderr)) return false;
-      throw e;
-    }
+    return this.unlessNoDevice(['link', 'show', 'dev', name]);
   }
 
   async setMaster(name: string, master: string): Promise<void> {
@@ -110,9 +104,14 @@ export class LinuxKernel implements Kernel {
     await this.run('ip', ['addr', 'replace', address, 'dev', name, ...(v6 ? ['nodad'] : [])]);
   }
 
-  async deleteLink(name: string): Promise<boolean> {
+  deleteLink(name: string): Promise<boolean> {
+    return this.unlessNoDevice(['link', 'del', 'dev', name]);
+  }
+
+  /** Runs `ip args`: true when it worked, false when the device does not exist. */
+  private async unlessNoDevice(args: string[]): Promise<boolean> {
     try {
-      await this.run('ip', ['link', 'del', 'dev', name]);
+      await this.run('ip', args);
       return true;
     } catch (e) {
       if (e instanceof KernelCommandError && /Cannot find device|does not exist/i.test(e.stderr)) return false;

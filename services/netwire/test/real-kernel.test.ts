@@ -8,7 +8,7 @@ import { Buckets, EventEnvelope, netwireRpc, NetworkSpec } from '@weave/contract
 import { silentLogger } from '@weave/log';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
 import { LinuxKernel, RunningNetwire, startNetwire } from '../src';
-import { newId } from './helpers';
+import { networkSpec, newId } from './helpers';
 
 /**
  * The real LinuxKernel and the whole service over a real nats-server, inside throwaway network
@@ -95,15 +95,7 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     return ns;
   }
 
-  const spec = (o: Partial<NetworkSpec> = {}): NetworkSpec => ({
-    networkId: newId(),
-    ipv4: [{ pool: '10.77.0.0/24', gateway: '10.77.0.1/24' }],
-    ipv6: [],
-    internal: false,
-    mtu: null,
-    options: {},
-    ...o,
-  });
+  const spec = networkSpec;
 
   it('wires two containers through the bridge, and takes everything away again', async () => {
     const h = await host();
