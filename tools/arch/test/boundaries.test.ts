@@ -6,8 +6,9 @@ import { join, relative } from 'node:path';
  * libs never on services, and the lowest libs (contracts, errors, netaddr) stay free of I/O.
  */
 const root = join(__dirname, '..', '..', '..');
-const services = readdirSync(join(root, 'services'));
-const libs = readdirSync(join(root, 'libs'));
+const dirs = (d: string) => readdirSync(join(root, d)).filter((f) => statSync(join(root, d, f)).isDirectory());
+const services = dirs('services');
+const libs = dirs('libs');
 
 function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((f) => {

@@ -24,7 +24,8 @@ const snapshot = async () => ({ ipam: await stack.ipam.status({}), netwire: awai
 
 function post(path: string, body: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: stack.socket, path, method: 'POST', headers: { 'Content-Length': Buffer.byteLength(body) } }, (res) => {
+    // A fresh connection each time, as a misbehaving client would open.
+    const req = request({ socketPath: stack.socket, path, method: 'POST', agent: false, headers: { 'Content-Length': Buffer.byteLength(body) } }, (res) => {
       let data = '';
       res.on('data', (c) => (data += c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data }));
