@@ -1,103 +1,95 @@
-import { Buckets } from '@weave/contracts';
-import { KV, kvCreate, kvDelete, kvGet, kvKeys, kvMutate, Mutation, openBucket } from '@weave/bus';
-import { ConflictError } from '@weave/errors';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { KV, kvCreate, kvDelete, kvGet, kvKeys, kvMutate, Mutation, openBucket, Versioned } from '@weave/bus';
+import { Buckets } from '@weave/contracts';
+import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import { z } from 'zod';
+import { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
 
 /**
- * IPAM state in three JetStream KV buckets. Every claim is a create-if-absent, every change a
- * compare-and-set on the revision, so two hosts (or two processes of one) can never both win.
+ * IPAM state: one table per JetStream KV bucket. Every claim is a create-if-absent and every
+ * change a compare-and-set on the revision, so two hosts (or two processes of one host) can never
+ * both win. There is deliberately no unconditional put or delete here.
  */
-export const PoolRecord = z.object({
-  pool: z.string(),
-  subPool: z.string().nullable(),
-  v6: z.boolean(),
-  /** How many networks on each host use the pool (one per host in practice). */
-  holders: z.record(z.string(), z.number().int().positive()),
-});
-export type PoolRecord = z.output<typeof PoolRecord>;
-
-export const BlockRecord = z.object({ owner: z.string(), epoch: z.number().int(), claimedAt: z.string() });
-export type BlockRecord = z.output<typeof BlockRecord>;
-
-export const LeaseRecord = z.object({ host: z.string(), kind: z.enum(['endpoint', 'gateway', 'aux']), owner: z.string().optional(), time: z.string() });
-export type LeaseRecord = z.output<typeof LeaseRecord>;
+export interface Table<T> {
+  readonly name: string;
+  get(key: string): Promise<Versioned<T> | null>;
+  /** Keys directly below `parent` (`parent.*`), or every key. */
+  keys(parent?: string): Promise<string[]>;
+  /** Creates `key`; false when it exists already (someone else holds it). */
+  create(key: string, value: T): Promise<boolean>;
+  /** Read, decide, write by revision; re-decides on a fresh read when someone wrote in between. */
+  mutate<R>(key: string, decide: (cur: T | null) => { change: Mutation<T>; result: R }): Promise<R>;
+  /** Deletes `key` if it is still at `revision`; false when it changed or is gone. */
+  deleteAt(key: string, revision: number): Promise<boolean>;
+}
 
 export interface IpamStore {
-  pool(key: string): Promise<PoolRecord | null>;
-  poolKeys(): Promise<string[]>;
-  mutatePool<R>(key: string, decide: (cur: PoolRecord | null) => { change: Mutation<PoolRecord>; result: R }): Promise<R>;
-  deletePool(key: string): Promise<void>;
-
-  blockKeys(poolKey: string): Promise<string[]>;
-  block(key: string): Promise<BlockRecord | null>;
-  /** False when somebody holds the block already. */
-  claimBlock(key: string, b: BlockRecord): Promise<boolean>;
-  deleteBlock(key: string): Promise<void>;
-
-  leaseKeys(poolKey: string): Promise<string[]>;
-  /** False when the address is taken. */
-  claimLease(key: string, l: LeaseRecord): Promise<boolean>;
-  deleteLease(key: string): Promise<void>;
+  pools: Table<PoolRecord>;
+  blocks: Table<BlockRecord>;
+  leases: Table<LeaseRecord>;
 }
 
-export async function openIpamStore(nc: NatsConnection, replicas = 1): Promise<IpamStore> {
-  const [pools, blocks, leases] = await Promise.all([
-    openBucket(nc, Buckets.ipamPools, { replicas }),
-    openBucket(nc, Buckets.ipamBlocks, { replicas }),
-    openBucket(nc, Buckets.ipamLeases, { replicas }),
-  ]);
-  return new KvIpamStore(pools, blocks, leases);
+export interface Entry<T> extends Versioned<T> {
+  key: string;
 }
 
-const claim = async (kv: KV, key: string, value: unknown): Promise<boolean> => {
-  try {
-    await kvCreate(kv, key, value);
-    return true;
-  } catch (e) {
-    if (e instanceof ConflictError) return false;
-    throw e;
+/** Every child of `parent` with its value; a key deleted between listing and reading is skipped. */
+export async function entries<T>(t: Table<T>, parent: string): Promise<Array<Entry<T>>> {
+  const out: Array<Entry<T>> = [];
+  for (const key of await t.keys(parent)) {
+    const e = await t.get(key);
+    if (e) out.push({ key, ...e });
   }
-};
+  return out;
+}
 
-class KvIpamStore implements IpamStore {
+export async function openIpamStore(nc: NatsConnection, replicas: number): Promise<IpamStore> {
+  const open = async <T>(name: string, schema: z.ZodType<T>) => new KvTable(name, await openBucket(nc, name, { replicas }), schema);
+  const [pools, blocks, leases] = await Promise.all([
+    open(Buckets.ipamPools, PoolRecord),
+    open(Buckets.ipamBlocks, BlockRecord),
+    open(Buckets.ipamLeases, LeaseRecord),
+  ]);
+  return { pools, blocks, leases };
+}
+
+class KvTable<T> implements Table<T> {
   constructor(
-    private readonly pools: KV,
-    private readonly blocks: KV,
-    private readonly leases: KV,
+    readonly name: string,
+    private readonly kv: KV,
+    private readonly schema: z.ZodType<T>,
   ) {}
 
-  async pool(key: string) {
-    return (await kvGet(this.pools, key, PoolRecord))?.value ?? null;
+  get(key: string) {
+    return this.guard('read', key, () => kvGet(this.kv, key, this.schema));
   }
-  poolKeys() {
-    return kvKeys(this.pools);
+  keys(parent?: string) {
+    return this.guard('list', parent ?? '>', () => kvKeys(this.kv, parent === undefined ? '>' : `${parent}.*`));
   }
-  mutatePool<R>(key: string, decide: (cur: PoolRecord | null) => { change: Mutation<PoolRecord>; result: R }) {
-    return kvMutate(this.pools, key, PoolRecord, decide);
+  create(key: string, value: T) {
+    return this.guard('create', key, () => kvCreate(this.kv, key, value).then(() => true, ifConflict(false)));
   }
-  deletePool(key: string) {
-    return kvDelete(this.pools, key);
+  mutate<R>(key: string, decide: (cur: T | null) => { change: Mutation<T>; result: R }) {
+    return this.guard('update', key, () => kvMutate(this.kv, key, this.schema, decide));
   }
-  blockKeys(poolKey: string) {
-    return kvKeys(this.blocks, `${poolKey}.*`);
+  deleteAt(key: string, revision: number) {
+    return this.guard('delete', key, () => kvDelete(this.kv, key, revision).then(() => true, ifConflict(false)));
   }
-  async block(key: string) {
-    return (await kvGet(this.blocks, key, BlockRecord))?.value ?? null;
-  }
-  claimBlock(key: string, b: BlockRecord) {
-    return claim(this.blocks, key, b);
-  }
-  deleteBlock(key: string) {
-    return kvDelete(this.blocks, key);
-  }
-  leaseKeys(poolKey: string) {
-    return kvKeys(this.leases, `${poolKey}.*`);
-  }
-  claimLease(key: string, l: LeaseRecord) {
-    return claim(this.leases, key, l);
-  }
-  deleteLease(key: string) {
-    return kvDelete(this.leases, key);
+
+  /** Our own errors pass; anything else is NATS failing, which a retry later may fix. */
+  private async guard<R>(op: string, key: string, f: () => Promise<R>): Promise<R> {
+    try {
+      return await f();
+    } catch (e) {
+      if (e instanceof WeaveError) throw e;
+      throw new UnavailableError(`JetStream KV ${this.name}: ${op} ${key} failed`, { cause: e });
+    }
   }
 }
+
+const ifConflict =
+  <R>(value: R) =>
+  (e: unknown): R => {
+    if (e instanceof ConflictError) return value;
+    throw e;
+  };

@@ -1,31 +1,44 @@
-import { Cidr, cidrOf, cidrSize, contains, Ip, lastOf, overlaps } from '@weave/netaddr';
+import { bitsOf, Cidr, cidrOf, cidrSize, contains, formatCidr, formatIp, Ip, lastOf, overlaps, sameCidr } from '@weave/netaddr';
 
 /**
  * Address arithmetic of a pool: which addresses may be handed out, how a range splits into the
  * blocks hosts claim, where a default subnet comes from. Pure functions only.
  */
 
-/** The pool's network and (IPv4) broadcast addresses are never handed out, except in /31 and /32. */
+/** The pool's network and (IPv4) broadcast addresses; /31 and /32 have neither (RFC 3021). */
 export function isReserved(pool: Cidr, v: bigint): boolean {
   if (pool.family === 4 && pool.prefix >= 31) return false;
   return v === pool.base || (pool.family === 4 && v === lastOf(pool));
 }
 
-/** The first address a gateway gets when the user names none. */
-export const defaultGateway = (pool: Cidr): Ip => ({ family: pool.family, value: pool.prefix >= 31 && pool.family === 4 ? pool.base : pool.base + 1n });
-
-/** Splits `range` into aligned blocks of `blockSize` addresses (the whole range if smaller). */
-export function blocksOf(range: Cidr, blockSize: number): Cidr[] {
-  const bits = BigInt(blockSize).toString(2).length - 1;
-  const hostBits = (range.family === 4 ? 32 : 128) - range.prefix;
-  if (hostBits <= bits) return [range];
-  const prefix = (range.family === 4 ? 32 : 128) - bits;
-  // IPv6 ranges are huge: the first 4096 blocks are plenty for one network, and listing them all
-  // would never end.
-  const all = 1n << BigInt(hostBits - bits);
-  const count = Number(all < 4096n ? all : 4096n);
-  return Array.from({ length: count }, (_, i) => cidrOf({ family: range.family, value: range.base + BigInt(i) * BigInt(blockSize) }, prefix));
+/** Why `ip` cannot be given out in `pool` on request (--ip, --gateway, --aux-address), or null. */
+export function staticProblem(pool: Cidr, ip: Ip): string | null {
+  const what = `address ${formatIp(ip)}`;
+  if (!contains(pool, ip)) return `${what} is not in pool ${formatCidr(pool)}`;
+  if (!isReserved(pool, ip.value)) return null;
+  return `${what} is the ${ip.value === pool.base ? 'network' : 'broadcast'} address of ${formatCidr(pool)}`;
 }
+
+/** The gateway a pool gets when the user names none: its first usable address. */
+export const firstUsable = (pool: Cidr): bigint => (isReserved(pool, pool.base) ? pool.base + 1n : pool.base);
+
+/** Length of the prefix of one block: `blockSize` addresses, or the whole range if smaller. */
+export const blockPrefixOf = (range: Cidr, blockSize: number): number =>
+  Math.max(range.prefix, bitsOf(range.family) - Math.log2(blockSize));
+
+/**
+ * The aligned blocks of `range`, lowest first. A generator: an IPv6 /64 has 2^58 of them, and
+ * callers stop at the first one that suits them.
+ */
+export function* blocksOf(range: Cidr, blockSize: number): Generator<Cidr> {
+  const prefix = blockPrefixOf(range, blockSize);
+  const step = 1n << BigInt(bitsOf(range.family) - prefix);
+  for (let base = range.base; base <= lastOf(range); base += step) yield cidrOf({ family: range.family, value: base }, prefix);
+}
+
+/** The block of `range` that holds address `v`. */
+export const blockOf = (range: Cidr, blockSize: number, v: bigint): Cidr =>
+  cidrOf({ family: range.family, value: v }, blockPrefixOf(range, blockSize));
 
 /** The lowest address of `block` that is neither reserved in `pool` nor in `used`. */
 export function nextFree(block: Cidr, pool: Cidr, used: ReadonlySet<bigint>): bigint | null {
@@ -37,21 +50,27 @@ export function nextFree(block: Cidr, pool: Cidr, used: ReadonlySet<bigint>): bi
 /** How many addresses of `range` can be handed out at all. */
 export function capacity(range: Cidr, pool: Cidr): bigint {
   let n = cidrSize(range);
-  for (const v of [pool.base, lastOf(pool)]) if (contains(range, { family: range.family, value: v }) && isReserved(pool, v)) n--;
+  for (const v of new Set([pool.base, lastOf(pool)])) if (isReserved(pool, v) && contains(range, { family: range.family, value: v })) n--;
   return n;
 }
 
-/** The lowest /prefix of `range` that overlaps nothing in `taken`. */
+/** `10.99.0.0/24`, or `10.99.0.8/29 (ip-range of pool 10.99.0.0/24)`: the range in user terms. */
+export const describeRange = (range: Cidr, pool: Cidr): string =>
+  sameCidr(range, pool) ? formatCidr(pool) : `${formatCidr(range)} (ip-range of pool ${formatCidr(pool)})`;
+
+/**
+ * The lowest /prefix of `range` that overlaps nothing in `taken` (pools and host routes), or
+ * null. A large clash (a /14 route) is skipped in one jump rather than /24 by /24.
+ */
 export function chooseSubnet(range: Cidr, prefix: number, taken: readonly Cidr[]): Cidr | null {
-  if (prefix < range.prefix) return null;
-  const step = 1n << BigInt((range.family === 4 ? 32 : 128) - prefix);
+  if (prefix < range.prefix || prefix > bitsOf(range.family)) return null;
+  const step = 1n << BigInt(bitsOf(range.family) - prefix);
   for (let base = range.base; base <= lastOf(range); base += step) {
     const candidate = cidrOf({ family: range.family, value: base }, prefix);
     const clash = taken.find((t) => overlaps(t, candidate));
     if (!clash) return candidate;
-    // Jump to the subnet holding the clash's last address (the loop steps past it), instead of
-    // walking a large clash subnet by subnet.
-    base = range.base + ((lastOf(clash) - range.base) / step) * step;
+    // Continue from the candidate holding the clash's last address; the loop then steps past it.
+    if (lastOf(clash) > base) base = range.base + ((lastOf(clash) - range.base) / step) * step;
   }
   return null;
 }

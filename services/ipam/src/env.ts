@@ -1,0 +1,30 @@
+import { CidrString } from '@weave/contracts';
+import { InvalidRequestError } from '@weave/errors';
+import { bitsOf, parseCidr } from '@weave/netaddr';
+import { z } from 'zod';
+import type { IpamConfig } from './deps';
+
+const isPowerOfTwo = (n: number): boolean => Number.isInteger(Math.log2(n));
+
+/** The service's variables (runService adds the common ones: WEAVE_HOST, WEAVE_NATS_URL, …). */
+export const IpamEnv = z.object({
+  WEAVE_IPAM_RANGE: CidrString.default('10.32.0.0/12'),
+  WEAVE_IPAM_DEFAULT_PREFIX: z.coerce.number().int().min(1).max(32).default(24),
+  WEAVE_IPAM_BLOCK_SIZE: z.coerce.number().int().min(1).max(65536).refine(isPowerOfTwo, 'must be a power of two').default(64),
+  WEAVE_KV_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+});
+export type IpamEnv = z.output<typeof IpamEnv>;
+
+/**
+ * The checks that span variables. runService validates the fields one by one (it extends the
+ * common schema with this one's shape), so these run here, at start, before anything listens.
+ */
+export function ipamConfig(env: IpamEnv): IpamConfig {
+  const defaultRange = parseCidr(env.WEAVE_IPAM_RANGE);
+  const prefix = env.WEAVE_IPAM_DEFAULT_PREFIX;
+  if (defaultRange.family !== 4) throw new InvalidRequestError(`WEAVE_IPAM_RANGE=${env.WEAVE_IPAM_RANGE}: default subnets are IPv4 only for now`);
+  if (prefix < defaultRange.prefix || prefix > bitsOf(4)) {
+    throw new InvalidRequestError(`WEAVE_IPAM_DEFAULT_PREFIX=${prefix} must lie between the range's own /${defaultRange.prefix} and /32`);
+  }
+  return { defaultRange, defaultPrefix: prefix, blockSize: env.WEAVE_IPAM_BLOCK_SIZE };
+}

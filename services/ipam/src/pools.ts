@@ -1,0 +1,161 @@
+import { ConflictError, ExhaustedError, UnavailableError } from '@weave/errors';
+import { Cidr, formatCidr, formatIp, overlaps, parseCidr } from '@weave/netaddr';
+import { cidrOfPoolKey, PoolSpec, poolIdOf, poolKey, valueOfChildKey } from './core/keys';
+import { decideJoin, decideLeave, heldBy, holderTotal, JoinResult, NewPool, newPoolRecord, PoolRecord } from './core/records';
+import { blockOf, chooseSubnet } from './core/space';
+import type { IpamDeps } from './deps';
+import { entries } from './store';
+import type { Views } from './views';
+
+/**
+ * Pool records: one per subnet, mesh-wide, with a reference count per host. The first host to
+ * ask creates the record, the others join it; the last one to leave tears the pool down.
+ * Overlapping pools are refused, as Docker's own IPAM refuses them in one address space.
+ */
+export class Pools {
+  constructor(
+    private readonly d: IpamDeps,
+    private readonly views: Views,
+  ) {}
+
+  /** `--subnet` given: create or join that pool. Returns the PoolID. */
+  async requestExplicit(spec: PoolSpec): Promise<string> {
+    const other = await this.overlapping(spec.pool);
+    if (other) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(other)}, which a weave network already uses`);
+    const joined = await this.join(spec);
+    if (joined.kind === 'created') await this.confirmAlone(spec);
+    this.requested(joined.record);
+    return joined.record.poolId;
+  }
+
+  private async join(spec: PoolSpec): Promise<JoinResult> {
+    const key = poolKey(spec.pool);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const r = await this.d.store.pools.mutate(key, (cur) => decideJoin(cur, this.newPool(spec)));
+      this.views.drop(key);
+      if (r.kind !== 'draining') return r;
+      // Its last holder left but did not finish removing it (or is doing so now): finish it.
+      await this.drain(key);
+    }
+    throw new UnavailableError(`pool ${poolIdOf(spec)} is being removed by another host; try again`);
+  }
+
+  /**
+   * Two hosts can create overlapping pools at the same moment, each before seeing the other's
+   * record. Whoever sees an overlap after creating withdraws; the later of two creations always
+   * sees the earlier one, so at most one of them survives (sometimes neither, and the user retries).
+   */
+  private async confirmAlone(spec: PoolSpec): Promise<void> {
+    const other = await this.overlapping(spec.pool);
+    if (!other) return;
+    await this.leave(spec, poolIdOf(spec));
+    throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(other)}, which another host created at the same moment; try again`);
+  }
+
+  /** No `--subnet`: the lowest free /defaultPrefix of the default range, created atomically. */
+  async requestDefault(): Promise<string> {
+    const { defaultRange, defaultPrefix } = this.d.config;
+    const taken = [...(await this.poolPrefixes()), ...(await this.d.routes.prefixes())];
+    for (let pool = chooseSubnet(defaultRange, defaultPrefix, taken); pool; pool = chooseSubnet(defaultRange, defaultPrefix, taken)) {
+      taken.push(pool);
+      const spec = { pool, subPool: null };
+      const record = newPoolRecord(this.newPool(spec));
+      // Losing this create to another host just means trying the next candidate.
+      if (!(await this.d.store.pools.create(poolKey(pool), record))) continue;
+      this.views.drop(poolKey(pool));
+      if (await this.overlapping(pool)) {
+        await this.leave(spec, record.poolId);
+        continue;
+      }
+      this.requested(record);
+      return record.poolId;
+    }
+    throw new ExhaustedError(
+      `no free /${defaultPrefix} left in ${formatCidr(defaultRange)} (WEAVE_IPAM_RANGE) that no weave network or route of this host uses; pass --subnet, or widen WEAVE_IPAM_RANGE`,
+    );
+  }
+
+  /** Drops one of this host's references; the last holder's release removes every trace of the pool. */
+  async release(spec: PoolSpec, poolId: string): Promise<void> {
+    const { record, left } = await this.leave(spec, poolId);
+    if (left) {
+      this.d.log.info({ poolId, holders: record.holders }, 'released pool');
+      this.d.events.publish('pool.released', { poolId, pool: record.pool, holders: holderTotal(record) });
+    }
+  }
+
+  private async leave(spec: PoolSpec, poolId: string): Promise<{ record: PoolRecord; left: boolean }> {
+    const key = poolKey(spec.pool);
+    const r = await this.d.store.pools.mutate(key, (cur) => decideLeave(cur, poolId, this.d.host));
+    this.views.drop(key);
+    // Also when this host held nothing: a release that died half-way is finished by its repeat.
+    if (holderTotal(r.record) === 0) await this.drain(key);
+    else if (heldBy(r.record, this.d.host) === 0) await this.releaseHostKeys(key, r.record);
+    return r;
+  }
+
+  /**
+   * This host left a pool that others still use: its blocks go back, and so do endpoint leases
+   * it still has there (leaks: Docker released every endpoint before the pool). Gateway and aux
+   * addresses stay, they belong to the network the other hosts still have.
+   */
+  private async releaseHostKeys(key: string, record: PoolRecord): Promise<void> {
+    for (const b of await entries(this.d.store.blocks, key)) {
+      if (b.value.owner === this.d.host && b.value.gen === record.gen) await this.deleteBlock(record, b.key, b.revision);
+    }
+    for (const l of await entries(this.d.store.leases, key)) {
+      if (l.value.host === this.d.host && l.value.kind === 'endpoint' && l.value.gen === record.gen) await this.deleteLease(record, l.key, l.revision);
+    }
+  }
+
+  /**
+   * Removes a pool nobody holds: its blocks, its leases, then the record. Only keys of this
+   * incarnation (gen) go, each by revision, so a new pool of the same subnet is never touched.
+   */
+  async drain(key: string): Promise<void> {
+    const cur = await this.d.store.pools.get(key);
+    if (!cur || holderTotal(cur.value) > 0) return;
+    const record = cur.value;
+    for (const b of await entries(this.d.store.blocks, key)) if (b.value.gen === record.gen) await this.deleteBlock(record, b.key, b.revision);
+    for (const l of await entries(this.d.store.leases, key)) if (l.value.gen === record.gen) await this.deleteLease(record, l.key, l.revision);
+    if (await this.d.store.pools.deleteAt(key, cur.revision)) this.d.log.info({ poolId: record.poolId }, 'pool removed: no host holds it');
+  }
+
+  private async deleteBlock(record: PoolRecord, key: string, revision: number): Promise<void> {
+    const pool = parseCidr(record.pool);
+    const base = valueOfChildKey(pool, key);
+    if (base === null || !(await this.d.store.blocks.deleteAt(key, revision))) return;
+    const block = formatCidr(blockOf(record.subPool ? parseCidr(record.subPool) : pool, record.blockSize, base));
+    this.d.events.publish('block.released', { poolId: record.poolId, block });
+  }
+
+  private async deleteLease(record: PoolRecord, key: string, revision: number): Promise<void> {
+    const pool = parseCidr(record.pool);
+    const v = valueOfChildKey(pool, key);
+    if (v === null || !(await this.d.store.leases.deleteAt(key, revision))) return;
+    this.d.events.publish('address.released', { poolId: record.poolId, address: formatIp({ family: pool.family, value: v }) });
+  }
+
+  /** The first pool record other than `pool` itself that overlaps it. */
+  private async overlapping(pool: Cidr): Promise<Cidr | null> {
+    const self = poolKey(pool);
+    for (const key of await this.d.store.pools.keys()) {
+      const other = cidrOfPoolKey(key);
+      if (other && key !== self && overlaps(other, pool)) return other;
+    }
+    return null;
+  }
+
+  private async poolPrefixes(): Promise<Cidr[]> {
+    return (await this.d.store.pools.keys()).flatMap((k) => cidrOfPoolKey(k) ?? []);
+  }
+
+  private newPool(spec: PoolSpec): NewPool {
+    return { spec, poolId: poolIdOf(spec), host: this.d.host, blockSize: this.d.config.blockSize, gen: this.d.newId() };
+  }
+
+  private requested(record: PoolRecord): void {
+    this.d.log.info({ poolId: record.poolId, holders: record.holders }, 'pool requested');
+    this.d.events.publish('pool.requested', { poolId: record.poolId, pool: record.pool, holders: holderTotal(record) });
+  }
+}

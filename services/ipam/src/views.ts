@@ -1,0 +1,75 @@
+import { NotFoundError } from '@weave/errors';
+import { Cidr, parseCidr } from '@weave/netaddr';
+import { PoolSpec, poolKey, valueOfChildKey } from './core/keys';
+import type { PoolRecord } from './core/records';
+import { blockOf } from './core/space';
+import type { IpamDeps } from './deps';
+import { entries } from './store';
+
+/**
+ * What this host knows of one pool, so that handing out an address costs one KV create instead
+ * of listing keys: its own blocks and every address it has seen leased. KV stays the truth (a
+ * lease is only ours once its key is created), so a stale view can make us skip a free address,
+ * never hand out a taken one. Loaded from KV on first use after a start, dropped when this host
+ * joins or leaves the pool.
+ */
+export interface PoolView {
+  readonly key: string;
+  readonly poolId: string;
+  readonly pool: Cidr;
+  /** Where dynamic addresses come from: the ip-range, else the whole pool. */
+  readonly range: Cidr;
+  /** The record as loaded. Its gen, blockSize and range never change; holders and gateway may. */
+  readonly record: PoolRecord;
+  /** This host's blocks, lowest first. */
+  readonly own: Cidr[];
+  readonly used: Set<bigint>;
+}
+
+export class Views {
+  private readonly cache = new Map<string, PoolView>();
+
+  constructor(private readonly d: Pick<IpamDeps, 'store' | 'host'>) {}
+
+  async get(spec: PoolSpec, poolId: string): Promise<PoolView> {
+    const key = poolKey(spec.pool);
+    const cached = this.cache.get(key);
+    if (cached?.poolId === poolId) return cached;
+    const view = await this.load(key, spec.pool, poolId);
+    this.cache.set(key, view);
+    return view;
+  }
+
+  drop(key: string): void {
+    this.cache.delete(key);
+  }
+
+  /** Re-reads which addresses are leased: other hosts release static addresses in our blocks too. */
+  async resync(view: PoolView): Promise<void> {
+    view.used.clear();
+    for (const v of await this.leased(view.key, view.pool)) view.used.add(v);
+  }
+
+  private async load(key: string, pool: Cidr, poolId: string): Promise<PoolView> {
+    const found = await this.d.store.pools.get(key);
+    // A PoolID naming another ip-range than the record is a pool that was removed and re-created.
+    if (!found || found.value.poolId !== poolId) throw new NotFoundError(`pool ${poolId} does not exist (was the network removed?)`);
+    const record = found.value;
+    const range = record.subPool ? parseCidr(record.subPool) : pool;
+    const own = (await entries(this.d.store.blocks, key))
+      .filter((b) => b.value.owner === this.d.host && b.value.gen === record.gen)
+      .flatMap((b) => {
+        const base = valueOfChildKey(pool, b.key);
+        return base === null ? [] : [blockOf(range, record.blockSize, base)];
+      })
+      .sort((a, b) => (a.base < b.base ? -1 : 1));
+    return { key, poolId, pool, range, record, own, used: new Set(await this.leased(key, pool)) };
+  }
+
+  private async leased(key: string, pool: Cidr): Promise<bigint[]> {
+    return (await this.d.store.leases.keys(key)).flatMap((k) => {
+      const v = valueOfChildKey(pool, k);
+      return v === null ? [] : [v];
+    });
+  }
+}

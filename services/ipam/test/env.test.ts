@@ -1,0 +1,27 @@
+import { readEnv } from '@weave/config';
+import { formatCidr } from '@weave/netaddr';
+import { IpamEnv, ipamConfig } from '../src/env';
+
+describe('environment', () => {
+  it('has defaults for everything', () => {
+    const env = readEnv(IpamEnv, {});
+    expect(env).toEqual({ WEAVE_IPAM_RANGE: '10.32.0.0/12', WEAVE_IPAM_DEFAULT_PREFIX: 24, WEAVE_IPAM_BLOCK_SIZE: 64, WEAVE_KV_REPLICAS: 1 });
+    const config = ipamConfig(env);
+    expect({ ...config, defaultRange: formatCidr(config.defaultRange) }).toEqual({ defaultRange: '10.32.0.0/12', defaultPrefix: 24, blockSize: 64 });
+  });
+
+  it.each([
+    [{ WEAVE_IPAM_BLOCK_SIZE: '48' }, /WEAVE_IPAM_BLOCK_SIZE: must be a power of two/],
+    [{ WEAVE_IPAM_RANGE: '10.32.0.1/12' }, /WEAVE_IPAM_RANGE/],
+    [{ WEAVE_KV_REPLICAS: '0' }, /WEAVE_KV_REPLICAS/],
+  ])('refuses %j', (vars, message) => {
+    expect(() => readEnv(IpamEnv, vars)).toThrow(message);
+  });
+
+  it.each([
+    [{ WEAVE_IPAM_RANGE: '10.32.0.0/16', WEAVE_IPAM_DEFAULT_PREFIX: '12' }, /WEAVE_IPAM_DEFAULT_PREFIX=12 must lie between/],
+    [{ WEAVE_IPAM_RANGE: 'fd00::/48' }, /IPv4 only/],
+  ])('refuses the combination %j', (vars, message) => {
+    expect(() => ipamConfig(readEnv(IpamEnv, vars))).toThrow(message);
+  });
+});
