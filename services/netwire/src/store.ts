@@ -1,6 +1,6 @@
-import { KV, kvGet, kvKeys, kvMutate } from '@weave/bus';
+import { KV, kvCreate, kvDelete, kvGet, kvKeys, kvMutate, kvUpdate } from '@weave/bus';
 import { DockerId, IpWithPrefix, MacString, Mtu, NetworkSpec } from '@weave/contracts';
-import { UnavailableError, WeaveError } from '@weave/errors';
+import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
 
@@ -39,10 +39,15 @@ export interface Store {
 /**
  * The store in the `weave-netwire` JetStream KV bucket, one key per record:
  * `<host>.net.<networkId>` and `<host>.ep.<endpointId>`. Only this host's netwire writes its
- * keys, and per network it does so one operation at a time; writes still go through
- * compare-and-set so a second netwire started by mistake cannot silently overwrite.
+ * keys, so once a kind has been listed (reconcile does at start) this process's copy is complete
+ * and reads need no round trip: endpoint calls sit on the path of every container start. Writes
+ * still go through compare-and-set on the revision we hold, so a second netwire started by
+ * mistake cannot silently overwrite; on a conflict the copy is refreshed from KV.
  */
 export class KvStore implements Store {
+  private readonly cache = new Map<string, { value: unknown; revision: number }>();
+  private readonly complete = new Set<'net' | 'ep'>();
+
   constructor(
     private readonly kv: KV,
     private readonly host: string,
@@ -61,17 +66,44 @@ export class KvStore implements Store {
   private netKey = (id: string): string => `${this.host}.net.${id}`;
   private epKey = (id: string): string => `${this.host}.ep.${id}`;
 
+  private kindOf = (key: string): 'net' | 'ep' => (key.startsWith(`${this.host}.net.`) ? 'net' : 'ep');
+
   private async get<T extends z.ZodType>(key: string, schema: T): Promise<z.output<T> | null> {
-    return (await this.kvCall(key, () => kvGet(this.kv, key, schema)))?.value ?? null;
+    const hit = this.cache.get(key);
+    if (hit) return hit.value as z.output<T>;
+    if (this.complete.has(this.kindOf(key))) return null;
+    const v = await this.kvCall(key, () => kvGet(this.kv, key, schema));
+    if (v) this.cache.set(key, v);
+    return v?.value ?? null;
   }
 
   private async put<T extends z.ZodType>(key: string, schema: T, value: z.output<T>): Promise<void> {
-    await this.kvCall(key, () => kvMutate(this.kv, key, schema, () => ({ change: { put: value }, result: undefined })));
+    const held = this.cache.get(key);
+    const revision = await this.kvCall(key, async () => {
+      try {
+        return held ? await kvUpdate(this.kv, key, value, held.revision) : await kvCreate(this.kv, key, value);
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+        this.log.warn({ key }, 'netwire record changed by someone else; rewriting it from a fresh read');
+        await kvMutate(this.kv, key, schema, () => ({ change: { put: value }, result: undefined }));
+        return (await kvGet(this.kv, key, schema))!.revision;
+      }
+    });
+    this.cache.set(key, { value, revision });
   }
 
   private async del(key: string): Promise<void> {
+    const held = this.cache.get(key);
+    this.cache.delete(key);
     // A record that no longer parses must still be deletable, so the schema here accepts anything.
-    await this.kvCall(key, () => kvMutate(this.kv, key, z.unknown(), () => ({ change: { delete: true }, result: undefined })));
+    await this.kvCall(key, async () => {
+      try {
+        await kvDelete(this.kv, key, held?.revision);
+      } catch (e) {
+        if (!(e instanceof ConflictError)) throw e;
+        await kvMutate(this.kv, key, z.unknown(), () => ({ change: { delete: true }, result: undefined }));
+      }
+    });
   }
 
   /** All records of one kind; one that does not parse is logged and left out, not fatal. */
@@ -80,11 +112,15 @@ export class KvStore implements Store {
     for (const key of await this.kvCall(kind, () => kvKeys(this.kv, `${this.host}.${kind}.*`))) {
       try {
         const v = await kvGet(this.kv, key, schema);
-        if (v) out.push(v.value);
+        if (v) {
+          out.push(v.value);
+          this.cache.set(key, v);
+        }
       } catch (err) {
         this.log.warn({ err, key }, 'ignoring a netwire record that does not parse');
       }
     }
+    this.complete.add(kind);
     return out;
   }
 
