@@ -171,8 +171,13 @@ export class Netwire {
       // `docker stop` would otherwise wait for, so it happens right after the reply. The record
       // is gone first: a crash in between leaves a tagged veth without a record, which reconcile
       // removes. `idle()` and reconcile wait for deletions in flight.
+      // The turn of the event loop first lets the reply go out: spawning `ip` blocks the loop
+      // for milliseconds, and NATS flushes replies on the next turn.
       void this.mutex
-        .run(`veth:${hostVeth}`, () => this.k.deleteLink(hostVeth))
+        .run(`veth:${hostVeth}`, async () => {
+          await new Promise((r) => setImmediate(r));
+          return this.k.deleteLink(hostVeth);
+        })
         .catch((err) => this.log.warn({ err, hostVeth }, `could not delete veth ${hostVeth}; reconcile will: ${describeError(err)}`));
       if (ep) this.d.events.publish('endpoint.deleted', { networkId: req.networkId, endpointId: req.endpointId });
       return {};
