@@ -1,5 +1,5 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
-import { ReqOf, ResOf, RpcService, Subjects } from '@weave/contracts';
+import { ResOf, RpcService, Subjects } from '@weave/contracts';
 import { asWeaveError, describeError, InternalError, InvalidRequestError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
@@ -57,4 +57,3 @@ export function serveRpc<S extends RpcService>(
   }
 }
 
-export type { ReqOf };

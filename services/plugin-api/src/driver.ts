@@ -1,7 +1,6 @@
 import { AddressSpaces, DockerOption, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
 import type { RpcClient } from '@weave/bus';
 import { InvalidRequestError } from '@weave/errors';
-import type { Logger } from '@weave/log';
 import { z } from 'zod';
 
 /**
@@ -21,7 +20,6 @@ export interface Route {
 export interface Backends {
   ipam: RpcClient<typeof ipamRpc>;
   netwire: RpcClient<typeof netwireRpc>;
-  log: Logger;
 }
 
 const Empty = {};

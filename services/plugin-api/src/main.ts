@@ -30,7 +30,7 @@ void runService('plugin-api', Env, async ({ env, log, nc }) => {
   const opts = { timeoutMs: env.WEAVE_RPC_TIMEOUT_MS };
   const ipam = rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts);
   const netwire = rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts);
-  const table = routes({ ipam, netwire, log });
+  const table = routes({ ipam, netwire });
   const server = pluginServer(table, log, (c) => {
     log.debug({ method: c.method, status: c.status, ms: Math.round(c.ms * 10) / 10 }, 'docker call');
     if (c.error) events.publish('docker.call.failed', { method: c.method, message: c.error, status: c.status });

@@ -39,7 +39,6 @@ function fakeBackends() {
       endpointInfo: stub('endpointInfo', { value: { hostVeth: 'wvhbbbbbbbbbbb' } }),
       status: stub('netwireStatus', { networks: [], endpoints: [] }),
     },
-    log: silentLogger(),
   } as unknown as Backends;
   return { backends, calls, failWith };
 }
