@@ -15,6 +15,10 @@ export const EventKinds = {
   'plugin-api': {
     'service.started': Started,
     'docker.call.failed': z.object({ method: z.string(), message: z.string(), status: z.number().int() }),
+    'network.published': z.object({ name: z.string(), subnets: z.array(CidrString) }),
+    'network.replicated': z.object({ name: z.string(), createdBy: HostName }),
+    'network.removed': z.object({ name: z.string(), removedBy: HostName }),
+    'network.conflict': z.object({ name: z.string(), reason: z.string() }),
   },
   ipam: {
     'service.started': Started,

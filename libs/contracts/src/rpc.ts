@@ -135,3 +135,25 @@ export const RpcReply = z.discriminatedUnion('ok', [
 
 export type ReqOf<S extends RpcService, M extends keyof S['methods']> = z.input<S['methods'][M]['req']>;
 export type ResOf<S extends RpcService, M extends keyof S['methods']> = z.output<S['methods'][M]['res']>;
+
+/**
+ * The mesh-wide network catalogue: one entry per weave network name, kept by every host's
+ * plugin-api, which makes each host's Docker agree with it. A removed network leaves a tombstone,
+ * so a host that was away learns to remove its copy instead of publishing it again.
+ */
+export const CatalogueSubnet = z.strictObject({ subnet: CidrString, ipRange: CidrString.nullable(), gateway: IpString.nullable() });
+export const CatalogueEntry = z.discriminatedUnion('state', [
+  z.strictObject({
+    state: z.literal('active'),
+    name: z.string().min(1),
+    subnets: z.array(CatalogueSubnet).min(1),
+    ipv6: z.boolean(),
+    internal: z.boolean(),
+    options: Labels,
+    labels: Labels,
+    createdBy: HostName,
+    createdAt: z.iso.datetime(),
+  }),
+  z.strictObject({ state: z.literal('removed'), name: z.string().min(1), removedBy: HostName, removedAt: z.iso.datetime() }),
+]);
+export type CatalogueEntry = z.output<typeof CatalogueEntry>;

@@ -14,4 +14,5 @@ export const Buckets = {
   ipamBlocks: 'weave-ipam-blocks',
   ipamLeases: 'weave-ipam-leases',
   netwire: 'weave-netwire',
+  catalogue: 'weave-networks',
 } as const;

@@ -1,7 +1,9 @@
 import { join } from 'node:path';
-import { EventPublisher, rpcClient } from '@weave/bus';
+import { EventPublisher, openBucket, rpcClient } from '@weave/bus';
 import { runService } from '@weave/config';
-import { ipamRpc, netwireRpc } from '@weave/contracts';
+import { Buckets, ipamRpc, netwireRpc } from '@weave/contracts';
+import { Catalogue } from './catalogue/catalogue';
+import { SocketDockerEngine } from './catalogue/docker-engine';
 import { z } from 'zod';
 import { routes } from './driver';
 import { listenOnSocket, pluginServer } from './server';
@@ -12,6 +14,9 @@ const Env = z.object({
   WEAVE_PLUGIN_DIR: z.string().min(1).default('/run/docker/plugins'),
   WEAVE_RPC_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
   WEAVE_BACKEND_WAIT_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  /** The mesh-wide network catalogue keeps this host's Docker in line with the other hosts'. */
+  WEAVE_CATALOGUE: z.enum(['on', 'off']).default('on'),
+  WEAVE_DOCKER_SOCKET: z.string().min(1).default('/var/run/docker.sock'),
 });
 
 /** Polls until every probe succeeds or `ms` pass; true when they all answered. */
@@ -44,7 +49,14 @@ void runService('plugin-api', Env, async ({ env, log, nc }) => {
   await listenOnSocket(server, socket);
   log.info({ socket }, 'plugin listening');
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
+  // After the socket: creating a network from the catalogue makes Docker call this plugin.
+  const catalogue =
+    env.WEAVE_CATALOGUE === 'on'
+      ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), kv: await openBucket(nc, Buckets.catalogue), events, log })
+      : null;
+  await catalogue?.start();
   return async () => {
+    await catalogue?.stop();
     await new Promise((r) => server.close(r));
   };
 });

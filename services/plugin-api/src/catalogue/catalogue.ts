@@ -1,0 +1,156 @@
+import { KV, kvGet, kvKeys, kvMutate } from '@weave/bus';
+import { CatalogueEntry } from '@weave/contracts';
+import { describeError } from '@weave/errors';
+import type { Logger } from '@weave/log';
+import { DockerApiError, DockerEngine } from './docker-engine';
+import { ActiveEntry, CatalogueAction, planCatalogue, RemovedEntry } from './plan';
+
+export interface CatalogueEvents {
+  publish(kind: 'network.published', data: { name: string; subnets: string[] }): void;
+  publish(kind: 'network.replicated', data: { name: string; createdBy: string }): void;
+  publish(kind: 'network.removed', data: { name: string; removedBy: string }): void;
+  publish(kind: 'network.conflict', data: { name: string; reason: string }): void;
+}
+
+export interface CatalogueOptions {
+  host: string;
+  /** Our driver name: only networks of this driver are the catalogue's business. */
+  driver: string;
+  engine: DockerEngine;
+  kv: KV;
+  events: CatalogueEvents;
+  log: Logger;
+  now?: () => Date;
+  /** A full pass this often, for what no event announces (containers leaving a removed network). */
+  resyncMs?: number;
+}
+
+/** Names may hold characters KV keys cannot (`weave:foo`); keys are their base64url. */
+const keyOf = (name: string): string => Buffer.from(name, 'utf8').toString('base64url');
+
+/**
+ * Keeps this host's Docker in line with the mesh-wide catalogue. Passes run one at a time; a
+ * trigger during a pass (a Docker event, a catalogue change, the timer) makes exactly one more.
+ */
+export class Catalogue {
+  private running: Promise<void> | null = null;
+  private again = false;
+  private readonly stops: Array<() => void> = [];
+  private readonly now: () => Date;
+  private readonly reported = new Map<string, string>();
+
+  constructor(private readonly o: CatalogueOptions) {
+    this.now = o.now ?? (() => new Date());
+  }
+
+  async start(): Promise<void> {
+    this.stops.push(this.o.engine.watchNetworks(this.o.driver, (e) => void this.onDockerEvent(e.action, e.name)));
+    const watch = await this.o.kv.watch({ include: 'updates' });
+    void (async () => {
+      for await (const _ of watch) this.trigger();
+    })().catch(() => undefined);
+    this.stops.push(() => watch.stop());
+    const timer = setInterval(() => this.trigger(), this.o.resyncMs ?? 10_000);
+    this.stops.push(() => clearInterval(timer));
+    await this.trigger();
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.stops.splice(0)) s();
+    await this.running;
+  }
+
+  /** Runs a pass now, or one more after the current pass; resolves when that pass is done. */
+  trigger(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.pass().catch((err) => this.o.log.warn({ err }, `network catalogue pass failed: ${describeError(err)}`));
+      } while (this.again);
+      this.running = null;
+    })();
+    return this.running;
+  }
+
+  private async onDockerEvent(action: string, name: string): Promise<void> {
+    // Someone removed the network on this host: that removes it from the mesh. (When the removal
+    // was ours, following a tombstone, the entry is a tombstone already and nothing changes.)
+    if (action === 'destroy') {
+      const tombstone: RemovedEntry = { state: 'removed', name, removedBy: this.o.host, removedAt: this.now().toISOString() };
+      const changed = await kvMutate(this.o.kv, keyOf(name), CatalogueEntry, (cur) =>
+        cur?.state === 'active' ? { change: { put: tombstone }, result: true } : { change: { keep: true }, result: false },
+      ).catch((err) => (this.o.log.warn({ err, name }, 'could not record a network removal'), false));
+      if (changed) this.o.events.publish('network.removed', { name, removedBy: this.o.host });
+    }
+    await this.trigger();
+  }
+
+  private async pass(): Promise<void> {
+    const [local, catalogue] = await Promise.all([this.o.engine.networks(this.o.driver), this.entries()]);
+    for (const a of planCatalogue(this.o.host, local, catalogue, this.now())) await this.act(a);
+  }
+
+  private async entries(): Promise<Map<string, CatalogueEntry>> {
+    const out = new Map<string, CatalogueEntry>();
+    for (const key of await kvKeys(this.o.kv)) {
+      const e = await kvGet(this.o.kv, key, CatalogueEntry).catch(() => null);
+      if (e) out.set(e.value.name, e.value);
+    }
+    return out;
+  }
+
+  private async act(a: CatalogueAction): Promise<void> {
+    switch (a.kind) {
+      case 'publish':
+        return this.publish(a.entry);
+      case 'createLocal':
+        return this.createLocal(a.entry);
+      case 'removeLocal':
+        return this.removeLocal(a.entry);
+      case 'conflict':
+        return this.conflict(a.name, a.reason);
+    }
+  }
+
+  private async publish(entry: ActiveEntry): Promise<void> {
+    // Only over nothing or a tombstone: if another host published the name meanwhile, the next
+    // pass compares the two and reports a disagreement instead of overwriting.
+    const put = await kvMutate(this.o.kv, keyOf(entry.name), CatalogueEntry, (cur) =>
+      cur?.state === 'active' ? { change: { keep: true }, result: false } : { change: { put: entry }, result: true },
+    );
+    if (put) this.o.events.publish('network.published', { name: entry.name, subnets: entry.subnets.map((s) => s.subnet) });
+  }
+
+  private async createLocal(entry: ActiveEntry): Promise<void> {
+    try {
+      await this.o.engine.createNetwork(this.o.driver, entry);
+      this.o.events.publish('network.replicated', { name: entry.name, createdBy: entry.createdBy });
+      this.o.log.info({ name: entry.name, createdBy: entry.createdBy }, 'created network from the mesh catalogue');
+    } catch (e) {
+      if (e instanceof DockerApiError && e.status === 409) return; // made here meanwhile
+      this.conflict(entry.name, `could not create it here: ${describeError(e)}`);
+    }
+  }
+
+  private async removeLocal(entry: RemovedEntry): Promise<void> {
+    try {
+      await this.o.engine.removeNetwork(entry.name);
+      this.o.log.info({ name: entry.name, removedBy: entry.removedBy }, 'removed network as the mesh catalogue says');
+    } catch (e) {
+      if (e instanceof DockerApiError && e.status === 404) return;
+      this.conflict(entry.name, `removed by ${entry.removedBy}, but not here: ${describeError(e)}`);
+    }
+  }
+
+  /** Reported once per distinct reason, so a standing conflict does not flood the events. */
+  private conflict(name: string, reason: string): void {
+    if (this.reported.get(name) === reason) return;
+    this.reported.set(name, reason);
+    this.o.log.warn({ name }, `network catalogue conflict: ${reason}`);
+    this.o.events.publish('network.conflict', { name, reason });
+  }
+}

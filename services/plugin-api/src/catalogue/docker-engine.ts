@@ -1,0 +1,151 @@
+import { request } from 'node:http';
+import { UnavailableError } from '@weave/errors';
+import { z } from 'zod';
+import type { ActiveEntry, LocalNetwork } from './plan';
+
+/** What the catalogue asks of the local Docker engine, and nothing more. */
+export interface DockerEngine {
+  /** This engine's networks of the given driver. */
+  networks(driver: string): Promise<LocalNetwork[]>;
+  createNetwork(driver: string, e: ActiveEntry): Promise<void>;
+  removeNetwork(name: string): Promise<void>;
+  /** Calls `onChange` on every network create/destroy of `driver`; returns a stop function. */
+  watchNetworks(driver: string, onChange: (e: { action: string; name: string }) => void): () => void;
+}
+
+const Inspect = z.looseObject({
+  Name: z.string(),
+  Created: z.string(),
+  Driver: z.string(),
+  EnableIPv6: z.boolean().optional(),
+  Internal: z.boolean().optional(),
+  IPAM: z.looseObject({ Config: z.array(z.looseObject({ Subnet: z.string().optional(), IPRange: z.string().optional(), Gateway: z.string().optional() })).nullish() }),
+  Options: z.record(z.string(), z.string()).nullish(),
+  Labels: z.record(z.string(), z.string()).nullish(),
+  Containers: z.record(z.string(), z.unknown()).nullish(),
+});
+const Listed = z.array(z.looseObject({ Id: z.string(), Driver: z.string() }));
+
+/** The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them). */
+export class SocketDockerEngine implements DockerEngine {
+  constructor(private readonly socketPath = '/var/run/docker.sock') {}
+
+  async networks(driver: string): Promise<LocalNetwork[]> {
+    const listed = Listed.parse(await this.call('GET', `/networks?filters=${encodeURIComponent(JSON.stringify({ driver: [driver] }))}`));
+    const out: LocalNetwork[] = [];
+    for (const n of listed.filter((l) => l.Driver === driver)) {
+      const i = Inspect.parse(await this.call('GET', `/networks/${n.Id}`));
+      out.push({
+        name: i.Name,
+        created: new Date(i.Created).toISOString(),
+        subnets: (i.IPAM.Config ?? []).filter((c) => c.Subnet).map((c) => ({ subnet: c.Subnet!, ipRange: c.IPRange || null, gateway: c.Gateway || null })),
+        ipv6: i.EnableIPv6 ?? false,
+        internal: i.Internal ?? false,
+        options: i.Options ?? {},
+        labels: i.Labels ?? {},
+        containers: Object.keys(i.Containers ?? {}).length,
+      });
+    }
+    return out;
+  }
+
+  async createNetwork(driver: string, e: ActiveEntry): Promise<void> {
+    await this.call('POST', '/networks/create', {
+      Name: e.name,
+      Driver: driver,
+      CheckDuplicate: true,
+      Internal: e.internal,
+      EnableIPv6: e.ipv6,
+      Options: e.options,
+      Labels: e.labels,
+      // Aux addresses are left out: they are reserved mesh-wide already, and asking again here
+      // would find them taken.
+      IPAM: { Driver: driver, Config: e.subnets.map((s) => ({ Subnet: s.subnet, ...(s.ipRange ? { IPRange: s.ipRange } : {}), ...(s.gateway ? { Gateway: s.gateway } : {}) })) },
+    });
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    await this.call('DELETE', `/networks/${encodeURIComponent(name)}`);
+  }
+
+  watchNetworks(driver: string, onChange: (e: { action: string; name: string }) => void): () => void {
+    const filters = encodeURIComponent(JSON.stringify({ type: ['network'], event: ['create', 'destroy'] }));
+    let stopped = false;
+    let current: ReturnType<typeof request> | null = null;
+    // The stream ends when dockerd restarts; it is opened again a second later. Events missed
+    // in between are caught by the catalogue's periodic pass.
+    const open = (): void => {
+      if (stopped) return;
+      let buf = '';
+      const again = (): void => {
+        if (!current) return;
+        current = null;
+        setTimeout(open, 1000).unref();
+      };
+      current = request({ socketPath: this.socketPath, path: `/events?filters=${filters}`, method: 'GET' }, (res) => {
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+            const event = parseEvent(buf.slice(0, nl), driver);
+            buf = buf.slice(nl + 1);
+            if (event) onChange(event);
+          }
+        });
+        res.on('end', again);
+      });
+      current.on('error', again);
+      current.end();
+    };
+    open();
+    return () => {
+      stopped = true;
+      current?.destroy();
+    };
+  }
+
+  private call(method: string, path: string, body?: unknown): Promise<unknown> {
+    const text = body === undefined ? '' : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { socketPath: this.socketPath, path, method, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) } },
+        (res) => {
+          let data = '';
+          res.on('data', (c) => (data += c));
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) return resolve(data ? JSON.parse(data) : null);
+            const message = (() => { try { return (JSON.parse(data) as { message?: string }).message ?? data; } catch { return data; } })();
+            reject(new DockerApiError(method, path, status, message));
+          });
+        },
+      );
+      req.on('error', (e) => reject(new UnavailableError(`cannot reach the Docker engine at ${this.socketPath}`, { cause: e })));
+      req.end(text);
+    });
+  }
+}
+
+/** The engine refused a call; `status` tells a missing network (404) from a busy one (403/409). */
+export class DockerApiError extends Error {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly status: number,
+    readonly detail: string,
+  ) {
+    super(`Docker ${method} ${path} answered ${status}: ${detail.trim()}`);
+    this.name = 'DockerApiError';
+  }
+}
+
+/** One line of Docker's event stream, if it is a network event of our driver. */
+function parseEvent(line: string, driver: string): { action: string; name: string } | null {
+  try {
+    const e = JSON.parse(line) as { Action?: string; Actor?: { Attributes?: { name?: string; type?: string } } };
+    const a = e.Actor?.Attributes;
+    return a?.type === driver && a.name && e.Action ? { action: e.Action, name: a.name } : null;
+  } catch {
+    return null;
+  }
+}
