@@ -11,6 +11,7 @@ export const bundles = {
   'dist/services/plugin-api/main.js': 'services/plugin-api/src/main.ts',
   'dist/services/ipam/main.js': 'services/ipam/src/main.ts',
   'dist/services/netwire/main.js': 'services/netwire/src/main.ts',
+  'dist/services/router/main.js': 'services/router/src/main.ts',
   'dist/tools/cli/weave.js': 'tools/cli/src/main.ts',
 };
 

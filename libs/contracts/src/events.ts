@@ -49,6 +49,8 @@ export const EventKinds = {
   },
   router: {
     'service.started': Started,
+    'peer.connected': z.object({ peer: HostName, address: IpString, port: z.number().int() }),
+    'peer.disconnected': z.object({ peer: HostName, reason: z.enum(['left', 'timeout', 'restarted']) }),
   },
 } as const satisfies Record<ServiceName, Record<string, z.ZodType>>;
 

@@ -157,3 +157,33 @@ export const CatalogueEntry = z.discriminatedUnion('state', [
   z.strictObject({ state: z.literal('removed'), name: z.string().min(1), removedBy: HostName, removedAt: z.iso.datetime() }),
 ]);
 export type CatalogueEntry = z.output<typeof CatalogueEntry>;
+
+/**
+ * Router presence: each router announces itself on weave.presence.<host> every heartbeat, and
+ * once more with `leaving` when it stops. `boot` changes at every start, so a peer that restarted
+ * between two heartbeats is still seen as new.
+ */
+export const Presence = z.strictObject({
+  host: HostName,
+  boot: z.string().regex(/^[0-9a-f]{16}$/),
+  address: IpString,
+  port: z.number().int().min(1).max(65535),
+  leaving: z.boolean(),
+});
+export type Presence = z.output<typeof Presence>;
+
+export const PeerStatus = z.object({
+  host: HostName,
+  address: IpString,
+  port: z.number().int(),
+  state: z.enum(['connected', 'lost']),
+  lastSeen: z.iso.datetime(),
+  since: z.iso.datetime(),
+});
+
+export const routerRpc = {
+  service: 'router',
+  methods: {
+    status: { req: Empty, res: z.strictObject({ host: HostName, address: IpString, port: z.number().int(), peers: z.array(PeerStatus) }) },
+  },
+} as const satisfies RpcService;

@@ -6,6 +6,8 @@ export const Subjects = {
   rpcAll: (host: string, service: ServiceName) => `weave.rpc.${host}.${service}.*`,
   event: (host: string, service: ServiceName, kind: string) => `weave.events.${host}.${service}.${kind}`,
   allEvents: 'weave.events.>',
+  presence: (host: string) => `weave.presence.${host}`,
+  allPresence: 'weave.presence.*',
 } as const;
 
 /** JetStream KV buckets; one owner service each. */
