@@ -1,7 +1,8 @@
 import { connect } from '@nats-io/transport-node';
 import { rpcClient, subscribeEvents } from '@weave/bus';
 import { CommonEnv, readEnv } from '@weave/config';
-import { ipamRpc, netwireRpc, Subjects } from '@weave/contracts';
+import { ipamRpc, netwireRpc, routerRpc, Subjects } from '@weave/contracts';
+import { UnavailableError } from '@weave/errors';
 import { describeError } from '@weave/errors';
 import { z } from 'zod';
 import { eventLine, table } from './format';
@@ -43,10 +44,22 @@ async function main(): Promise<void> {
     process.on('SIGINT', () => void nc.close().then(() => process.exit(0)));
     return;
   }
-  const [ipam, wire] = await Promise.all([rpcClient(nc, env.WEAVE_HOST, ipamRpc).status({}), rpcClient(nc, env.WEAVE_HOST, netwireRpc).status({})]);
-  if (args.json) console.log(JSON.stringify({ host: env.WEAVE_HOST, ipam, netwire: wire }, null, 2));
+  const [ipam, wire, router] = await Promise.all([
+    rpcClient(nc, env.WEAVE_HOST, ipamRpc).status({}),
+    rpcClient(nc, env.WEAVE_HOST, netwireRpc).status({}),
+    // A single host runs without a router; its absence is not an error.
+    rpcClient(nc, env.WEAVE_HOST, routerRpc, { timeoutMs: 2000 }).status({}).catch((e: unknown) => {
+      if (e instanceof UnavailableError) return null;
+      throw e;
+    }),
+  ]);
+  if (args.json) console.log(JSON.stringify({ host: env.WEAVE_HOST, ipam, netwire: wire, router }, null, 2));
   else {
-    console.log(`host ${env.WEAVE_HOST}\n`);
+    console.log(`host ${env.WEAVE_HOST}${router ? ` (${router.address}:${router.port})` : ''}\n`);
+    if (router) {
+      console.log(table(['PEER', 'ADDRESS', 'STATE', 'SINCE', 'LAST SEEN'], router.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.since, p.lastSeen])));
+      console.log();
+    }
     console.log(table(['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS'], wire.networks.map((n) => [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints)])));
     console.log();
     console.log(table(['POOL', 'RANGE', 'HOLDERS', 'BLOCKS (owner used/size)'], ipam.pools.map((p) => [p.pool, p.subPool ?? '-', Object.entries(p.holders).map(([h, n]) => `${h}:${n}`).join(','), p.blocks.map((b) => `${b.block} ${b.owner} ${b.used}/${b.size}`).join('; ')])));
