@@ -11,6 +11,7 @@ const local = (name: string, o: Partial<LocalNetwork> = {}): LocalNetwork => ({
   options: {},
   labels: {},
   containers: 0,
+  replicaOf: null,
   ...o,
 });
 const active = (name: string, o: Partial<ActiveEntry> = {}): ActiveEntry => ({
@@ -29,7 +30,7 @@ const removed = (name: string, removedAt = '2026-11-29T09:30:00Z'): CatalogueEnt
 const plan = (l: LocalNetwork[], c: CatalogueEntry[]) => planCatalogue('h1', l, new Map(c.map((e) => [e.name, e])), now);
 
 test('a network only here is published as this host\'s', () => {
-  expect(plan([local('weave:a')], [])).toEqual([{ kind: 'publish', entry: { ...active('weave:a'), createdBy: 'h1', createdAt: now.toISOString() } }]);
+  expect(plan([local('weave:a')], [])).toEqual([{ kind: 'publish', entry: { ...active('weave:a'), createdBy: 'h1', createdAt: now.toISOString() }, local: local('weave:a') }]);
 });
 
 test('a network only in the catalogue is created here', () => {
@@ -58,6 +59,16 @@ test('a removed network goes, unless containers still use it here', () => {
 test('a network made here after the name was removed is a new network: published again', () => {
   const [a] = plan([local('weave:d', { created: '2026-11-29T09:45:00Z' })], [removed('weave:d', '2026-11-29T09:30:00Z')]);
   expect(a).toMatchObject({ kind: 'publish', entry: { name: 'weave:d', createdBy: 'h1' } });
+});
+
+test('a copy made from an older entry is removed with its name, however recent its creation here', () => {
+  const copy = local('weave:f', { created: '2026-11-29T09:45:00Z', replicaOf: '2026-11-29T08:00:00Z' });
+  expect(plan([copy], [removed('weave:f', '2026-11-29T09:30:00Z')])).toEqual([{ kind: 'removeLocal', entry: removed('weave:f', '2026-11-29T09:30:00Z') }]);
+});
+
+test('a published entry leaves the copy label out', () => {
+  const [a] = plan([local('weave:g', { labels: { team: 'x', 'weave.catalogue.replica-of': '2026-11-29T08:00:00Z' }, replicaOf: '2026-11-29T08:00:00Z' })], []);
+  expect(a).toMatchObject({ kind: 'publish', entry: { labels: { team: 'x' } } });
 });
 
 test('tombstones of networks that are gone everywhere need nothing', () => {

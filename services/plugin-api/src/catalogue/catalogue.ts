@@ -3,7 +3,7 @@ import { CatalogueEntry } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { DockerApiError, DockerEngine } from './docker-engine';
-import { ActiveEntry, CatalogueAction, planCatalogue, RemovedEntry } from './plan';
+import { ActiveEntry, CatalogueAction, isNewerThan, LocalNetwork, planCatalogue, RemovedEntry } from './plan';
 
 export interface CatalogueEvents {
   publish(kind: 'network.published', data: { name: string; subnets: string[] }): void;
@@ -106,7 +106,7 @@ export class Catalogue {
   private async act(a: CatalogueAction): Promise<void> {
     switch (a.kind) {
       case 'publish':
-        return this.publish(a.entry);
+        return this.publish(a.entry, a.local);
       case 'createLocal':
         return this.createLocal(a.entry);
       case 'removeLocal':
@@ -116,16 +116,22 @@ export class Catalogue {
     }
   }
 
-  private async publish(entry: ActiveEntry): Promise<void> {
-    // Only over nothing or a tombstone: if another host published the name meanwhile, the next
-    // pass compares the two and reports a disagreement instead of overwriting.
+  private async publish(entry: ActiveEntry, local: LocalNetwork): Promise<void> {
+    // Decided again on the entry as it is now, inside the compare-and-set: the pass's view can be
+    // stale. Never over an active entry (another host published the name meanwhile: the next pass
+    // compares the two), and over a tombstone only for a network made after the removal.
     const put = await kvMutate(this.o.kv, keyOf(entry.name), CatalogueEntry, (cur) =>
-      cur?.state === 'active' ? { change: { keep: true }, result: false } : { change: { put: entry }, result: true },
+      cur?.state === 'active' || (cur?.state === 'removed' && !isNewerThan(local, cur))
+        ? { change: { keep: true }, result: false }
+        : { change: { put: entry }, result: true },
     );
     if (put) this.o.events.publish('network.published', { name: entry.name, subnets: entry.subnets.map((s) => s.subnet) });
   }
 
   private async createLocal(entry: ActiveEntry): Promise<void> {
+    // The pass's view may predate a removal: only copy an entry that is still the one in force.
+    const now = await kvGet(this.o.kv, keyOf(entry.name), CatalogueEntry);
+    if (now?.value.state !== 'active' || now.value.createdAt !== entry.createdAt) return;
     try {
       await this.o.engine.createNetwork(this.o.driver, entry);
       this.o.events.publish('network.replicated', { name: entry.name, createdBy: entry.createdBy });

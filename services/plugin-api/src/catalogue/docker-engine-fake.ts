@@ -11,7 +11,7 @@ export class FakeDockerEngine implements DockerEngine {
   }
 
   async createNetwork(_driver: string, e: ActiveEntry): Promise<void> {
-    this.userCreates({ name: e.name, subnets: e.subnets, internal: e.internal, ipv6: e.ipv6, options: e.options, labels: e.labels });
+    this.userCreates({ name: e.name, subnets: e.subnets, internal: e.internal, ipv6: e.ipv6, options: e.options, labels: e.labels, replicaOf: e.createdAt });
   }
 
   async removeNetwork(name: string): Promise<void> {
@@ -27,9 +27,9 @@ export class FakeDockerEngine implements DockerEngine {
   }
 
   /** What `docker network create` on this host does. */
-  userCreates(n: Omit<LocalNetwork, 'created' | 'containers'> & Partial<LocalNetwork>): void {
+  userCreates(n: Omit<LocalNetwork, 'created' | 'containers' | 'replicaOf'> & Partial<LocalNetwork>): void {
     if (this.nets.has(n.name)) throw new DockerApiError('POST', '/networks/create', 409, `network with name ${n.name} already exists`);
-    this.nets.set(n.name, { created: new Date().toISOString(), containers: 0, ...n });
+    this.nets.set(n.name, { created: new Date().toISOString(), containers: 0, replicaOf: null, ...n });
     for (const w of this.watchers) w({ action: 'create', name: n.name });
   }
 

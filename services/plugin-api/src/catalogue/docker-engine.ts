@@ -1,7 +1,7 @@
 import { request } from 'node:http';
 import { UnavailableError } from '@weave/errors';
 import { z } from 'zod';
-import type { ActiveEntry, LocalNetwork } from './plan';
+import { ActiveEntry, LocalNetwork, REPLICA_LABEL } from './plan';
 
 /** What the catalogue asks of the local Docker engine, and nothing more. */
 export interface DockerEngine {
@@ -44,6 +44,7 @@ export class SocketDockerEngine implements DockerEngine {
         options: i.Options ?? {},
         labels: i.Labels ?? {},
         containers: Object.keys(i.Containers ?? {}).length,
+        replicaOf: i.Labels?.[REPLICA_LABEL] ?? null,
       });
     }
     return out;
@@ -57,7 +58,7 @@ export class SocketDockerEngine implements DockerEngine {
       Internal: e.internal,
       EnableIPv6: e.ipv6,
       Options: e.options,
-      Labels: e.labels,
+      Labels: { ...e.labels, [REPLICA_LABEL]: e.createdAt },
       // Aux addresses are left out: they are reserved mesh-wide already, and asking again here
       // would find them taken.
       IPAM: { Driver: driver, Config: e.subnets.map((s) => ({ Subnet: s.subnet, ...(s.ipRange ? { IPRange: s.ipRange } : {}), ...(s.gateway ? { Gateway: s.gateway } : {}) })) },

@@ -13,10 +13,15 @@ export interface LocalNetwork {
   options: Record<string, string>;
   labels: Record<string, string>;
   containers: number;
+  /** For a network the catalogue made here: the `createdAt` of the entry it copies. */
+  replicaOf: string | null;
 }
 
+/** The label on networks the catalogue creates, naming the catalogue entry they copy. */
+export const REPLICA_LABEL = 'weave.catalogue.replica-of';
+
 export type CatalogueAction =
-  | { kind: 'publish'; entry: ActiveEntry }
+  | { kind: 'publish'; entry: ActiveEntry; local: LocalNetwork }
   | { kind: 'createLocal'; entry: ActiveEntry }
   | { kind: 'removeLocal'; entry: RemovedEntry }
   | { kind: 'conflict'; name: string; reason: string };
@@ -32,8 +37,8 @@ export function planCatalogue(host: string, local: readonly LocalNetwork[], cata
   const here = new Set(local.map((l) => l.name));
   for (const l of local) {
     const c = catalogue.get(l.name);
-    if (!c || (c.state === 'removed' && Date.parse(l.created) > Date.parse(c.removedAt))) {
-      actions.push({ kind: 'publish', entry: entryOf(host, l, now) });
+    if (!c || (c.state === 'removed' && isNewerThan(l, c))) {
+      actions.push({ kind: 'publish', entry: entryOf(host, l, now), local: l });
     } else if (c.state === 'removed') {
       actions.push(
         l.containers > 0
@@ -48,8 +53,17 @@ export function planCatalogue(host: string, local: readonly LocalNetwork[], cata
   return actions;
 }
 
+/**
+ * Whether a network here was made after the name was removed, and so is a new network. A copy the
+ * catalogue made never is: it copies an entry that is older than its tombstone by construction.
+ */
+export function isNewerThan(l: LocalNetwork, tombstone: RemovedEntry): boolean {
+  return l.replicaOf === null && Date.parse(l.created) > Date.parse(tombstone.removedAt);
+}
+
 function entryOf(host: string, l: LocalNetwork, now: Date): ActiveEntry {
-  return { state: 'active', name: l.name, subnets: l.subnets, ipv6: l.ipv6, internal: l.internal, options: l.options, labels: l.labels, createdBy: host, createdAt: now.toISOString() };
+  const labels = Object.fromEntries(Object.entries(l.labels).filter(([k]) => k !== REPLICA_LABEL));
+  return { state: 'active', name: l.name, subnets: l.subnets, ipv6: l.ipv6, internal: l.internal, options: l.options, labels, createdBy: host, createdAt: now.toISOString() };
 }
 
 /** Same subnets (gateways compared only where both sides know one) and the same isolation. */
