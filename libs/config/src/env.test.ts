@@ -7,6 +7,9 @@ describe('readEnv', () => {
     expect(env.WEAVE_NATS_URL).toBe('nats://127.0.0.1:4222');
     expect(env.WEAVE_HOST).toMatch(/^[A-Za-z0-9_-]+$/);
   });
+  it('refuses a replica count a NATS cluster cannot have', () => {
+    expect(() => readEnv(CommonEnv, { WEAVE_KV_REPLICAS: '0' })).toThrow(/WEAVE_KV_REPLICAS/);
+  });
   it('names every bad variable', () => {
     const schema = CommonEnv.extend({ PORT: z.coerce.number().int() });
     expect(() => readEnv(schema, { WEAVE_HOST: 'bad host!', PORT: 'x' })).toThrow(/WEAVE_HOST[\s\S]*PORT/);

@@ -38,5 +38,10 @@ export const CommonEnv = z.object({
   WEAVE_NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
   WEAVE_NATS_USER: z.string().optional(),
   WEAVE_NATS_PASSWORD: z.string().optional(),
+  /**
+   * Copies of each KV bucket in a NATS cluster. Whoever creates a bucket first fixes it (opening
+   * it later with another count silently keeps the first), so every host must use one value.
+   */
+  WEAVE_KV_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
 });
 export type CommonEnv = z.output<typeof CommonEnv>;

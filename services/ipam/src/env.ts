@@ -11,7 +11,6 @@ export const IpamEnv = z.object({
   WEAVE_IPAM_RANGE: CidrString.default('10.32.0.0/12'),
   WEAVE_IPAM_DEFAULT_PREFIX: z.coerce.number().int().min(1).max(32).default(24),
   WEAVE_IPAM_BLOCK_SIZE: z.coerce.number().int().min(1).max(65536).refine(isPowerOfTwo, 'must be a power of two').default(64),
-  WEAVE_KV_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
 });
 export type IpamEnv = z.output<typeof IpamEnv>;
 

@@ -5,7 +5,7 @@ import { IpamEnv, ipamConfig } from '../src/env';
 describe('environment', () => {
   it('has defaults for everything', () => {
     const env = readEnv(IpamEnv, {});
-    expect(env).toEqual({ WEAVE_IPAM_RANGE: '10.32.0.0/12', WEAVE_IPAM_DEFAULT_PREFIX: 24, WEAVE_IPAM_BLOCK_SIZE: 64, WEAVE_KV_REPLICAS: 1 });
+    expect(env).toEqual({ WEAVE_IPAM_RANGE: '10.32.0.0/12', WEAVE_IPAM_DEFAULT_PREFIX: 24, WEAVE_IPAM_BLOCK_SIZE: 64 });
     const config = ipamConfig(env);
     expect({ ...config, defaultRange: formatCidr(config.defaultRange) }).toEqual({ defaultRange: '10.32.0.0/12', defaultPrefix: 24, blockSize: 64 });
   });
@@ -13,7 +13,6 @@ describe('environment', () => {
   it.each([
     [{ WEAVE_IPAM_BLOCK_SIZE: '48' }, /WEAVE_IPAM_BLOCK_SIZE: must be a power of two/],
     [{ WEAVE_IPAM_RANGE: '10.32.0.1/12' }, /WEAVE_IPAM_RANGE/],
-    [{ WEAVE_KV_REPLICAS: '0' }, /WEAVE_KV_REPLICAS/],
   ])('refuses %j', (vars, message) => {
     expect(() => readEnv(IpamEnv, vars)).toThrow(message);
   });

@@ -5,6 +5,6 @@ import { startNetwire } from './service';
 
 void runService('netwire', NetwireEnv, async ({ env, log, nc }) => {
   const kernel = new LinuxKernel({ netns: env.WEAVE_NETNS ?? null });
-  const running = await startNetwire({ nc, host: env.WEAVE_HOST, kernel, log, mtu: env.WEAVE_MTU ?? null });
+  const running = await startNetwire({ nc, host: env.WEAVE_HOST, kernel, log, mtu: env.WEAVE_MTU ?? null, replicas: env.WEAVE_KV_REPLICAS });
   return running.stop;
 });

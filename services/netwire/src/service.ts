@@ -14,6 +14,8 @@ export interface NetwireServiceOptions {
   kernel: Kernel;
   log: Logger;
   mtu: number | null;
+  /** Copies of the state bucket in a NATS cluster (WEAVE_KV_REPLICAS). */
+  replicas?: number;
 }
 
 export interface RunningNetwire {
@@ -24,7 +26,7 @@ export interface RunningNetwire {
 
 /** netwire on the bus: its state in KV, its events published, its methods served. */
 export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNetwire> {
-  const kv = await openBucket(o.nc, Buckets.netwire);
+  const kv = await openBucket(o.nc, Buckets.netwire, { replicas: o.replicas ?? 1 });
   const events = new EventPublisher(o.nc, o.host, 'netwire', o.log);
   const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu });
   // Before the first request: Docker may already be calling for networks whose kernel state a

@@ -52,7 +52,7 @@ void runService('plugin-api', Env, async ({ env, log, nc }) => {
   // After the socket: creating a network from the catalogue makes Docker call this plugin.
   const catalogue =
     env.WEAVE_CATALOGUE === 'on'
-      ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), kv: await openBucket(nc, Buckets.catalogue), events, log })
+      ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), kv: await openBucket(nc, Buckets.catalogue, { replicas: env.WEAVE_KV_REPLICAS }), events, log })
       : null;
   await catalogue?.start();
   return async () => {
