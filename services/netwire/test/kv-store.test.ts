@@ -1,21 +1,14 @@
-import { connect, NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { kvGet, openBucket } from '@weave/bus';
 import { Buckets } from '@weave/contracts';
 import { silentLogger } from '@weave/log';
-import { NatsServer, startNatsServer } from '@weave/testing';
+import { NatsServer, useNats } from '@weave/testing';
 import { EndpointRecord, KvStore } from '../src/store';
 import { newId } from './helpers';
 
 let server: NatsServer;
 let nc: NatsConnection;
-beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
+useNats((s, c) => ((server = s), (nc = c)));
 
 const endpoint = (o: Partial<EndpointRecord> = {}): EndpointRecord => ({
   networkId: newId(),

@@ -2,11 +2,11 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { connect, NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { openBucket, rpcClient, subscribeEvents } from '@weave/bus';
 import { Buckets, EventEnvelope, netwireRpc, NetworkSpec } from '@weave/contracts';
 import { silentLogger } from '@weave/log';
-import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
+import { NatsServer, useNats, waitFor } from '@weave/testing';
 import { LinuxKernel, RunningNetwire, startNetwire } from '../src';
 import { networkSpec, newId } from './helpers';
 
@@ -43,14 +43,7 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
   const services: RunningNetwire[] = [];
   const subs: Array<{ unsubscribe(): void }> = [];
 
-  beforeAll(async () => {
-    nats = await startNatsServer();
-    nc = await connect({ servers: nats.url });
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await nats?.stop();
-  });
+  useNats((s, c) => ((nats = s), (nc = c)));
   afterEach(async () => {
     for (const s of subs.splice(0)) s.unsubscribe();
     for (const s of services.splice(0)) await s.stop().catch(() => undefined);

@@ -86,3 +86,14 @@ test('a name reused after removal is a new network', async () => {
   h2.engine.userCreates({ ...net('weave:qux'), created: new Date(Date.now() + 1000).toISOString() });
   await waitFor(() => h1.engine.nets.has('weave:qux'), { what: 'the new weave:qux on h1' });
 });
+
+test('a network removed here, its destroy event not yet handled, is removed everywhere, not copied back', async () => {
+  const [h1, h2] = [await host('h1'), await host('h2')];
+  h1.engine.userCreates(net('weave:gone'));
+  await waitFor(() => h2.engine.nets.has('weave:gone'), { what: 'weave:gone on h2' });
+  await h2.cat.trigger(); // h2 has seen it here
+  h2.engine.nets.delete('weave:gone'); // `docker network rm`, the event still on its way
+  await h2.cat.trigger();
+  expect(h2.engine.nets.has('weave:gone')).toBe(false);
+  await waitFor(() => !h1.engine.nets.has('weave:gone'), { what: 'h1 to follow the removal' });
+});

@@ -1,3 +1,4 @@
 export * from './stack';
 export * from './docker-scope';
 export * from './host-links';
+export * from './use-stack';

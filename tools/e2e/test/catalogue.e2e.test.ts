@@ -1,7 +1,7 @@
 import { kvGet, openBucket } from '@weave/bus';
 import { Buckets, CatalogueEntry } from '@weave/contracts';
 import { waitFor } from '@weave/testing';
-import { DockerScope, ProcessStack } from '../src';
+import { ProcessStack, useStack } from '../src';
 
 /**
  * The network catalogue against the real engine: what `docker network create` and `rm` do on
@@ -10,14 +10,7 @@ import { DockerScope, ProcessStack } from '../src';
  * hosts by the mesh suites.)
  */
 let stack: ProcessStack;
-const scope = new DockerScope();
-beforeAll(async () => {
-  stack = await new ProcessStack({ WEAVE_IPAM_RANGE: '10.251.128.0/17' }).start();
-});
-afterAll(async () => {
-  await scope.cleanup();
-  await stack?.stop();
-});
+const scope = useStack((s) => (stack = s));
 
 test('create publishes the network with its subnet; rm leaves a tombstone', async () => {
   const kv = await openBucket(stack.nc, Buckets.catalogue);

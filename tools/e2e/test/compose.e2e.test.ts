@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerIp, docker, dockerResult, pluginAnswers } from '@weave/docker-cli';
 import { freePort, waitFor } from '@weave/testing';
-import { DockerScope, ProcessStack, weaveLinks } from '../src';
+import { DockerScope, E2E_ENV, ProcessStack, weaveLinks } from '../src';
 
 const root = join(__dirname, '..', '..', '..');
 
@@ -14,7 +14,7 @@ describe('a compose file that uses weave networks', () => {
   const project = `wte2e${randomBytes(3).toString('hex')}`;
   const file = join(dir, 'compose.yml');
   beforeAll(async () => {
-    stack = await new ProcessStack({ WEAVE_IPAM_RANGE: '10.251.128.0/17' }).start();
+    stack = await new ProcessStack(E2E_ENV).start();
     writeFileSync(
       file,
       `services:
@@ -66,7 +66,7 @@ describe('installing with compose/host.yml', () => {
       WEAVE_HOST: `e2e-${plugin}`,
       WEAVE_NATS_PORT: String(await freePort()),
       WEAVE_BASE_IMAGE: process.env.WEAVE_BASE_IMAGE ?? 'weave-base:local',
-      WEAVE_IPAM_RANGE: '10.251.128.0/17',
+      ...E2E_ENV,
     };
     Object.assign(process.env, env);
   });

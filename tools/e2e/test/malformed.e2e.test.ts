@@ -1,23 +1,18 @@
 import { request } from 'node:http';
 import { Subjects } from '@weave/contracts';
-import { DockerScope, ProcessStack } from '../src';
+import { ProcessStack, useStack } from '../src';
 
 /**
  * Hostile or broken input to the running services: the plugin socket and every NATS subject they
  * serve. Each gets an answer in its caller's format, nothing crashes, and no state changes.
  */
 let stack: ProcessStack;
-const scope = new DockerScope();
+const scope = useStack((s) => (stack = s));
 
 beforeAll(async () => {
-  stack = await new ProcessStack({ WEAVE_IPAM_RANGE: '10.251.128.0/17' }).start();
   // Some real state, so "unchanged" means something.
   const net = await scope.network(stack.plugin, ['--subnet', '10.251.20.0/24']);
   await scope.run([`--net=${net}`]);
-});
-afterAll(async () => {
-  await scope.cleanup();
-  await stack?.stop();
 });
 
 const snapshot = async () => ({ ipam: await stack.ipam.status({}), netwire: await stack.netwire.status({}) });

@@ -1,5 +1,5 @@
 import { containerIp, docker } from '@weave/docker-cli';
-import { DockerScope, ProcessStack } from '../src';
+import { ProcessStack, useStack } from '../src';
 
 /**
  * Each service killed with SIGKILL between container starts, as a crash would. Docker never
@@ -8,15 +8,7 @@ import { DockerScope, ProcessStack } from '../src';
  * address is handed out twice.
  */
 let stack: ProcessStack;
-const scope = new DockerScope();
-
-beforeAll(async () => {
-  stack = await new ProcessStack({ WEAVE_IPAM_RANGE: '10.251.128.0/17' }).start();
-});
-afterAll(async () => {
-  await scope.cleanup();
-  await stack?.stop();
-});
+const scope = useStack((s) => (stack = s));
 
 test.each(['ipam', 'netwire', 'plugin-api'] as const)('after %s is killed and restarted, old containers keep working and new ones start', async (svc) => {
   const net = await scope.network(stack.plugin, ['--subnet', `10.251.${['ipam', 'netwire', 'plugin-api'].indexOf(svc) + 10}.0/24`]);

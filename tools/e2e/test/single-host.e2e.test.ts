@@ -1,6 +1,6 @@
 import { containerIp, docker, dockerResult } from '@weave/docker-cli';
 import { waitFor } from '@weave/testing';
-import { DockerScope, ProcessStack, weaveLinks, weaveRules } from '../src';
+import { ProcessStack, useStack, weaveLinks, weaveRules } from '../src';
 
 /**
  * What a user does with one Docker host, driven through the real dockerd and the real services.
@@ -10,17 +10,11 @@ import { DockerScope, ProcessStack, weaveLinks, weaveRules } from '../src';
 let stack: ProcessStack;
 let linksBefore: string[];
 let rulesBefore: string[];
-const scope = new DockerScope();
-
-beforeAll(async () => {
+beforeAll(() => {
   linksBefore = weaveLinks();
   rulesBefore = weaveRules();
-  stack = await new ProcessStack({ WEAVE_IPAM_RANGE: '10.251.128.0/17' }).start();
 });
-afterAll(async () => {
-  await scope.cleanup();
-  await stack?.stop();
-});
+const scope = useStack((s) => (stack = s));
 
 /** The container's default route line ("" for none); busybox's `ip route` ignores selectors. */
 const defaultRoute = async (c: string) => (await docker(['exec', c, 'ip', 'route'])).split('\n').filter((l) => l.startsWith('default')).map((l) => l.trim()).join('\n');

@@ -38,6 +38,12 @@ export class Catalogue {
   private readonly stops: Array<() => void> = [];
   private readonly now: () => Date;
   private readonly reported = new Map<string, string>();
+  /**
+   * Entries (by name, the `createdAt` of the incarnation) this host has had a network for. One of
+   * those missing from Docker was removed here, even before its destroy event arrives: it gets a
+   * tombstone, never a new copy.
+   */
+  private readonly hadHere = new Map<string, string>();
 
   constructor(private readonly o: CatalogueOptions) {
     this.now = o.now ?? (() => new Date());
@@ -77,20 +83,31 @@ export class Catalogue {
   }
 
   private async onDockerEvent(action: string, name: string): Promise<void> {
-    // Someone removed the network on this host: that removes it from the mesh. (When the removal
-    // was ours, following a tombstone, the entry is a tombstone already and nothing changes.)
-    if (action === 'destroy') {
-      const tombstone: RemovedEntry = { state: 'removed', name, removedBy: this.o.host, removedAt: this.now().toISOString() };
-      const changed = await kvMutate(this.o.kv, keyOf(name), CatalogueEntry, (cur) =>
-        cur?.state === 'active' ? { change: { put: tombstone }, result: true } : { change: { keep: true }, result: false },
-      ).catch((err) => (this.o.log.warn({ err, name }, 'could not record a network removal'), false));
-      if (changed) this.o.events.publish('network.removed', { name, removedBy: this.o.host });
-    }
+    if (action === 'destroy') await this.removedHere(name);
     await this.trigger();
+  }
+
+  /**
+   * Someone removed the network on this host: that removes it from the mesh. (When the removal
+   * was ours, following a tombstone, the entry is a tombstone already and nothing changes.)
+   */
+  private async removedHere(name: string, incarnation?: string): Promise<void> {
+    this.hadHere.delete(name);
+    const tombstone: RemovedEntry = { state: 'removed', name, removedBy: this.o.host, removedAt: this.now().toISOString() };
+    const changed = await kvMutate(this.o.kv, keyOf(name), CatalogueEntry, (cur) =>
+      cur?.state === 'active' && (incarnation === undefined || cur.createdAt === incarnation)
+        ? { change: { put: tombstone }, result: true }
+        : { change: { keep: true }, result: false },
+    ).catch((err) => (this.o.log.warn({ err, name }, 'could not record a network removal'), false));
+    if (changed) this.o.events.publish('network.removed', { name, removedBy: this.o.host });
   }
 
   private async pass(): Promise<void> {
     const [local, catalogue] = await Promise.all([this.o.engine.networks(this.o.driver), this.entries()]);
+    for (const l of local) {
+      const c = catalogue.get(l.name);
+      if (c?.state === 'active') this.hadHere.set(l.name, c.createdAt);
+    }
     for (const a of planCatalogue(this.o.host, local, catalogue, this.now())) await this.act(a);
   }
 
@@ -129,11 +146,14 @@ export class Catalogue {
   }
 
   private async createLocal(entry: ActiveEntry): Promise<void> {
-    // The pass's view may predate a removal: only copy an entry that is still the one in force.
+    // Had here and now gone: removed here, its destroy event not yet handled.
+    if (this.hadHere.get(entry.name) === entry.createdAt) return this.removedHere(entry.name, entry.createdAt);
+    // The pass's view may predate a removal elsewhere: only copy the entry still in force.
     const now = await kvGet(this.o.kv, keyOf(entry.name), CatalogueEntry);
     if (now?.value.state !== 'active' || now.value.createdAt !== entry.createdAt) return;
     try {
       await this.o.engine.createNetwork(this.o.driver, entry);
+      this.hadHere.set(entry.name, entry.createdAt);
       this.o.events.publish('network.replicated', { name: entry.name, createdBy: entry.createdBy });
       this.o.log.info({ name: entry.name, createdBy: entry.createdBy }, 'created network from the mesh catalogue');
     } catch (e) {
