@@ -3,7 +3,7 @@
 // machine (host packages, dockerd, node_modules, bundles, images) and is harmless to run again.
 // Dependency-free until node_modules exists; the steps themselves live in the modules it calls.
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ciPrep } from './ci-prep.mjs';
@@ -13,9 +13,16 @@ import { spawnSync } from 'node:child_process';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const log = (msg) => console.log(`[weave] ${msg}`);
 
+// rustup puts cargo in ~/.cargo/bin, which a non-login shell's PATH may lack.
+const cargoBin = join(homedir(), '.cargo', 'bin');
+const withCargo = (env = {}) => {
+  const base = hostEnv(env);
+  return base.PATH.split(':').includes(cargoBin) ? base : { ...base, PATH: `${base.PATH}:${cargoBin}` };
+};
+
 /** Runs a command with inherited stdio; throws with its exit code. */
 function sh(cmd, args, env = {}) {
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: hostEnv(env) });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: withCargo(env) });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal}`);
 }
 
@@ -30,10 +37,20 @@ function ensureNodeModules() {
 async function prepare() {
   const { base } = await ciPrep();
   ensureNodeModules();
+  buildNative();
   const { bundleAll, stageNatsServer } = await import('../build/bundle.mjs');
   await bundleAll(log);
   stageNatsServer(await ensureNatsServerBinary());
   return { WEAVE_BASE_IMAGE: base };
+}
+
+/** The router's packet engine (native/sleeve), a Rust napi-rs addon: needs cargo (rustup). */
+function buildNative() {
+  if (spawnSync('cargo', ['--version'], { env: withCargo(), stdio: 'ignore' }).status !== 0) {
+    throw new Error('cargo is needed to build native/sleeve: install Rust with rustup (https://rustup.rs) or Debian\'s cargo');
+  }
+  log('building the native addon (native/sleeve)');
+  sh('npm', ['run', 'build', '-w', '@weave/sleeve', '--silent']);
 }
 
 const compose = (env, ...args) => sh('docker', ['compose', '-f', 'compose/host.yml', ...args], env);

@@ -1,0 +1,256 @@
+/**
+ * @weave/sleeve: the router's userspace data path. Loads the napi-rs addon built by
+ * `npm run build` (sleeve.<platform>-<arch>[-<abi>].node next to this file) and wraps it with
+ * a zod-validated config, so nothing malformed crosses into Rust. The packet loop runs in Rust
+ * threads; this side only configures it and polls counters.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one class per failure, cause kept.
+
+/** The config was rejected (by the schema here, or by the addon's own checks). */
+export class SleeveConfigError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'SleeveConfigError';
+  }
+}
+
+/** The addon binary for this platform is missing or failed to load. */
+export class SleeveLoadError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'SleeveLoadError';
+  }
+}
+
+/** The OS refused something (bind, open a TAP, start a thread) or the call was out of order. */
+export class SleeveRuntimeError extends Error {
+  constructor(
+    readonly operation: 'applyConfig' | 'start' | 'stop' | 'stats',
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'SleeveRuntimeError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config schema.
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** A peer id: a bigint, or a safe integer number, in 1..2^64-1. Always a bigint after parsing. */
+export const PeerIdSchema = z
+  .union([z.bigint(), z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)])
+  .transform((v) => BigInt(v))
+  .refine((v) => v > 0n && v <= U64_MAX, 'peer id must be in 1..2^64-1');
+
+const ipAddress = z.string().refine((s) => isIP(s) !== 0, 'must be an IP address');
+
+/** `a.b.c.d:port` or `[v6]:port`; names are not resolved here. */
+export const PeerAddressSchema = z.string().refine((s) => {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
+  if (!m) return false;
+  const host = m[1] ?? m[2] ?? '';
+  const ok = m[1] !== undefined ? isIP(host) === 6 : isIP(host) === 4;
+  return ok && Number(m[3]) >= 1 && Number(m[3]) <= 65535;
+}, 'must be ip:port or [ipv6]:port');
+
+/** Linux interface name rules: 1-15 bytes, no '/', ':', whitespace; not '.' or '..'. */
+export const TapNameSchema = z
+  .string()
+  .regex(/^[^/:\s]{1,15}$/, 'must be 1-15 characters without / : or spaces')
+  .refine((s) => s !== '.' && s !== '..' && Buffer.byteLength(s) <= 15, 'not a valid interface name');
+
+export const PeerSchema = z.object({ id: PeerIdSchema, address: PeerAddressSchema }).strict();
+export const NetworkSchema = z
+  .object({ id: z.number().int().min(0).max(0xffff_ffff), tap: TapNameSchema })
+  .strict();
+
+export const SleeveConfigSchema = z
+  .object({
+    peerId: PeerIdSchema,
+    listenHost: ipAddress.default('0.0.0.0'),
+    listenPort: z.number().int().min(0).max(65535).default(6784),
+    peers: z.array(PeerSchema).default([]),
+    networks: z.array(NetworkSchema).default([]),
+    macMaxAgeMs: z.number().int().min(1000).max(0xffff_ffff).default(300_000),
+    batchBytes: z.number().int().min(576).max(65507).default(1472),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const dup = (values: unknown[], path: string, what: string) => {
+      const seen = new Set<unknown>();
+      values.forEach((v, i) => {
+        if (seen.has(v)) ctx.addIssue({ code: 'custom', path: [path, i], message: `duplicate ${what}` });
+        seen.add(v);
+      });
+    };
+    dup(c.peers.map((p) => p.id), 'peers', 'peer id');
+    dup(c.peers.map((p) => p.address), 'peers', 'peer address');
+    dup(c.networks.map((n) => n.id), 'networks', 'network id');
+    dup(c.networks.map((n) => n.tap), 'networks', 'tap name');
+    c.peers.forEach((p, i) => {
+      if (p.id === c.peerId) ctx.addIssue({ code: 'custom', path: ['peers', i, 'id'], message: 'peer id is our own peerId' });
+    });
+  });
+
+/** What callers write (numbers allowed for ids, defaults optional). */
+export type SleeveConfigInput = z.input<typeof SleeveConfigSchema>;
+/** What crosses into Rust. */
+export type SleeveConfig = z.output<typeof SleeveConfigSchema>;
+
+/** Counters since construction (u64, so bigint). `running` says whether threads are up. */
+export interface SleeveStats {
+  running: boolean;
+  tapFramesIn: bigint;
+  tapFramesOut: bigint;
+  framesToPeers: bigint;
+  floods: bigint;
+  datagramsOut: bigint;
+  bytesOut: bigint;
+  datagramsIn: bigint;
+  bytesIn: bigint;
+  framesFromPeers: bigint;
+  tapReadErrors: bigint;
+  tapWriteErrors: bigint;
+  udpSendErrors: bigint;
+  udpRecvErrors: bigint;
+  dropUnknownPeer: bigint;
+  dropSenderMismatch: bigint;
+  dropUnknownNetwork: bigint;
+  dropNoPeers: bigint;
+  dropFrameTooLarge: bigint;
+  dropRuntFrame: bigint;
+  dropInvalidSource: bigint;
+  dropLocalDestination: bigint;
+  malformedShortHeader: bigint;
+  malformedBadMagic: bigint;
+  malformedBadVersion: bigint;
+  malformedUnknownFlags: bigint;
+  malformedTruncated: bigint;
+  malformedTrailingBytes: bigint;
+  malformedRuntFrame: bigint;
+  malformedFrameTooLarge: bigint;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The native binding (its generated declaration, binding.d.ts, is written by `npm run build`).
+
+interface NativeSleeve {
+  applyConfig(config: SleeveConfig): void;
+  start(): void;
+  stop(): void;
+  stats(): SleeveStats;
+}
+
+export interface SleeveBinding {
+  Sleeve: new (config: SleeveConfig) => NativeSleeve;
+}
+
+/** `sleeve.linux-x64-gnu.node` and the like, as `napi build --platform` names it. */
+export function binaryName(platform: string = process.platform, arch: string = process.arch, musl = isMusl()): string {
+  const abi = platform === 'linux' ? (musl ? '-musl' : '-gnu') : '';
+  return `sleeve.${platform}-${arch}${abi}.node`;
+}
+
+function isMusl(): boolean {
+  if (process.platform !== 'linux') return false;
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return !header?.glibcVersionRuntime;
+}
+
+let cached: SleeveBinding | undefined;
+
+/** Loads the addon from `dir` (default: this package). Cached for the default directory. */
+export function loadBinding(dir: string = __dirname): SleeveBinding {
+  if (dir === __dirname && cached) return cached;
+  const file = join(dir, binaryName());
+  if (!existsSync(file)) {
+    throw new SleeveLoadError(`${file} is missing: run \`npm run build\` in native/sleeve`);
+  }
+  let binding: SleeveBinding;
+  try {
+    binding = createRequire(__filename)(file) as SleeveBinding;
+  } catch (cause) {
+    throw new SleeveLoadError(`cannot load ${file}`, { cause });
+  }
+  if (dir === __dirname) cached = binding;
+  return binding;
+}
+
+/** True when the addon for this platform has been built. */
+export function bindingAvailable(dir: string = __dirname): boolean {
+  return existsSync(join(dir, binaryName()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wrapper.
+
+export function parseSleeveConfig(input: SleeveConfigInput): SleeveConfig {
+  const r = SleeveConfigSchema.safeParse(input);
+  if (!r.success) {
+    throw new SleeveConfigError(`invalid sleeve config: ${z.prettifyError(r.error)}`, { cause: r.error });
+  }
+  return r.data;
+}
+
+/** napi errors carry `code` = the napi status; InvalidArg is a config problem. */
+function fromNative(operation: SleeveRuntimeError['operation'], cause: unknown): Error {
+  const message = cause instanceof Error ? cause.message : String(cause);
+  if ((cause as { code?: unknown } | null)?.code === 'InvalidArg') {
+    return new SleeveConfigError(message, { cause });
+  }
+  return new SleeveRuntimeError(operation, message, { cause });
+}
+
+/**
+ * The sleeve data path: one TAP per network and one UDP socket to peer routers.
+ * `stop()` joins the packet threads (it blocks for at most ~50 ms).
+ */
+export class Sleeve {
+  readonly #native: NativeSleeve;
+
+  constructor(config: SleeveConfigInput, binding: SleeveBinding = loadBinding()) {
+    const parsed = parseSleeveConfig(config);
+    try {
+      this.#native = new binding.Sleeve(parsed);
+    } catch (cause) {
+      throw new SleeveConfigError(cause instanceof Error ? cause.message : String(cause), { cause });
+    }
+  }
+
+  /** Validates and swaps in a new config atomically; on failure the old one stays. */
+  applyConfig(config: SleeveConfigInput): void {
+    const parsed = parseSleeveConfig(config);
+    this.#call('applyConfig', () => this.#native.applyConfig(parsed));
+  }
+
+  start(): void {
+    this.#call('start', () => this.#native.start());
+  }
+
+  /** Idempotent. */
+  stop(): void {
+    this.#call('stop', () => this.#native.stop());
+  }
+
+  stats(): SleeveStats {
+    return this.#call('stats', () => this.#native.stats());
+  }
+
+  #call<T>(operation: SleeveRuntimeError['operation'], f: () => T): T {
+    try {
+      return f();
+    } catch (cause) {
+      throw fromNative(operation, cause);
+    }
+  }
+}

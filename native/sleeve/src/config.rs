@@ -1,0 +1,192 @@
+//! The engine's configuration, validated once before it is swapped in. Pure.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::{NetworkId, PeerId};
+
+pub const DEFAULT_LISTEN_PORT: u16 = 6784;
+pub const DEFAULT_MAC_MAX_AGE: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAC_CAPACITY: usize = 65_536;
+/// 1500-byte underlay MTU minus IPv4 and UDP headers.
+pub const DEFAULT_BATCH_BYTES: usize = 1472;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub id: PeerId,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub id: NetworkId,
+    pub tap: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Our own peer id, written into every datagram.
+    pub local_peer: PeerId,
+    pub peers: Vec<PeerConfig>,
+    pub networks: Vec<NetworkConfig>,
+    pub mac_max_age: Duration,
+    pub mac_capacity: usize,
+    /// Soft datagram size for batching frames.
+    pub batch_bytes: usize,
+}
+
+impl EngineConfig {
+    pub fn new(local_peer: PeerId) -> Self {
+        EngineConfig {
+            local_peer,
+            peers: Vec::new(),
+            networks: Vec::new(),
+            mac_max_age: DEFAULT_MAC_MAX_AGE,
+            mac_capacity: DEFAULT_MAC_CAPACITY,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    DuplicatePeerId(PeerId),
+    DuplicatePeerAddress(SocketAddr),
+    PeerIsSelf(PeerId),
+    DuplicateNetwork(NetworkId),
+    DuplicateTap(String),
+    BadTapName(String),
+    BadBatchBytes(usize),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::DuplicatePeerId(id) => write!(f, "peer id {id} appears twice"),
+            ConfigError::DuplicatePeerAddress(a) => write!(f, "peer address {a} appears twice"),
+            ConfigError::PeerIsSelf(id) => write!(f, "peer id {id} is our own peer id"),
+            ConfigError::DuplicateNetwork(id) => write!(f, "network {id} appears twice"),
+            ConfigError::DuplicateTap(t) => write!(f, "tap {t:?} is used by two networks"),
+            ConfigError::BadTapName(t) => write!(
+                f,
+                "tap name {t:?} must be 1-15 bytes without '/', NUL or spaces"
+            ),
+            ConfigError::BadBatchBytes(n) => write!(f, "batchBytes {n} is outside 576..=65507"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for p in &self.peers {
+            if p.id == self.local_peer {
+                return Err(ConfigError::PeerIsSelf(p.id));
+            }
+            if !ids.insert(p.id) {
+                return Err(ConfigError::DuplicatePeerId(p.id));
+            }
+            if !addrs.insert(p.addr) {
+                return Err(ConfigError::DuplicatePeerAddress(p.addr));
+            }
+        }
+        let mut nets = HashSet::new();
+        let mut taps = HashSet::new();
+        for n in &self.networks {
+            if !valid_ifname(&n.tap) {
+                return Err(ConfigError::BadTapName(n.tap.clone()));
+            }
+            if !nets.insert(n.id) {
+                return Err(ConfigError::DuplicateNetwork(n.id));
+            }
+            if !taps.insert(n.tap.as_str()) {
+                return Err(ConfigError::DuplicateTap(n.tap.clone()));
+            }
+        }
+        if !(576..=crate::core::wire::MAX_DATAGRAM).contains(&self.batch_bytes) {
+            return Err(ConfigError::BadBatchBytes(self.batch_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn valid_ifname(name: &str) -> bool {
+    (1..16).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace() || b == b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EngineConfig {
+        let mut c = EngineConfig::new(1);
+        c.peers.push(PeerConfig {
+            id: 2,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        });
+        c.networks.push(NetworkConfig {
+            id: 7,
+            tap: "vethwe-7".into(),
+        });
+        c
+    }
+
+    #[test]
+    fn rejects_inconsistent_configs() {
+        assert_eq!(cfg().validate(), Ok(()));
+        let mut c = cfg();
+        c.peers.push(PeerConfig {
+            id: 2,
+            addr: "127.0.0.1:2".parse().unwrap(),
+        });
+        assert_eq!(c.validate(), Err(ConfigError::DuplicatePeerId(2)));
+        let mut c = cfg();
+        c.peers.push(PeerConfig {
+            id: 3,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        });
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::DuplicatePeerAddress(_))
+        ));
+        let mut c = cfg();
+        c.peers.push(PeerConfig {
+            id: 1,
+            addr: "127.0.0.1:3".parse().unwrap(),
+        });
+        assert_eq!(c.validate(), Err(ConfigError::PeerIsSelf(1)));
+        let mut c = cfg();
+        c.networks.push(NetworkConfig {
+            id: 7,
+            tap: "other".into(),
+        });
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateNetwork(7)));
+        let mut c = cfg();
+        c.networks.push(NetworkConfig {
+            id: 8,
+            tap: "vethwe-7".into(),
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::DuplicateTap(_))));
+        for bad in ["", "0123456789abcdef", "a/b", "a b", ".."] {
+            let mut c = cfg();
+            c.networks[0].tap = bad.into();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::BadTapName(_))),
+                "{bad:?}"
+            );
+        }
+        let mut c = cfg();
+        c.batch_bytes = 100;
+        assert_eq!(c.validate(), Err(ConfigError::BadBatchBytes(100)));
+    }
+}

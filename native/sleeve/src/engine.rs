@@ -1,0 +1,496 @@
+//! The packet loops, generic over the TAP, the UDP socket and the clock.
+//!
+//! Threads: one per network reads its TAP, learns, and encodes batches to peers; one reads the
+//! UDP socket, validates and writes frames to the right TAP (and sweeps aged MACs). The
+//! configuration they read is an immutable [`View`] swapped in by [`Engine::apply`]; each
+//! thread notices a new generation with one atomic load per wake-up, so the hot path takes no
+//! config lock. Buffers are allocated when a thread starts or the view changes, never per packet.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::config::{ConfigError, EngineConfig};
+use crate::core::clock::Clock;
+use crate::core::mac::{Action, MacTable, Port};
+use crate::core::wire::{BatchEncoder, Datagram, PushError, MAX_DATAGRAM, MAX_FRAME_LEN};
+use crate::core::{NetworkId, PeerId};
+use crate::os::{Tap, TapFactory, Udp};
+use crate::stats::Stats;
+
+/// Frames read from a TAP per wake-up before the batches are flushed.
+const TAP_BATCH: usize = 64;
+/// Aged MACs are swept this often (by the injected clock).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Pause after an OS error so a broken descriptor does not spin a core.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// Read buffer: larger than any valid frame, so oversize frames are seen whole and dropped.
+const READ_BUF: usize = 65_536;
+
+#[derive(Debug)]
+pub enum EngineError {
+    Config(ConfigError),
+    /// Opening the TAP for a network failed; nothing was changed.
+    OpenTap {
+        tap: String,
+        source: io::Error,
+    },
+    Spawn(io::Error),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Config(e) => write!(f, "invalid config: {e}"),
+            EngineError::OpenTap { tap, source } => write!(f, "cannot open tap {tap:?}: {source}"),
+            EngineError::Spawn(e) => write!(f, "cannot start a packet thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EngineError::Config(e) => Some(e),
+            EngineError::OpenTap { source, .. } => Some(source),
+            EngineError::Spawn(e) => Some(e),
+        }
+    }
+}
+
+/// What the packet threads see of the configuration. Immutable once published.
+struct View<T> {
+    local: PeerId,
+    peers: Vec<(PeerId, SocketAddr)>,
+    by_addr: HashMap<SocketAddr, PeerId>,
+    taps: HashMap<NetworkId, (String, Arc<T>)>,
+    batch_bytes: usize,
+}
+
+struct Shared<T, U, C> {
+    udp: U,
+    clock: C,
+    stats: Arc<Stats>,
+    stop: AtomicBool,
+    view: Mutex<Arc<View<T>>>,
+    generation: AtomicU64,
+    macs: Mutex<MacTable>,
+}
+
+impl<T, U, C> Shared<T, U, C> {
+    fn publish(&self, view: View<T>) {
+        *self.view.lock().expect("view lock") = Arc::new(view);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn load(&self) -> (u64, Arc<View<T>>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        (generation, self.view.lock().expect("view lock").clone())
+    }
+}
+
+/// A thread's cached view, refreshed when the generation moves.
+struct Cached<T> {
+    generation: u64,
+    view: Arc<View<T>>,
+}
+
+impl<T> Cached<T> {
+    fn new<U, C>(shared: &Shared<T, U, C>) -> Self {
+        let (generation, view) = shared.load();
+        Cached { generation, view }
+    }
+
+    /// True when a new view was loaded.
+    fn refresh<U, C>(&mut self, shared: &Shared<T, U, C>) -> bool {
+        if shared.generation.load(Ordering::Acquire) == self.generation {
+            return false;
+        }
+        *self = Cached::new(shared);
+        true
+    }
+}
+
+struct TapWorker {
+    tap: String,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// A running data path. Dropping it stops and joins its threads.
+pub struct Engine<F: TapFactory, U: Udp, C: Clock> {
+    shared: Arc<Shared<F::Tap, U, C>>,
+    factory: F,
+    workers: HashMap<NetworkId, TapWorker>,
+    udp_thread: Option<JoinHandle<()>>,
+}
+
+impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
+    /// Opens the configured TAPs and starts the threads. On error nothing is left running.
+    pub fn start(
+        config: &EngineConfig,
+        factory: F,
+        udp: U,
+        clock: C,
+        stats: Arc<Stats>,
+    ) -> Result<Self, EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        let empty = View {
+            local: config.local_peer,
+            peers: Vec::new(),
+            by_addr: HashMap::new(),
+            taps: HashMap::new(),
+            batch_bytes: config.batch_bytes,
+        };
+        let shared = Arc::new(Shared {
+            udp,
+            clock,
+            stats,
+            stop: AtomicBool::new(false),
+            view: Mutex::new(Arc::new(empty)),
+            generation: AtomicU64::new(0),
+            macs: Mutex::new(MacTable::new(config.mac_max_age, config.mac_capacity)),
+        });
+        let mut engine = Engine {
+            shared,
+            factory,
+            workers: HashMap::new(),
+            udp_thread: None,
+        };
+        engine.apply(config)?;
+        let shared = engine.shared.clone();
+        let udp_thread = thread::Builder::new()
+            .name("sleeve-udp".into())
+            .spawn(move || udp_loop(&shared))
+            .map_err(EngineError::Spawn)?;
+        engine.udp_thread = Some(udp_thread);
+        Ok(engine)
+    }
+
+    /// Swaps in a new configuration. TAPs for new networks are opened first; if one fails,
+    /// those just opened are closed and the running configuration is untouched.
+    /// `local_peer` changes take effect for datagrams encoded after the swap.
+    pub fn apply(&mut self, config: &EngineConfig) -> Result<(), EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        let current = self.shared.load().1;
+        let mut taps = HashMap::new();
+        for n in &config.networks {
+            let tap = match current.taps.get(&n.id) {
+                Some((name, tap)) if *name == n.tap => tap.clone(),
+                _ => {
+                    let tap = self
+                        .factory
+                        .open(&n.tap)
+                        .map_err(|source| EngineError::OpenTap {
+                            tap: n.tap.clone(),
+                            source,
+                        })?;
+                    Arc::new(tap)
+                }
+            };
+            taps.insert(n.id, (n.tap.clone(), tap));
+        }
+        self.forget_departed(config);
+        self.shared.publish(View {
+            local: config.local_peer,
+            peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
+            by_addr: config.peers.iter().map(|p| (p.addr, p.id)).collect(),
+            taps,
+            batch_bytes: config.batch_bytes,
+        });
+        self.reconcile_workers()
+    }
+
+    fn forget_departed(&self, config: &EngineConfig) {
+        let mut macs = self.shared.macs.lock().expect("mac lock");
+        macs.set_max_age(config.mac_max_age);
+        macs.retain(|net, port| {
+            config.networks.iter().any(|n| n.id == net)
+                && match port {
+                    Port::Local => true,
+                    Port::Peer(p) => config.peers.iter().any(|c| c.id == p),
+                }
+        });
+    }
+
+    /// Stops workers whose network left or whose TAP changed; starts the missing ones.
+    fn reconcile_workers(&mut self) -> Result<(), EngineError> {
+        let view = self.shared.load().1;
+        let stale: Vec<NetworkId> = self
+            .workers
+            .iter()
+            .filter(|(id, w)| view.taps.get(id).is_none_or(|(name, _)| *name != w.tap))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(w) = self.workers.remove(&id) {
+                w.stop.store(true, Ordering::Release);
+                let _ = w.thread.join();
+            }
+        }
+        for (id, (name, tap)) in &view.taps {
+            if self.workers.contains_key(id) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (shared, tap, network, flag) =
+                (self.shared.clone(), tap.clone(), *id, stop.clone());
+            let thread = thread::Builder::new()
+                .name(format!("sleeve-tap-{id}"))
+                .spawn(move || tap_loop(&shared, network, &tap, &flag))
+                .map_err(EngineError::Spawn)?;
+            self.workers.insert(
+                *id,
+                TapWorker {
+                    tap: name.clone(),
+                    stop,
+                    thread,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Stops and joins every thread. Also done on drop.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for (_, w) in self.workers.drain() {
+            let _ = w.thread.join();
+        }
+        if let Some(t) = self.udp_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<F: TapFactory, U: Udp, C: Clock> Drop for Engine<F, U, C> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Per-peer batches for one network, rebuilt when the view changes.
+struct Outbox {
+    network: NetworkId,
+    local: PeerId,
+    slots: Vec<(PeerId, SocketAddr, BatchEncoder)>,
+    index: HashMap<PeerId, usize>,
+}
+
+impl Outbox {
+    fn new<T>(network: NetworkId, view: &View<T>) -> Self {
+        let mut slots = Vec::with_capacity(view.peers.len());
+        let mut index = HashMap::with_capacity(view.peers.len());
+        for (i, (peer, addr)) in view.peers.iter().enumerate() {
+            let mut enc = BatchEncoder::new(view.batch_bytes);
+            enc.begin(network, view.local);
+            slots.push((*peer, *addr, enc));
+            index.insert(*peer, i);
+        }
+        Outbox {
+            network,
+            local: view.local,
+            slots,
+            index,
+        }
+    }
+
+    fn push(&mut self, slot: usize, frame: &[u8], udp: &impl Udp, stats: &Stats) {
+        let (_, addr, enc) = &mut self.slots[slot];
+        match enc.push(frame) {
+            Ok(()) => Stats::inc(&stats.frames_to_peers),
+            Err(PushError::BadFrame) => Stats::inc(&stats.drop_frame_too_large),
+            Err(PushError::Full) => {
+                send(udp, enc.finish(), *addr, stats);
+                enc.begin(self.network, self.local);
+                match enc.push(frame) {
+                    Ok(()) => Stats::inc(&stats.frames_to_peers),
+                    Err(_) => Stats::inc(&stats.drop_frame_too_large),
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, udp: &impl Udp, stats: &Stats) {
+        for (_, addr, enc) in &mut self.slots {
+            if !enc.is_empty() {
+                send(udp, enc.finish(), *addr, stats);
+                enc.begin(self.network, self.local);
+            }
+        }
+    }
+}
+
+fn send(udp: &impl Udp, datagram: &[u8], to: SocketAddr, stats: &Stats) {
+    match udp.send_to(datagram, to) {
+        Ok(()) => {
+            Stats::inc(&stats.datagrams_out);
+            Stats::add(&stats.bytes_out, datagram.len() as u64);
+        }
+        Err(_) => Stats::inc(&stats.udp_send_errors),
+    }
+}
+
+fn tap_loop<T: Tap, U: Udp, C: Clock>(
+    shared: &Shared<T, U, C>,
+    network: NetworkId,
+    tap: &T,
+    stop: &AtomicBool,
+) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut cached = Cached::new(shared);
+    let mut outbox = Outbox::new(network, &cached.view);
+    while !stop.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
+        let n = match tap.recv(&mut buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                // Idle: still drop our hold on TAPs that left the configuration.
+                if cached.refresh(shared) {
+                    outbox = Outbox::new(network, &cached.view);
+                }
+                continue;
+            }
+            Err(_) => {
+                Stats::inc(&shared.stats.tap_read_errors);
+                thread::sleep(ERROR_BACKOFF);
+                continue;
+            }
+        };
+        // Refresh after waking, so a frame read after `apply` returned sees the new view.
+        if cached.refresh(shared) {
+            outbox = Outbox::new(network, &cached.view);
+        }
+        on_tap_frame(shared, network, &buf[..n], &mut outbox);
+        for _ in 1..TAP_BATCH {
+            match tap.try_recv(&mut buf) {
+                Ok(Some(n)) => on_tap_frame(shared, network, &buf[..n], &mut outbox),
+                Ok(None) => break,
+                Err(_) => {
+                    Stats::inc(&shared.stats.tap_read_errors);
+                    break;
+                }
+            }
+        }
+        outbox.flush(&shared.udp, &shared.stats);
+    }
+}
+
+fn on_tap_frame<T, U: Udp, C: Clock>(
+    shared: &Shared<T, U, C>,
+    network: NetworkId,
+    frame: &[u8],
+    outbox: &mut Outbox,
+) {
+    let stats = &*shared.stats;
+    Stats::inc(&stats.tap_frames_in);
+    if frame.len() > MAX_FRAME_LEN {
+        Stats::inc(&stats.drop_frame_too_large);
+        return;
+    }
+    let now = shared.clock.now();
+    let action = shared
+        .macs
+        .lock()
+        .expect("mac lock")
+        .from_tap(network, frame, now);
+    match action {
+        Action::SendToPeer { peer, .. } => match outbox.index.get(&peer) {
+            Some(&slot) => outbox.push(slot, frame, &shared.udp, stats),
+            None => flood(outbox, frame, &shared.udp, stats), // peer left since it was learned
+        },
+        Action::Flood { .. } => flood(outbox, frame, &shared.udp, stats),
+        Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
+        Action::WriteToTap { .. } => {} // never returned for TAP input
+    }
+}
+
+fn flood(outbox: &mut Outbox, frame: &[u8], udp: &impl Udp, stats: &Stats) {
+    if outbox.slots.is_empty() {
+        Stats::inc(&stats.drop_no_peers);
+        return;
+    }
+    Stats::inc(&stats.floods);
+    for slot in 0..outbox.slots.len() {
+        outbox.push(slot, frame, udp, stats);
+    }
+}
+
+fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut cached = Cached::new(shared);
+    let mut last_sweep = shared.clock.now();
+    while !shared.stop.load(Ordering::Acquire) {
+        match shared.udp.recv_from(&mut buf) {
+            Ok(Some((n, from))) => {
+                cached.refresh(shared); // after waking: see the view current at receipt
+                on_datagram(shared, &cached.view, &buf[..n], from);
+            }
+            Ok(None) => {
+                cached.refresh(shared);
+            }
+            Err(_) => {
+                Stats::inc(&shared.stats.udp_recv_errors);
+                thread::sleep(ERROR_BACKOFF);
+            }
+        }
+        let now = shared.clock.now();
+        if now.saturating_sub(last_sweep) >= SWEEP_EVERY {
+            shared.macs.lock().expect("mac lock").expire(now);
+            last_sweep = now;
+        }
+    }
+}
+
+fn on_datagram<T: Tap, U, C: Clock>(
+    shared: &Shared<T, U, C>,
+    view: &View<T>,
+    bytes: &[u8],
+    from: SocketAddr,
+) {
+    let stats = &*shared.stats;
+    Stats::inc(&stats.datagrams_in);
+    Stats::add(&stats.bytes_in, bytes.len() as u64);
+    let Some(&peer) = view.by_addr.get(&from) else {
+        return Stats::inc(&stats.drop_unknown_peer);
+    };
+    let datagram = match Datagram::parse(bytes) {
+        Ok(d) => d,
+        Err(e) => return Stats::inc(stats.malformed(e)),
+    };
+    if datagram.header.sender != peer {
+        return Stats::inc(&stats.drop_sender_mismatch);
+    }
+    let network = datagram.header.network;
+    let Some((_, tap)) = view.taps.get(&network) else {
+        return Stats::inc(&stats.drop_unknown_network);
+    };
+    for frame in datagram.frames() {
+        Stats::inc(&stats.frames_from_peers);
+        let now = shared.clock.now();
+        let action = shared
+            .macs
+            .lock()
+            .expect("mac lock")
+            .from_peer(network, peer, frame, now);
+        match action {
+            Action::WriteToTap { .. } => match tap.send(frame) {
+                Ok(()) => Stats::inc(&stats.tap_frames_out),
+                Err(_) => Stats::inc(&stats.tap_write_errors),
+            },
+            Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
+            Action::SendToPeer { .. } | Action::Flood { .. } => {} // never returned for peer input
+        }
+    }
+}

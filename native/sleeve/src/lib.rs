@@ -1,0 +1,309 @@
+//! The napi surface of the sleeve data path: `new / applyConfig / start / stop / stats`.
+//! Everything below it is plain Rust, tested with `cargo test`; no per-packet call crosses
+//! into JavaScript. Config arrives already validated by the JS wrapper (zod) and is checked
+//! again here, because the addon cannot trust its caller.
+
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod fake;
+pub mod os;
+pub mod stats;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use napi::bindgen_prelude::BigInt;
+use napi::{Error, Result, Status};
+use napi_derive::napi;
+
+use crate::config::{EngineConfig, NetworkConfig, PeerConfig, DEFAULT_LISTEN_PORT};
+use crate::core::clock::MonotonicClock;
+use crate::engine::{Engine, EngineError};
+use crate::os::tap::OsTapFactory;
+use crate::os::udp::OsUdp;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// How long a packet thread blocks before checking for `stop()`; bounds `stop()`'s latency.
+const POLL: Duration = Duration::from_millis(50);
+
+#[napi(object)]
+pub struct PeerSpec {
+    /// Peer id, 0 < id < 2^64.
+    pub id: BigInt,
+    /// `ip:port` or `[ipv6]:port`; no name resolution.
+    pub address: String,
+}
+
+#[napi(object)]
+pub struct NetworkSpec {
+    /// Network id on the wire (VNI).
+    pub id: u32,
+    /// TAP interface name (1-15 bytes).
+    pub tap: String,
+}
+
+#[napi(object)]
+pub struct SleeveConfig {
+    /// Our own peer id.
+    pub peer_id: BigInt,
+    /// Address to bind; default `0.0.0.0`.
+    pub listen_host: Option<String>,
+    /// UDP port; default 6784. Changing it needs stop/start.
+    pub listen_port: Option<u32>,
+    pub peers: Vec<PeerSpec>,
+    pub networks: Vec<NetworkSpec>,
+    /// MAC entry lifetime; default 300000.
+    pub mac_max_age_ms: Option<u32>,
+    /// Soft datagram size for batching; default 1472.
+    pub batch_bytes: Option<u32>,
+}
+
+/// Counters since `new()`; they keep counting across stop/start.
+#[napi(object)]
+pub struct SleeveStats {
+    pub running: bool,
+    pub tap_frames_in: BigInt,
+    pub tap_frames_out: BigInt,
+    pub frames_to_peers: BigInt,
+    pub floods: BigInt,
+    pub datagrams_out: BigInt,
+    pub bytes_out: BigInt,
+    pub datagrams_in: BigInt,
+    pub bytes_in: BigInt,
+    pub frames_from_peers: BigInt,
+    pub tap_read_errors: BigInt,
+    pub tap_write_errors: BigInt,
+    pub udp_send_errors: BigInt,
+    pub udp_recv_errors: BigInt,
+    pub drop_unknown_peer: BigInt,
+    pub drop_sender_mismatch: BigInt,
+    pub drop_unknown_network: BigInt,
+    pub drop_no_peers: BigInt,
+    pub drop_frame_too_large: BigInt,
+    pub drop_runt_frame: BigInt,
+    pub drop_invalid_source: BigInt,
+    pub drop_local_destination: BigInt,
+    pub malformed_short_header: BigInt,
+    pub malformed_bad_magic: BigInt,
+    pub malformed_bad_version: BigInt,
+    pub malformed_unknown_flags: BigInt,
+    pub malformed_truncated: BigInt,
+    pub malformed_trailing_bytes: BigInt,
+    pub malformed_runt_frame: BigInt,
+    pub malformed_frame_too_large: BigInt,
+}
+
+type OsEngine = Engine<OsTapFactory, OsUdp, MonotonicClock>;
+
+struct Settings {
+    listen: SocketAddr,
+    engine: EngineConfig,
+}
+
+struct Inner {
+    settings: Settings,
+    stats: Arc<Stats>,
+    engine: Option<OsEngine>,
+}
+
+/// The userspace data path: TAPs per network <-> one UDP socket to peer routers.
+#[napi]
+pub struct Sleeve {
+    inner: Mutex<Inner>,
+}
+
+#[napi]
+impl Sleeve {
+    #[napi(constructor)]
+    pub fn new(config: SleeveConfig) -> Result<Self> {
+        let settings = settings(&config)?;
+        let inner = Inner {
+            settings,
+            stats: Arc::new(Stats::default()),
+            engine: None,
+        };
+        Ok(Sleeve {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Validates and swaps in a new configuration; takes effect at once when running.
+    /// Fails (and changes nothing) if a new TAP cannot be opened or the listen address changed
+    /// while running.
+    #[napi]
+    pub fn apply_config(&self, config: SleeveConfig) -> Result<()> {
+        let next = settings(&config)?;
+        let mut inner = self.lock()?;
+        let listen = inner.settings.listen;
+        if let Some(engine) = inner.engine.as_mut() {
+            if next.listen != listen {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    format!(
+                        "listen address {listen} -> {} needs stop() and start()",
+                        next.listen
+                    ),
+                ));
+            }
+            engine.apply(&next.engine).map_err(engine_error)?;
+        }
+        inner.settings = next;
+        Ok(())
+    }
+
+    /// Binds the UDP socket, opens the TAPs and starts the packet threads.
+    #[napi]
+    pub fn start(&self) -> Result<()> {
+        let mut inner = self.lock()?;
+        if inner.engine.is_some() {
+            return Err(Error::new(
+                Status::GenericFailure,
+                "sleeve is already running",
+            ));
+        }
+        let listen = inner.settings.listen;
+        let udp = OsUdp::bind(listen, POLL).map_err(|e| {
+            Error::new(
+                Status::GenericFailure,
+                format!("cannot bind udp {listen}: {e}"),
+            )
+        })?;
+        let factory = OsTapFactory { poll: POLL };
+        let engine = Engine::start(
+            &inner.settings.engine,
+            factory,
+            udp,
+            MonotonicClock::new(),
+            inner.stats.clone(),
+        )
+        .map_err(engine_error)?;
+        inner.engine = Some(engine);
+        Ok(())
+    }
+
+    /// Stops and joins the packet threads, closing the socket and TAPs. Idempotent.
+    #[napi]
+    pub fn stop(&self) -> Result<()> {
+        let engine = self.lock()?.engine.take();
+        if let Some(engine) = engine {
+            engine.stop();
+        }
+        Ok(())
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Result<SleeveStats> {
+        let inner = self.lock()?;
+        Ok(to_js_stats(inner.stats.snapshot(), inner.engine.is_some()))
+    }
+}
+
+impl Sleeve {
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| Error::new(Status::GenericFailure, "sleeve state poisoned by a panic"))
+    }
+}
+
+fn invalid(msg: String) -> Error {
+    Error::new(Status::InvalidArg, msg)
+}
+
+fn engine_error(e: EngineError) -> Error {
+    let status = match e {
+        EngineError::Config(_) => Status::InvalidArg,
+        _ => Status::GenericFailure,
+    };
+    Error::new(status, e.to_string())
+}
+
+fn peer_id(v: &BigInt, what: &str) -> Result<u64> {
+    let (negative, value, lossless) = v.get_u64();
+    if negative || !lossless || value == 0 {
+        return Err(invalid(format!("{what} must be an integer in 1..2^64")));
+    }
+    Ok(value)
+}
+
+fn settings(c: &SleeveConfig) -> Result<Settings> {
+    let host: IpAddr = c
+        .listen_host
+        .as_deref()
+        .unwrap_or("0.0.0.0")
+        .parse()
+        .map_err(|_| {
+            invalid(format!(
+                "listenHost {:?} is not an IP address",
+                c.listen_host
+            ))
+        })?;
+    let port = c.listen_port.unwrap_or(DEFAULT_LISTEN_PORT as u32);
+    let port = u16::try_from(port).map_err(|_| invalid(format!("listenPort {port} > 65535")))?;
+    let mut engine = EngineConfig::new(peer_id(&c.peer_id, "peerId")?);
+    for p in &c.peers {
+        let addr = p
+            .address
+            .parse()
+            .map_err(|_| invalid(format!("peer address {:?} is not ip:port", p.address)))?;
+        engine.peers.push(PeerConfig {
+            id: peer_id(&p.id, "peer id")?,
+            addr,
+        });
+    }
+    for n in &c.networks {
+        engine.networks.push(NetworkConfig {
+            id: n.id,
+            tap: n.tap.clone(),
+        });
+    }
+    if let Some(ms) = c.mac_max_age_ms {
+        engine.mac_max_age = Duration::from_millis(ms as u64);
+    }
+    if let Some(b) = c.batch_bytes {
+        engine.batch_bytes = b as usize;
+    }
+    engine.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(Settings {
+        listen: SocketAddr::new(host, port),
+        engine,
+    })
+}
+
+fn to_js_stats(s: StatsSnapshot, running: bool) -> SleeveStats {
+    let b = BigInt::from;
+    SleeveStats {
+        running,
+        tap_frames_in: b(s.tap_frames_in),
+        tap_frames_out: b(s.tap_frames_out),
+        frames_to_peers: b(s.frames_to_peers),
+        floods: b(s.floods),
+        datagrams_out: b(s.datagrams_out),
+        bytes_out: b(s.bytes_out),
+        datagrams_in: b(s.datagrams_in),
+        bytes_in: b(s.bytes_in),
+        frames_from_peers: b(s.frames_from_peers),
+        tap_read_errors: b(s.tap_read_errors),
+        tap_write_errors: b(s.tap_write_errors),
+        udp_send_errors: b(s.udp_send_errors),
+        udp_recv_errors: b(s.udp_recv_errors),
+        drop_unknown_peer: b(s.drop_unknown_peer),
+        drop_sender_mismatch: b(s.drop_sender_mismatch),
+        drop_unknown_network: b(s.drop_unknown_network),
+        drop_no_peers: b(s.drop_no_peers),
+        drop_frame_too_large: b(s.drop_frame_too_large),
+        drop_runt_frame: b(s.drop_runt_frame),
+        drop_invalid_source: b(s.drop_invalid_source),
+        drop_local_destination: b(s.drop_local_destination),
+        malformed_short_header: b(s.malformed_short_header),
+        malformed_bad_magic: b(s.malformed_bad_magic),
+        malformed_bad_version: b(s.malformed_bad_version),
+        malformed_unknown_flags: b(s.malformed_unknown_flags),
+        malformed_truncated: b(s.malformed_truncated),
+        malformed_trailing_bytes: b(s.malformed_trailing_bytes),
+        malformed_runt_frame: b(s.malformed_runt_frame),
+        malformed_frame_too_large: b(s.malformed_frame_too_large),
+    }
+}

@@ -1,0 +1,110 @@
+//! Atomic counters written by the packet threads and read by `stats()`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::core::mac::DropReason;
+use crate::core::wire::DecodeError;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters; every field only ever grows.
+        #[derive(Default)]
+        pub struct Stats { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A copy of [`Stats`] at one moment (fields read one by one, relaxed).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct StatsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames read from TAPs.
+    tap_frames_in,
+    /// Frames written to TAPs.
+    tap_frames_out,
+    /// Frame copies encoded towards peers (a flood to n peers counts n).
+    frames_to_peers,
+    /// Frames flooded (counted once per frame).
+    floods,
+    datagrams_out,
+    bytes_out,
+    datagrams_in,
+    bytes_in,
+    /// Frames decoded from accepted datagrams.
+    frames_from_peers,
+    tap_read_errors,
+    tap_write_errors,
+    udp_send_errors,
+    udp_recv_errors,
+    /// Datagrams from an address that is not a configured peer.
+    drop_unknown_peer,
+    /// Datagrams whose header names another sender than the peer at that address.
+    drop_sender_mismatch,
+    /// Datagrams for a network not configured here.
+    drop_unknown_network,
+    /// Floods with no peer to send to.
+    drop_no_peers,
+    /// Frames from a TAP too large to encode.
+    drop_frame_too_large,
+    drop_runt_frame,
+    drop_invalid_source,
+    drop_local_destination,
+    malformed_short_header,
+    malformed_bad_magic,
+    malformed_bad_version,
+    malformed_unknown_flags,
+    malformed_truncated,
+    malformed_trailing_bytes,
+    malformed_runt_frame,
+    malformed_frame_too_large,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn malformed(&self, e: DecodeError) -> &AtomicU64 {
+        match e {
+            DecodeError::ShortHeader => &self.malformed_short_header,
+            DecodeError::BadMagic => &self.malformed_bad_magic,
+            DecodeError::BadVersion => &self.malformed_bad_version,
+            DecodeError::UnknownFlags => &self.malformed_unknown_flags,
+            DecodeError::Truncated => &self.malformed_truncated,
+            DecodeError::TrailingBytes => &self.malformed_trailing_bytes,
+            DecodeError::RuntFrame => &self.malformed_runt_frame,
+            DecodeError::FrameTooLarge => &self.malformed_frame_too_large,
+        }
+    }
+
+    pub fn switch_drop(&self, r: DropReason) -> &AtomicU64 {
+        match r {
+            DropReason::RuntFrame => &self.drop_runt_frame,
+            DropReason::InvalidSource => &self.drop_invalid_source,
+            DropReason::LocalDestination => &self.drop_local_destination,
+        }
+    }
+}
+
+impl StatsSnapshot {
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed_short_header
+            + self.malformed_bad_magic
+            + self.malformed_bad_version
+            + self.malformed_unknown_flags
+            + self.malformed_truncated
+            + self.malformed_trailing_bytes
+            + self.malformed_runt_frame
+            + self.malformed_frame_too_large
+    }
+}
