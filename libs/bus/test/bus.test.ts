@@ -1,8 +1,8 @@
-import { connect, NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { EventEnvelope, ipamRpc, Subjects } from '@weave/contracts';
 import { ConflictError, ExhaustedError, InvalidRequestError, UnavailableError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
-import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
+import { NatsServer, useNats, waitFor } from '@weave/testing';
 import { z } from 'zod';
 import { EventPublisher, kvCreate, kvGet, kvMutate, openBucket, rpcClient, serveRpc, subscribeEvents } from '../src';
 
@@ -10,14 +10,7 @@ let server: NatsServer;
 let nc: NatsConnection;
 const log = silentLogger();
 
-beforeAll(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-});
-afterAll(async () => {
-  await nc?.close();
-  await server?.stop();
-});
+useNats((s, c) => ((server = s), (nc = c)));
 
 const pool = { poolId: 'p1', pool: '10.1.0.0/24', data: {} };
 const handlers = {
