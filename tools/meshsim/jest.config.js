@@ -1,8 +1,2 @@
-// The mesh suite starts several dockerds and NATS clusters: one at a time, long timeouts.
-module.exports = {
-  ...require('../../jest.preset.js'),
-  displayName: 'meshsim',
-  testMatch: ['<rootDir>/test/**/*.e2e.test.ts'],
-  testTimeout: 300_000,
-  maxWorkers: 1,
-};
+// The mesh suite starts several dockerds and a NATS cluster: a longer timeout.
+module.exports = require('../../jest.e2e-preset.js')('meshsim', 300_000);
