@@ -190,12 +190,7 @@ fn tap_to_peers() {
         stats.clone(),
     )
     .unwrap();
-    SINK_POLLS.store(0, Relaxed);
-    wait_until(&stats.tap_frames_in, 1_000); // warm-up: buffers and MAC entry in place
-    wait_until(&SINK_POLLS, 1); // and the UDP thread is past its start-up allocations
-    let before = ALLOCS.load(Relaxed);
-    wait_until(&stats.tap_frames_in, FRAMES);
-    let during = ALLOCS.load(Relaxed) - before;
+    let during = allocations_after_warm_up(&stats.tap_frames_in);
     let s = stats.snapshot();
     engine.stop();
     assert_eq!(s.frames_to_peers, 3 * s.tap_frames_in, "{s:?}");
@@ -205,6 +200,18 @@ fn tap_to_peers() {
         "tap -> peers: allocations while {} frames flowed",
         FRAMES - 1_000
     );
+}
+
+/// Allocations while `progress` goes from 1,000 to FRAMES: by 1,000 the buffers and MAC entries
+/// are in place, and once the sink has been polled the other thread is past its start-up
+/// allocations.
+fn allocations_after_warm_up(progress: &AtomicU64) -> u64 {
+    SINK_POLLS.store(0, Relaxed);
+    wait_until(progress, 1_000);
+    wait_until(&SINK_POLLS, 1);
+    let before = ALLOCS.load(Relaxed);
+    wait_until(progress, FRAMES);
+    ALLOCS.load(Relaxed) - before
 }
 
 fn peers_to_tap() {
@@ -230,12 +237,7 @@ fn peers_to_tap() {
         stats.clone(),
     )
     .unwrap();
-    SINK_POLLS.store(0, Relaxed);
-    wait_until(&stats.datagrams_in, 1_000);
-    wait_until(&SINK_POLLS, 1); // the TAP thread is past its start-up allocations
-    let before = ALLOCS.load(Relaxed);
-    wait_until(&stats.datagrams_in, FRAMES);
-    let during = ALLOCS.load(Relaxed) - before;
+    let during = allocations_after_warm_up(&stats.datagrams_in);
     let s = stats.snapshot();
     engine.stop();
     assert_eq!(s.tap_frames_out, 4 * s.datagrams_in, "{s:?}");
