@@ -115,7 +115,6 @@ export const netwireRpc = {
     },
     leave: { req: EndpointRef, res: Empty },
     deleteEndpoint: { req: EndpointRef, res: Empty },
-    endpointInfo: { req: EndpointRef, res: z.strictObject({ value: Labels }) },
     status: {
       req: Empty,
       res: z.strictObject({ networks: z.array(NetworkStatus), endpoints: z.array(EndpointStatus) }),

@@ -184,12 +184,6 @@ export class Netwire {
     });
   }
 
-  async endpointInfo(req: Req<'endpointInfo'>): Promise<Res<'endpointInfo'>> {
-    const ep = await this.d.store.getEndpoint(req.endpointId);
-    if (!ep || ep.networkId !== req.networkId) throw new NotFoundError(`endpoint ${short(req.endpointId)} is not known to netwire on this host`);
-    return { value: { hostVeth: ep.hostVeth, mac: ep.mac, bridge: bridgeName(ep.networkId) } };
-  }
-
   async status(): Promise<Res<'status'>> {
     const [networks, endpoints, links] = await Promise.all([this.d.store.listNetworks(), this.d.store.listEndpoints(), this.k.listLinks()]);
     const present = new Set(links.map((l) => l.name));

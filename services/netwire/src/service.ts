@@ -52,7 +52,6 @@ export function handlers(n: Netwire): RpcHandlers<typeof netwireRpc> {
     join: (r) => n.join(r),
     leave: (r) => n.leave(r),
     deleteEndpoint: (r) => n.deleteEndpoint(r),
-    endpointInfo: (r) => n.endpointInfo(r),
     status: () => n.status(),
   };
 }

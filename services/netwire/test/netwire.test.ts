@@ -243,16 +243,6 @@ describe('endpoints', () => {
     expect(t.events.of('endpoint.deleted')).toHaveLength(2);
   });
 
-  it('endpointInfo reports the host veth, MAC and bridge', async () => {
-    const t = await withNetwork();
-    const req = endpointReq(t.networkId);
-    await t.netwire.createEndpoint(req);
-    await expect(t.netwire.endpointInfo({ networkId: t.networkId, endpointId: req.endpointId })).resolves.toEqual({
-      value: { hostVeth: hostVethName(req.endpointId), mac: '02:42:0a:4d:00:02', bridge: t.bridge },
-    });
-    await expect(t.netwire.endpointInfo({ networkId: t.networkId, endpointId: newId() })).rejects.toThrow(NotFoundError);
-  });
-
   it('status lists networks with endpoint counts and endpoints with presence', async () => {
     const t = await withNetwork();
     const req = endpointReq(t.networkId);
