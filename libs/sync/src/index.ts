@@ -1,1 +1,2 @@
 export * from './keyed-mutex';
+export * from './wait-for';

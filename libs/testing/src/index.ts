@@ -1,3 +1,3 @@
 export * from './nats-server';
-export * from './wait';
+export { waitFor } from '@weave/sync';
 export * from './use-nats';

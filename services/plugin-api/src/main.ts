@@ -4,6 +4,7 @@ import { runService } from '@weave/config';
 import { Buckets, ipamRpc, netwireRpc } from '@weave/contracts';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
+import { waitFor } from '@weave/sync';
 import { z } from 'zod';
 import { routes } from './driver';
 import { listenOnSocket, pluginServer } from './server';
@@ -19,16 +20,12 @@ const Env = z.object({
   WEAVE_DOCKER_SOCKET: z.string().min(1).default('/var/run/docker.sock'),
 });
 
-/** Polls until every probe succeeds or `ms` pass; true when they all answered. */
-async function waitForBackends(probes: Array<() => Promise<unknown>>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const ok = await Promise.all(probes.map((p) => p().then(() => true, () => false)));
-    if (ok.every(Boolean)) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** True once every probe answers, false if they have not within `ms`. */
+const waitForBackends = (probes: Array<() => Promise<unknown>>, ms: number): Promise<boolean> =>
+  waitFor(() => Promise.all(probes.map((p) => p())), { what: 'ipam and netwire', timeoutMs: ms, intervalMs: 200 }).then(
+    () => true,
+    () => false,
+  );
 
 void runService('plugin-api', Env, async ({ env, log, nc }) => {
   const events = new EventPublisher(nc, env.WEAVE_HOST, 'plugin-api', log);

@@ -1,6 +1,7 @@
 /**
- * Polls `probe` until it returns something truthy, instead of sleeping a guessed time. The error
- * names what was awaited and the last failure, so a timeout in CI says what did not happen.
+ * Polls `probe` until it returns something truthy, instead of sleeping a guessed time (tests, and
+ * services waiting for their dependencies at start). The error names what was awaited and the
+ * last failure, so a timeout in CI says what did not happen.
  */
 export async function waitFor<T>(
   probe: () => Promise<T> | T,
