@@ -7,7 +7,7 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ciPrep } from './ci-prep.mjs';
-import { ensureNatsServerBinary, hostEnv, run } from './host.mjs';
+import { ensureNatsServerBinary, hostEnv } from './host.mjs';
 import { spawnSync } from 'node:child_process';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -46,17 +46,17 @@ async function serve(table: Record<string, Route>, method: string, req: Incoming
     return { status: 404, body: { Err: `weave: no such plugin method ${req.method} /${method}` } };
   }
   const raw = await readBody(req);
-  if (raw === 'too-large') return fail(413, route.iface, `request body larger than ${MAX_BODY_BYTES} bytes`);
+  if (raw === 'too-large') return fail(413, `request body larger than ${MAX_BODY_BYTES} bytes`);
   let body: unknown = undefined;
   if (route.body) {
     // An empty body on a call with arguments is Docker's retry after a dropped connection: the
     // original body was consumed. Acting on it as if every field were empty would be wrong.
-    if (raw.trim() === '') return fail(400, route.iface, `empty request for ${method} (Docker retried a request whose body was lost)`);
+    if (raw.trim() === '') return fail(400, `empty request for ${method} (Docker retried a request whose body was lost)`);
     let json: unknown;
     try {
       json = JSON.parse(raw);
     } catch {
-      return fail(400, route.iface, `${method}: body is not JSON`);
+      return fail(400, `${method}: body is not JSON`);
     }
     const parsed = route.body.safeParse(json);
     if (!parsed.success) return refuse(route.iface, `invalid ${method} request: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
@@ -79,7 +79,7 @@ function refuse(iface: Iface, message: string): Outcome {
 }
 
 /** A broken request: non-200, where Docker reads `Err` for every interface. */
-function fail(status: number, _iface: Iface, message: string): Outcome {
+function fail(status: number, message: string): Outcome {
   return { status, body: { Err: `weave: ${message}` }, error: message };
 }
 
