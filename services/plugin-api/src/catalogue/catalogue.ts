@@ -36,6 +36,8 @@ export class Catalogue {
   private running: Promise<void> | null = null;
   private again = false;
   private readonly stops: Array<() => void> = [];
+  private stopped = false;
+  private watch: { stop(): void } | null = null;
   private readonly now: () => Date;
   private readonly reported = new Map<string, string>();
   /**
@@ -51,19 +53,40 @@ export class Catalogue {
 
   async start(): Promise<void> {
     this.stops.push(this.o.engine.watchNetworks(this.o.driver, (e) => void this.onDockerEvent(e.action, e.name)));
-    const watch = await this.o.kv.watch({ include: 'updates' });
-    void (async () => {
-      for await (const _ of watch) this.trigger();
-    })().catch(() => undefined);
-    this.stops.push(() => watch.stop());
+    this.watchCatalogue();
     const timer = setInterval(() => this.trigger(), this.o.resyncMs ?? 10_000);
     this.stops.push(() => clearInterval(timer));
     await this.trigger();
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.watch?.stop();
     for (const s of this.stops.splice(0)) s();
     await this.running;
+  }
+
+  /**
+   * Follows changes to the catalogue, so other hosts' networks arrive in well under a second.
+   * A watch can fail (JetStream still electing a leader when a mesh starts, NATS restarting);
+   * it is opened again a second later, with a pass for what changed in between, so a lost watch
+   * never leaves the catalogue to the periodic pass alone.
+   */
+  private watchCatalogue(): void {
+    void (async () => {
+      while (!this.stopped) {
+        try {
+          const watch = await this.o.kv.watch({ include: 'updates' });
+          this.watch = watch;
+          if (this.stopped) watch.stop();
+          void this.trigger();
+          for await (const _ of watch) void this.trigger();
+        } catch (err) {
+          this.o.log.warn({ err }, `catalogue watch failed, reopening it: ${describeError(err)}`);
+        }
+        if (!this.stopped) await new Promise((r) => setTimeout(r, 1000).unref());
+      }
+    })();
   }
 
   /** Runs a pass now, or one more after the current pass; resolves when that pass is done. */
