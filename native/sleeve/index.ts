@@ -70,8 +70,18 @@ export const TapNameSchema = z
   .refine((s) => s !== '.' && s !== '..' && Buffer.byteLength(s) <= 15, 'not a valid interface name');
 
 export const PeerSchema = z.object({ id: PeerIdSchema, address: PeerAddressSchema }).strict();
+export const MacSchema = z
+  .string()
+  .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, 'must be a MAC like aa:bb:cc:dd:ee:ff')
+  .transform((s) => s.toLowerCase());
+
 export const NetworkSchema = z
-  .object({ id: z.number().int().min(0).max(0xffff_ffff), tap: TapNameSchema })
+  .object({
+    id: z.number().int().min(0).max(0xffff_ffff),
+    tap: TapNameSchema,
+    /** Source MACs that never cross the wire: the anycast gateway every host's bridge answers for. */
+    localMacs: z.array(MacSchema).max(16).default([]),
+  })
   .strict();
 
 export const SleeveConfigSchema = z
@@ -131,6 +141,7 @@ export interface SleeveStats {
   dropRuntFrame: bigint;
   dropInvalidSource: bigint;
   dropLocalDestination: bigint;
+  dropLocalOnlySource: bigint;
   malformedShortHeader: bigint;
   malformedBadMagic: bigint;
   malformedBadVersion: bigint;

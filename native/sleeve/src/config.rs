@@ -23,6 +23,9 @@ pub struct PeerConfig {
 pub struct NetworkConfig {
     pub id: NetworkId,
     pub tap: String,
+    /// Source MACs that must never cross the wire on this network: the anycast gateway's, which
+    /// every host's bridge has, so each host answers for it itself.
+    pub local_macs: Vec<[u8; 6]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,7 @@ mod tests {
         c.networks.push(NetworkConfig {
             id: 7,
             tap: "vethwe-7".into(),
+            local_macs: Vec::new(),
         });
         c
     }
@@ -169,12 +173,14 @@ mod tests {
         c.networks.push(NetworkConfig {
             id: 7,
             tap: "other".into(),
+            local_macs: Vec::new(),
         });
         assert_eq!(c.validate(), Err(ConfigError::DuplicateNetwork(7)));
         let mut c = cfg();
         c.networks.push(NetworkConfig {
             id: 8,
             tap: "vethwe-7".into(),
+            local_macs: Vec::new(),
         });
         assert!(matches!(c.validate(), Err(ConfigError::DuplicateTap(_))));
         for bad in ["", "0123456789abcdef", "a/b", "a b", ".."] {

@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, EngineConfig};
 use crate::core::clock::Clock;
-use crate::core::mac::{Action, MacTable, Port};
-use crate::core::wire::{BatchEncoder, Datagram, PushError, MAX_DATAGRAM, MAX_FRAME_LEN};
+use crate::core::mac::{src_mac, Action, Mac, MacTable, Port};
+use crate::core::wire::{
+    BatchEncoder, Datagram, PushError, MAX_DATAGRAM, MAX_FRAME_LEN, MIN_FRAME_LEN,
+};
 use crate::core::{NetworkId, PeerId};
 use crate::os::{Tap, TapFactory, Udp};
 use crate::stats::Stats;
@@ -68,7 +70,18 @@ struct View<T> {
     peers: Vec<(PeerId, SocketAddr)>,
     by_addr: HashMap<SocketAddr, PeerId>,
     taps: HashMap<NetworkId, (String, Arc<T>)>,
+    local_macs: HashMap<NetworkId, Vec<Mac>>,
     batch_bytes: usize,
+}
+
+impl<T> View<T> {
+    fn is_local_only(&self, network: NetworkId, frame: &[u8]) -> bool {
+        frame.len() >= MIN_FRAME_LEN
+            && self
+                .local_macs
+                .get(&network)
+                .is_some_and(|macs| macs.contains(&src_mac(frame)))
+    }
 }
 
 struct Shared<T, U, C> {
@@ -144,6 +157,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             peers: Vec::new(),
             by_addr: HashMap::new(),
             taps: HashMap::new(),
+            local_macs: HashMap::new(),
             batch_bytes: config.batch_bytes,
         };
         let shared = Arc::new(Shared {
@@ -200,6 +214,12 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
             by_addr: config.peers.iter().map(|p| (p.addr, p.id)).collect(),
             taps,
+            local_macs: config
+                .networks
+                .iter()
+                .filter(|n| !n.local_macs.is_empty())
+                .map(|n| (n.id, n.local_macs.clone()))
+                .collect(),
             batch_bytes: config.batch_bytes,
         });
         self.reconcile_workers()
@@ -372,10 +392,10 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
         if cached.refresh(shared) {
             outbox = Outbox::new(network, &cached.view);
         }
-        on_tap_frame(shared, network, &buf[..n], &mut outbox);
+        on_tap_frame(shared, &cached.view, network, &buf[..n], &mut outbox);
         for _ in 1..TAP_BATCH {
             match tap.try_recv(&mut buf) {
-                Ok(Some(n)) => on_tap_frame(shared, network, &buf[..n], &mut outbox),
+                Ok(Some(n)) => on_tap_frame(shared, &cached.view, network, &buf[..n], &mut outbox),
                 Ok(None) => break,
                 Err(_) => {
                     Stats::inc(&shared.stats.tap_read_errors);
@@ -389,6 +409,7 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
 
 fn on_tap_frame<T, U: Udp, C: Clock>(
     shared: &Shared<T, U, C>,
+    view: &View<T>,
     network: NetworkId,
     frame: &[u8],
     outbox: &mut Outbox,
@@ -398,6 +419,9 @@ fn on_tap_frame<T, U: Udp, C: Clock>(
     if frame.len() > MAX_FRAME_LEN {
         Stats::inc(&stats.drop_frame_too_large);
         return;
+    }
+    if view.is_local_only(network, frame) {
+        return Stats::inc(&stats.drop_local_only_source);
     }
     let now = shared.clock.now();
     let action = shared
@@ -478,6 +502,10 @@ fn on_datagram<T: Tap, U, C: Clock>(
     };
     for frame in datagram.frames() {
         Stats::inc(&stats.frames_from_peers);
+        if view.is_local_only(network, frame) {
+            Stats::inc(&stats.drop_local_only_source);
+            continue;
+        }
         let now = shared.clock.now();
         let action = shared
             .macs

@@ -42,6 +42,8 @@ pub struct NetworkSpec {
     pub id: u32,
     /// TAP interface name (1-15 bytes).
     pub tap: String,
+    /// Source MACs that never cross the wire on this network (`aa:bb:cc:dd:ee:ff`).
+    pub local_macs: Option<Vec<String>>,
 }
 
 #[napi(object)]
@@ -85,6 +87,7 @@ pub struct SleeveStats {
     pub drop_runt_frame: BigInt,
     pub drop_invalid_source: BigInt,
     pub drop_local_destination: BigInt,
+    pub drop_local_only_source: BigInt,
     pub malformed_short_header: BigInt,
     pub malformed_bad_magic: BigInt,
     pub malformed_bad_version: BigInt,
@@ -208,6 +211,19 @@ impl Sleeve {
     }
 }
 
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 fn invalid(msg: String) -> Error {
     Error::new(Status::InvalidArg, msg)
 }
@@ -254,9 +270,19 @@ fn settings(c: &SleeveConfig) -> Result<Settings> {
         });
     }
     for n in &c.networks {
+        let local_macs = n
+            .local_macs
+            .iter()
+            .flatten()
+            .map(|m| {
+                parse_mac(m)
+                    .ok_or_else(|| invalid(format!("local MAC {m:?} is not aa:bb:cc:dd:ee:ff")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         engine.networks.push(NetworkConfig {
             id: n.id,
             tap: n.tap.clone(),
+            local_macs,
         });
     }
     if let Some(ms) = c.mac_max_age_ms {
@@ -297,6 +323,7 @@ fn to_js_stats(s: StatsSnapshot, running: bool) -> SleeveStats {
         drop_runt_frame: b(s.drop_runt_frame),
         drop_invalid_source: b(s.drop_invalid_source),
         drop_local_destination: b(s.drop_local_destination),
+        drop_local_only_source: b(s.drop_local_only_source),
         malformed_short_header: b(s.malformed_short_header),
         malformed_bad_magic: b(s.malformed_bad_magic),
         malformed_bad_version: b(s.malformed_bad_version),

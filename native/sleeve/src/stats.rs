@@ -55,6 +55,8 @@ counters! {
     drop_runt_frame,
     drop_invalid_source,
     drop_local_destination,
+    /// Frames whose source is a network's local-only MAC (the anycast gateway), either way.
+    drop_local_only_source,
     malformed_short_header,
     malformed_bad_magic,
     malformed_bad_version,

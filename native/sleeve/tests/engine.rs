@@ -85,6 +85,7 @@ fn config(local: u64, peers: &[(u64, &str)], networks: &[(u32, &str)]) -> Engine
         .map(|(id, t)| NetworkConfig {
             id: *id,
             tap: t.to_string(),
+            local_macs: Vec::new(),
         })
         .collect();
     c
@@ -229,6 +230,40 @@ fn hostile_datagrams_are_dropped_and_counted() {
     let s = b.stats();
     assert_eq!(s.malformed_total(), 4);
     assert_eq!(s.datagrams_in, 9);
+}
+
+#[test]
+fn the_anycast_gateway_mac_never_crosses_the_wire() {
+    let (net, clock) = (FakeNet::default(), FakeClock::default());
+    const GW: [u8; 6] = [0x02, 0x57, 0, 0, 0, 1];
+    let mut ca = config(1, &[(2, B)], &[(7, "t7")]);
+    ca.networks[0].local_macs = vec![GW];
+    let mut cb = config(2, &[(1, A), (3, RAW)], &[(7, "t7")]);
+    cb.networks[0].local_macs = vec![GW];
+    let (a, b) = (node(&net, A, &clock, &ca), node(&net, B, &clock, &cb));
+    let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+
+    // A's bridge answering ARP for the gateway: stays on A.
+    a7.inject.send(eth(MAC_B, GW, 1)).unwrap();
+    a.wait_for("local-only drop on the way out", |s| {
+        s.drop_local_only_source == 1
+    });
+    // A peer that sends one anyway does not get it onto B's bridge.
+    let raw = net.bind(addr(RAW));
+    raw.send_to(&datagram(7, 3, &[eth(BCAST, GW, 2)]), addr(B))
+        .unwrap();
+    b.wait_for("local-only drop on the way in", |s| {
+        s.drop_local_only_source == 1
+    });
+    assert!(
+        b7.written.recv_timeout(QUIET).is_err(),
+        "no gateway frame reached B"
+    );
+
+    // Everything else still crosses.
+    a7.inject.send(eth(BCAST, MAC_A, 3)).unwrap();
+    assert_eq!(recv(&b7), Some(eth(BCAST, MAC_A, 3)));
+    assert_eq!(a.stats().datagrams_out, 1);
 }
 
 #[test]

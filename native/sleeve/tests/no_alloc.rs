@@ -168,6 +168,7 @@ fn config() -> EngineConfig {
     c.networks.push(NetworkConfig {
         id: 7,
         tap: "t7".into(),
+        local_macs: Vec::new(),
     });
     c
 }

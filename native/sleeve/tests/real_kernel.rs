@@ -117,6 +117,7 @@ fn engine(
     c.networks.push(NetworkConfig {
         id: 7,
         tap: tap.into(),
+        local_macs: Vec::new(),
     });
     let udp = OsUdp::bind(format!("127.0.0.1:{port}").parse().unwrap(), POLL).unwrap();
     Engine::start(
