@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Bundles each service and the `weave` CLI into one self-contained JS file under dist/, so the
 // images need nothing but node: no npm, no node_modules, no registry at image build time.
-import { copyFileSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -13,6 +13,10 @@ export const bundles = {
   'dist/services/netwire/main.js': 'services/netwire/src/main.ts',
   'dist/services/router/main.js': 'services/router/src/main.ts',
   'dist/tools/cli/weave.js': 'tools/cli/src/main.ts',
+};
+
+const nativeAddons = {
+  'dist/services/router/main.js': `native/sleeve/sleeve.${process.platform}-${process.arch}-gnu.node`,
 };
 
 export async function bundleAll(log = () => {}) {
@@ -31,6 +35,12 @@ export async function bundleAll(log = () => {}) {
       }),
     ),
   );
+  // The router's sleeve is a native addon, loaded from next to the code that requires it; the
+  // bundle inlines that code, so the addon goes next to the bundle.
+  for (const [out, addon] of Object.entries(nativeAddons)) {
+    if (!existsSync(join(root, addon))) throw new Error(`${addon} is missing: build it with \`npm run build -w @weave/sleeve\``);
+    copyFileSync(join(root, addon), join(root, dirname(out), basename(addon)));
+  }
   log(`bundled ${Object.keys(bundles).length} programs in ${Date.now() - t0} ms`);
 }
 

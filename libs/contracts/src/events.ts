@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu } from './primitives';
+import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
 import { AddressKind, ServiceName } from './rpc';
 
 /**
@@ -31,7 +31,7 @@ export const EventKinds = {
   },
   netwire: {
     'service.started': Started,
-    'network.created': z.object({ networkId: DockerId, bridge: z.string(), mtu: Mtu, subnets: z.array(CidrString) }),
+    'network.created': z.object({ networkId: DockerId, bridge: z.string(), mtu: Mtu, subnets: z.array(CidrString), wireId: WireId, gatewayMac: MacString }),
     'network.deleted': z.object({ networkId: DockerId, bridge: z.string() }),
     'endpoint.created': z.object({ networkId: DockerId, endpointId: DockerId, hostVeth: z.string(), mac: MacString, address: IpWithPrefix.nullable() }),
     'endpoint.joined': z.object({ networkId: DockerId, endpointId: DockerId, sandboxKey: z.string() }),
@@ -51,6 +51,10 @@ export const EventKinds = {
     'service.started': Started,
     'peer.connected': z.object({ peer: HostName, address: IpString, port: z.number().int() }),
     'peer.disconnected': z.object({ peer: HostName, reason: z.enum(['left', 'timeout', 'restarted']) }),
+    /** The data path and MTU a peer's traffic takes; sent when either changes. */
+    'peer.path': z.object({ peer: HostName, path: z.enum(['sleeve']), mtu: Mtu, reason: z.string() }),
+    'network.attached': z.object({ networkId: DockerId, wireId: WireId, tap: z.string() }),
+    'network.detached': z.object({ networkId: DockerId, wireId: WireId, tap: z.string() }),
   },
 } as const satisfies Record<ServiceName, Record<string, z.ZodType>>;
 

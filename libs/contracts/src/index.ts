@@ -3,3 +3,4 @@ export * from './docker';
 export * from './rpc';
 export * from './events';
 export * from './subjects';
+export * from './wire';

@@ -10,6 +10,8 @@ export const MacString = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'mu
 /** Host names appear as NATS subject tokens, so they are restricted to token-safe characters. */
 export const HostName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ -');
 export const Mtu = z.number().int().min(576).max(65535);
+/** A weave network's id on the wire (the sleeve header's network field): the same on every host. */
+export const WireId = z.number().int().min(0).max(0xffff_ffff);
 
 function ok(f: () => unknown): boolean {
   try {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu } from './primitives';
+import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
 
 /**
  * Request/reply methods, one object per service. Subject: weave.rpc.<host>.<service>.<method>.
@@ -83,6 +83,9 @@ export const EndpointStatus = z.object({
 export const NetworkStatus = z.object({
   networkId: DockerId,
   bridge: z.string(),
+  /** Mesh-wide: what the router carries this network's frames under, and the gateway's MAC on every host. */
+  wireId: WireId,
+  gatewayMac: MacString,
   mtu: Mtu,
   internal: z.boolean(),
   subnets: z.array(CidrString),
@@ -180,9 +183,24 @@ export const PeerStatus = z.object({
   since: z.iso.datetime(),
 });
 
+export const RouterNetworkStatus = z.object({ networkId: DockerId, wireId: WireId, tap: z.string(), bridge: z.string(), attached: z.boolean() });
+
+/** The sleeve's counters, as decimal strings (they are 64-bit). */
+export const SleeveCounters = z.record(z.string(), z.string().regex(/^\d+$/));
+
 export const routerRpc = {
   service: 'router',
   methods: {
-    status: { req: Empty, res: z.strictObject({ host: HostName, address: IpString, port: z.number().int(), peers: z.array(PeerStatus) }) },
+    status: {
+      req: Empty,
+      res: z.strictObject({
+        host: HostName,
+        address: IpString,
+        port: z.number().int(),
+        peers: z.array(PeerStatus),
+        networks: z.array(RouterNetworkStatus),
+        sleeve: SleeveCounters,
+      }),
+    },
   },
 } as const satisfies RpcService;

@@ -7,14 +7,14 @@ import { parseIpInCidr } from '@weave/netaddr';
  */
 
 /**
- * The bridge's MAC: a fixed first octet (0x7a, locally administered unicast) and 40 bits of the
- * network id. Every host derives the same MAC for a network, so the gateway address on the
- * bridges can later be an anycast gateway that a container keeps reaching after its ARP entry
- * was learned on another host. 0x7a keeps it out of Docker's 02:42 range used by endpoints.
+ * The bridge's MAC, which is the network's gateway MAC: 7a:57 (locally administered unicast,
+ * outside Docker's 02:42 endpoint range) and the network's 32-bit wire id. Every host derives the
+ * same one, so the gateway is an anycast gateway: each host's bridge answers for it, and the
+ * router keeps frames from it off the wire.
  */
-export function bridgeMac(networkId: string): string {
-  if (!/^[0-9a-f]{10,}$/.test(networkId)) throw new TypeError(`not a Docker id: ${JSON.stringify(networkId)}`);
-  return formatMac([0x7a, ...hexBytes(networkId.slice(0, 10))]);
+export function bridgeMac(wireId: number): string {
+  if (!Number.isInteger(wireId) || wireId < 0 || wireId > 0xffff_ffff) throw new TypeError(`not a wire id: ${wireId}`);
+  return formatMac([0x7a, 0x57, wireId >>> 24, (wireId >>> 16) & 0xff, (wireId >>> 8) & 0xff, wireId & 0xff]);
 }
 
 /**
@@ -40,4 +40,3 @@ export function isLocalUnicast(mac: string): boolean {
 }
 
 const formatMac = (bytes: number[]): string => bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
-const hexBytes = (hex: string): number[] => Array.from({ length: hex.length / 2 }, (_, i) => parseInt(hex.slice(i * 2, i * 2 + 2), 16));

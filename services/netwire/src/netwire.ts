@@ -7,6 +7,7 @@ import type { BridgeFirewall, Kernel } from './kernel';
 import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, normaliseMac } from './mac';
 import { chooseMtu } from './mtu';
+import { wireIdOf } from './wire';
 import { bridgeName, containerVethName, hostVethName } from './names';
 import { planReconcile } from './reconcile';
 import { Rollback, withRollback } from './rollback';
@@ -72,7 +73,7 @@ export class Netwire {
         await this.buildNetwork(record, rb);
         await this.d.store.putNetwork(record);
       }).catch(rethrowAs(`cannot create network ${short(id)}`));
-      this.d.events.publish('network.created', { networkId: id, bridge, mtu, subnets: subnetsOf(spec) });
+      this.d.events.publish('network.created', { networkId: id, bridge, mtu, subnets: subnetsOf(spec), ...wireOf(spec) });
       return { bridge, mtu };
     });
   }
@@ -191,6 +192,7 @@ export class Netwire {
       networks: networks.map((n) => ({
         networkId: n.spec.networkId,
         bridge: n.bridge,
+        ...wireOf(n.spec),
         mtu: n.mtu,
         internal: n.spec.internal,
         subnets: subnetsOf(n.spec),
@@ -278,7 +280,7 @@ export class Netwire {
   /** Bridge, gateway addresses, link up, firewall: a network's whole kernel state, undoable. */
   private async buildNetwork(n: NetworkRecord, rb: Rollback): Promise<void> {
     await this.k.ensureFirewallChains();
-    await this.k.createBridge(n.bridge, { mtu: n.mtu, mac: bridgeMac(n.spec.networkId), owner: this.d.host });
+    await this.k.createBridge(n.bridge, { mtu: n.mtu, mac: wireOf(n.spec).gatewayMac, owner: this.d.host });
     rb.push(`delete bridge ${n.bridge}`, () => this.k.deleteLink(n.bridge));
     for (const a of bridgeAddresses(n.spec)) await this.k.addAddress(n.bridge, a);
     await this.k.setUp(n.bridge);
@@ -355,3 +357,9 @@ const rethrowAs =
     // Errors about the request itself already say what is wrong with it.
     throw w.code === 'not_found' || w.code === 'conflict' || w.code === 'invalid' ? w : rewrap(what, e);
   };
+
+/** The network's mesh-wide identity: its id on the wire and its (anycast) gateway MAC. */
+function wireOf(spec: NetworkSpec): { wireId: number; gatewayMac: string } {
+  const wireId = wireIdOf(spec);
+  return { wireId, gatewayMac: bridgeMac(wireId) };
+}

@@ -1,5 +1,5 @@
 import { ConflictError, describeError, NotFoundError, UnavailableError } from '@weave/errors';
-import { bridgeMac, bridgeName, containerVethName, hostVethName } from '../src';
+import { bridgeName, containerVethName, hostVethName } from '../src';
 import { endpointReq, fakeNetwire, networkSpec, newId } from './helpers';
 
 describe('createNetwork', () => {
@@ -7,14 +7,14 @@ describe('createNetwork', () => {
     const t = fakeNetwire();
     const spec = networkSpec({ ipv6: [{ pool: 'fd77::/64', gateway: 'fd77::1/64' }] });
     const bridge = bridgeName(spec.networkId);
-    await expect(t.netwire.createNetwork(spec)).resolves.toEqual({ bridge, mtu: 1450 });
+    await expect(t.netwire.createNetwork(spec)).resolves.toEqual({ bridge, mtu: 1436 });
     const br = t.kernel.links.get(bridge)!;
-    expect(br).toMatchObject({ kind: 'bridge', mac: bridgeMac(spec.networkId), mtu: 1450, up: true });
+    expect(br).toMatchObject({ kind: 'bridge', mac: '7a:57:0a:4d:00:00', mtu: 1436, up: true });
     expect(t.kernel.addresses(bridge)).toEqual(['10.77.0.1/24', 'fd77::1/64']);
     expect(t.kernel.firewall.get(bridge)).toEqual({ bridge, internal: false, masquerade: ['10.77.0.0/24'] });
     expect(t.kernel.chains).toBe(true);
-    expect(t.store.networks.get(spec.networkId)).toEqual({ spec, bridge, mtu: 1450 });
-    expect(t.events.of('network.created')).toEqual([{ networkId: spec.networkId, bridge, mtu: 1450, subnets: ['10.77.0.0/24', 'fd77::/64'] }]);
+    expect(t.store.networks.get(spec.networkId)).toEqual({ spec, bridge, mtu: 1436 });
+    expect(t.events.of('network.created')).toEqual([{ networkId: spec.networkId, bridge, mtu: 1436, subnets: ['10.77.0.0/24', 'fd77::/64'], wireId: 0x0a4d0000, gatewayMac: '7a:57:0a:4d:00:00' }]);
   });
 
   it('takes the MTU from the network, then WEAVE_MTU, then the underlay', async () => {
@@ -23,7 +23,7 @@ describe('createNetwork', () => {
     expect((await a.netwire.createNetwork(networkSpec())).mtu).toBe(1300);
     const b = fakeNetwire();
     b.kernel.underlay = 9001;
-    expect((await b.netwire.createNetwork(networkSpec())).mtu).toBe(8951);
+    expect((await b.netwire.createNetwork(networkSpec())).mtu).toBe(8937);
   });
 
   it('puts no address on an internal network and isolates it', async () => {
@@ -57,7 +57,7 @@ describe('createNetwork', () => {
     const bridge = bridgeName(spec.networkId);
     await t.kernel.createBridge(bridge, { mtu: 9000, mac: '02:00:00:00:00:01', owner: 'h1' });
     await t.netwire.createNetwork(spec);
-    expect(t.kernel.links.get(bridge)).toMatchObject({ mtu: 1450, mac: bridgeMac(spec.networkId) });
+    expect(t.kernel.links.get(bridge)).toMatchObject({ mtu: 1436, mac: '7a:57:0a:4d:00:00' });
   });
 
   it('leaves nothing behind when any single step fails', async () => {
@@ -121,8 +121,8 @@ describe('endpoints', () => {
     await expect(t.netwire.createEndpoint(req)).resolves.toEqual({ mac: '02:42:0a:4d:00:02' });
     const host = t.kernel.links.get(hostVethName(req.endpointId))!;
     const ctr = t.kernel.links.get(containerVethName(req.endpointId))!;
-    expect(host).toMatchObject({ kind: 'veth', master: t.bridge, mtu: 1450, up: true });
-    expect(ctr).toMatchObject({ kind: 'veth', master: null, mtu: 1450, mac: '02:42:0a:4d:00:02' });
+    expect(host).toMatchObject({ kind: 'veth', master: t.bridge, mtu: 1436, up: true });
+    expect(ctr).toMatchObject({ kind: 'veth', master: null, mtu: 1436, mac: '02:42:0a:4d:00:02' });
     expect(t.events.of('endpoint.created')).toEqual([
       { networkId: t.networkId, endpointId: req.endpointId, hostVeth: host.name, mac: '02:42:0a:4d:00:02', address: '10.77.0.2/24' },
     ]);
@@ -182,7 +182,7 @@ describe('endpoints', () => {
     await t.kernel.deleteLink(t.bridge);
     const req = endpointReq(t.networkId);
     await t.netwire.createEndpoint(req);
-    expect(t.kernel.links.get(t.bridge)).toMatchObject({ up: true, mtu: 1450 });
+    expect(t.kernel.links.get(t.bridge)).toMatchObject({ up: true, mtu: 1436 });
     expect(t.kernel.addresses(t.bridge)).toEqual(['10.77.0.1/24', 'fd77::1/64']);
     expect(t.kernel.links.get(hostVethName(req.endpointId))!.master).toBe(t.bridge);
   });
@@ -248,7 +248,7 @@ describe('endpoints', () => {
     const req = endpointReq(t.networkId);
     await t.netwire.createEndpoint(req);
     const s = await t.netwire.status();
-    expect(s.networks).toEqual([{ networkId: t.networkId, bridge: t.bridge, mtu: 1450, internal: false, subnets: ['10.77.0.0/24', 'fd77::/64'], endpoints: 1 }]);
+    expect(s.networks).toEqual([{ networkId: t.networkId, bridge: t.bridge, wireId: 0x0a4d0000, gatewayMac: '7a:57:0a:4d:00:00', mtu: 1436, internal: false, subnets: ['10.77.0.0/24', 'fd77::/64'], endpoints: 1 }]);
     expect(s.endpoints).toEqual([
       { networkId: t.networkId, endpointId: req.endpointId, address: '10.77.0.2/24', addressV6: null, mac: '02:42:0a:4d:00:02', hostVeth: hostVethName(req.endpointId), present: true },
     ]);
@@ -263,7 +263,7 @@ describe('deleteNetwork', () => {
     const other = await t.netwire.createNetwork(networkSpec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }] }));
     await t.netwire.createEndpoint(endpointReq(spec.networkId));
     // A veth on the bridge that we have no record of (a crash between link and record).
-    await t.kernel.createVethPair('wvh00000000000', 'wvc00000000000', { mtu: 1450, peerMac: '02:00:00:00:00:09', owner: 'h1', master: bridge });
+    await t.kernel.createVethPair('wvh00000000000', 'wvc00000000000', { mtu: 1436, peerMac: '02:00:00:00:00:09', owner: 'h1', master: bridge });
     await t.netwire.deleteNetwork({ networkId: spec.networkId });
     expect([...t.kernel.links.keys()]).toEqual([other.bridge]);
     expect([...t.kernel.firewall.keys()]).toEqual([other.bridge]);
@@ -333,7 +333,7 @@ describe('reconcile', () => {
         containerVethName(eLost.endpointId),
       ].sort(),
     );
-    expect(t.kernel.links.get(bridgeName(lost.networkId))).toMatchObject({ up: true, mac: bridgeMac(lost.networkId) });
+    expect(t.kernel.links.get(bridgeName(lost.networkId))).toMatchObject({ up: true, mac: '7a:57:0a:4e:00:00' });
     expect(t.kernel.addresses(bridgeName(lost.networkId))).toEqual(['10.78.0.1/24']);
     expect(t.kernel.links.get(hostVethName(eLost.endpointId))!.master).toBe(bridgeName(lost.networkId));
     expect([...t.kernel.firewall.keys()].sort()).toEqual([bridgeName(kept.networkId), bridgeName(lost.networkId)].sort());

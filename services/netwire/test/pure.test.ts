@@ -2,6 +2,7 @@ import { NetwireEnv } from '../src/env';
 import { bridgeOfTag, bridgeRules, parseRuleLine } from '../src/firewall';
 import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, isLocalUnicast } from '../src/mac';
+import { wireIdOf } from '../src/wire';
 import { chooseMtu, MtuSources } from '../src/mtu';
 import { bridgeName, containerVethName, hostVethName, roleOf } from '../src/names';
 import { planReconcile } from '../src/reconcile';
@@ -39,11 +40,16 @@ describe('names', () => {
 });
 
 describe('MAC addresses', () => {
-  it('derive the bridge MAC from the network id: same input, same MAC, locally administered unicast', () => {
-    expect(bridgeMac(NET)).toBe('7a:a1:b2:c3:d4:e5');
-    expect(bridgeMac(NET)).toBe(bridgeMac(NET));
-    expect(isLocalUnicast(bridgeMac(NET))).toBe(true);
-    expect(bridgeMac('ff'.repeat(32))).toBe('7a:ff:ff:ff:ff:ff');
+  it('derive the bridge (gateway) MAC from the wire id, the same on every host, locally administered unicast', () => {
+    expect(bridgeMac(wireIdOf({ ipv4: [{ pool: '10.77.0.0/24', gateway: null }] }))).toBe('7a:57:0a:4d:00:00');
+    expect(bridgeMac(0xffffffff)).toBe('7a:57:ff:ff:ff:ff');
+    expect(isLocalUnicast(bridgeMac(1))).toBe(true);
+    expect(() => bridgeMac(2 ** 32)).toThrow(TypeError);
+  });
+  it('take the wire id from the first IPv4 pool, which no other network in the mesh can share', () => {
+    expect(wireIdOf({ ipv4: [{ pool: '10.77.0.0/24', gateway: null }, { pool: '10.78.0.0/24', gateway: null }] })).toBe(0x0a4d0000);
+    expect(wireIdOf({ ipv4: [{ pool: '255.255.255.0/24', gateway: null }] })).toBe(0xffffff00);
+    expect(() => wireIdOf({ ipv4: [] })).toThrow(TypeError);
   });
   it('give an endpoint 02:42 + its IPv4 address, as Docker does', () => {
     expect(endpointMac('10.77.0.2/24')).toBe('02:42:0a:4d:00:02');
@@ -62,9 +68,9 @@ describe('MTU', () => {
   it.each<[MtuSources, number, string]>([
     [{ network: 1400, hostSetting: 1300, underlay: 9000 }, 1400, 'the network option wins'],
     [{ network: null, hostSetting: 1300, underlay: 9000 }, 1300, 'then WEAVE_MTU'],
-    [{ network: null, hostSetting: null, underlay: 1500 }, 1450, 'then the underlay less VXLAN overhead'],
-    [{ network: null, hostSetting: null, underlay: 9001 }, 8951, 'jumbo underlay'],
-    [{ network: null, hostSetting: null, underlay: null }, 1450, 'no default route: 1500 assumed'],
+    [{ network: null, hostSetting: null, underlay: 1500 }, 1436, 'then the underlay less the sleeve overhead'],
+    [{ network: null, hostSetting: null, underlay: 9001 }, 8937, 'jumbo underlay'],
+    [{ network: null, hostSetting: null, underlay: null }, 1436, 'no default route: 1500 assumed'],
     [{ network: 65000, hostSetting: null, underlay: null }, 9000, 'clamped above'],
     [{ network: null, hostSetting: null, underlay: 600 }, 576, 'clamped below'],
   ])('%j -> %d (%s)', (sources, mtu) => {

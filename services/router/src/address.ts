@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { SLEEVE_OVERHEAD } from '@weave/contracts';
 import { z } from 'zod';
 
 const Routes = z.array(z.looseObject({ dev: z.string().optional(), prefsrc: z.string().optional() }));
@@ -18,4 +20,16 @@ export async function defaultAdvertiseAddress(): Promise<string | null> {
   if (route.prefsrc) return route.prefsrc;
   const addrs = Addrs.parse(await ip(['-4', 'addr', 'show', 'dev', route.dev]));
   return addrs[0]?.addr_info.find((a) => a.family === 'inet')?.local ?? null;
+}
+
+const RouteGet = z.array(z.looseObject({ dev: z.string(), mtu: z.number().optional() })).min(1);
+
+/**
+ * The MTU a frame to `address` can have inside the sleeve: the route's MTU (or its interface's)
+ * less the encapsulation overhead. Read from the routing table; nothing is sent.
+ */
+export async function sleevePathMtu(address: string): Promise<number> {
+  const route = RouteGet.parse(await ip(['route', 'get', address]))[0]!;
+  const mtu = route.mtu ?? Number(await readFile(`/sys/class/net/${route.dev}/mtu`, 'utf8'));
+  return mtu - SLEEVE_OVERHEAD;
 }

@@ -1,10 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { decodeJson, encodeJson, EventPublisher, serveRpc } from '@weave/bus';
-import { Presence, routerRpc, Subjects } from '@weave/contracts';
+import { decodeJson, encodeJson, EventPublisher, rpcClient, serveRpc, subscribeEvents } from '@weave/bus';
+import { netwireRpc, Presence, routerRpc, Subjects } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
+import { sleevePathMtu } from './address';
+import { DataPath, SleeveLike } from './datapath';
+import { peerIdOf } from './peer-id';
 import { PeerChange, PeerTable } from './peers';
+import { LinuxTapPlumbing, TapPlumbing } from './taps';
 
 export interface RouterOptions {
   nc: NatsConnection;
@@ -16,11 +20,22 @@ export interface RouterOptions {
   heartbeatMs: number;
   /** Silence after which a peer counts as lost. */
   peerTimeoutMs: number;
+  /** How often the data path is checked against netwire's networks even without an event. */
+  resyncMs?: number;
+  /** The data path, started with `sleeveIdentity(host, …)` at `sleeveListen` (default address:port). */
+  sleeve: SleeveLike;
+  sleeveListen?: { host: string; port: number };
+  plumbing?: TapPlumbing;
+  pathMtu?: (address: string) => Promise<number>;
   now?: () => number;
 }
 
+/** What the sleeve is started with: this host's id, and where peers send to. */
+export const sleeveIdentity = (host: string, address: string, port: number) => ({ peerId: peerIdOf(host), listenHost: address, listenPort: port });
+
 export interface RunningRouter {
   peers: PeerTable;
+  dataPath: DataPath;
   stop(): Promise<void>;
 }
 
@@ -34,11 +49,23 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
   const boot = randomBytes(8).toString('hex');
   const peers = new PeerTable(o.host, o.peerTimeoutMs);
   const events = new EventPublisher(o.nc, o.host, 'router', o.log);
+  const netwire = rpcClient(o.nc, o.host, netwireRpc);
+  const dataPath = new DataPath({
+    sleeve: o.sleeve,
+    identity: sleeveIdentity(o.host, o.sleeveListen?.host ?? o.address, o.sleeveListen?.port ?? o.port),
+    plumbing: o.plumbing ?? new LinuxTapPlumbing(),
+    localNetworks: async () => (await netwire.status({})).networks,
+    peers: () => peers.list(),
+    pathMtu: o.pathMtu ?? sleevePathMtu,
+    events,
+    log: o.log,
+  });
   const announce = (leaving: boolean): void => {
     const p: Presence = { host: o.host, boot, address: o.address, port: o.port, leaving };
     o.nc.publish(Subjects.presence(o.host), encodeJson(p));
   };
   const apply = (changes: PeerChange[]): void => {
+    if (changes.length > 0) void dataPath.sync();
     for (const c of changes) {
       if (c.kind === 'connected') {
         o.log.info({ peer: c.peer.host, address: c.peer.address }, 'peer connected');
@@ -58,12 +85,22 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
       apply(peers.heard(p.data, now()));
     },
   });
+  // netwire's network events say when this host's bridges changed.
+  const netwireEvents = subscribeEvents(
+    o.nc,
+    (e) => {
+      if (e.kind.startsWith('network.') || e.kind === 'reconciled' || e.kind === 'service.started') void dataPath.networksChanged();
+    },
+    (subject, err) => o.log.warn({ subject, err }, 'ignored a malformed netwire event'),
+    Subjects.event(o.host, 'netwire', '>'),
+  );
   const rpc = serveRpc(o.nc, o.host, routerRpc, {
     status: async () => ({
       host: o.host,
       address: o.address,
       port: o.port,
       peers: peers.list().map((p) => ({ host: p.host, address: p.address, port: p.port, state: p.state, lastSeen: iso(p.lastSeen), since: iso(p.since) })),
+      ...dataPath.status(),
     }),
   }, o.log);
   await o.nc.flush();
@@ -72,15 +109,22 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
     announce(false);
     apply(peers.tick(now()));
   }, o.heartbeatMs);
+  const resync = setInterval(() => void dataPath.networksChanged(), o.resyncMs ?? 10_000);
+  await dataPath.networksChanged();
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
 
   return {
     peers,
+    dataPath,
     stop: async () => {
       clearInterval(timer);
+      clearInterval(resync);
       announce(true);
       rpc.unsubscribe();
       presence.unsubscribe();
+      netwireEvents.unsubscribe();
+      await dataPath.sync().catch(() => undefined);
+      dataPath.stop();
       await o.nc.flush().catch((err) => o.log.warn(`could not say goodbye to peers: ${describeError(err)}`));
     },
   };

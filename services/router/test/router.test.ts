@@ -3,7 +3,8 @@ import { rpcClient, subscribeEvents } from '@weave/bus';
 import { EventEnvelope, routerRpc, Subjects } from '@weave/contracts';
 import { silentLogger } from '@weave/log';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
-import { RunningRouter, startRouter } from '../src/service';
+import { Sleeve } from '@weave/sleeve';
+import { RunningRouter, sleeveIdentity, startRouter } from '../src/service';
 
 /** Routers for three hosts on one real nats-server, with fast heartbeats. */
 let server: NatsServer;
@@ -11,8 +12,28 @@ let nc: NatsConnection;
 const routers = new Map<string, RunningRouter>();
 const seen: EventEnvelope[] = [];
 
+/** A real sleeve on loopback; with no netwire answering it carries no network. */
+function sleeveFor(host: string): Sleeve {
+  const sleeve = new Sleeve(sleeveIdentity(host, '127.0.0.1', 0));
+  sleeve.start();
+  return sleeve;
+}
 const start = async (host: string, i: number) =>
-  routers.set(host, await startRouter({ nc, host, log: silentLogger(), address: `10.254.254.${i}`, port: 6784, heartbeatMs: 50, peerTimeoutMs: 300 }));
+  routers.set(
+    host,
+    await startRouter({
+      nc,
+      host,
+      log: silentLogger(),
+      address: `10.254.254.${i}`,
+      port: 6784,
+      heartbeatMs: 50,
+      peerTimeoutMs: 300,
+      sleeve: sleeveFor(host),
+      sleeveListen: { host: '127.0.0.1', port: 0 },
+      pathMtu: async () => 1436,
+    }),
+  );
 const connected = async (from: string) => (await rpcClient(nc, from, routerRpc).status({})).peers.filter((p) => p.state === 'connected').map((p) => p.host);
 
 beforeEach(async () => {

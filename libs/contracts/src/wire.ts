@@ -1,0 +1,7 @@
+/**
+ * The sleeve's encapsulation overhead on an IPv4 underlay: IPv4 (20) + UDP (8) + sleeve header
+ * (20) + frame length (2) + the frame's own Ethernet header (14). netwire sizes container MTUs
+ * by it and the router reports path MTUs with it, so it is declared once, here. The kernel's
+ * VXLAN needs 50, so an MTU that fits the sleeve fits both paths.
+ */
+export const SLEEVE_OVERHEAD = 64;
