@@ -1,4 +1,5 @@
 import type { BridgeFirewall } from './kernel';
+import { Prefix } from './names';
 
 /**
  * The iptables rules netwire owns, as data. Pure: the Linux kernel implementation turns them
@@ -10,7 +11,14 @@ import type { BridgeFirewall } from './kernel';
  * first. Each rule carries the comment `weave:<bridge>` so the rules of one bridge can be
  * removed exactly, also after a crash forgot which were added.
  */
-export const Chains = { forward: 'WEAVE-FORWARD', postrouting: 'WEAVE-POSTROUTING' } as const;
+export const Chains = { forward: 'WEAVE-FORWARD', postrouting: 'WEAVE-POSTROUTING', isolate: 'WEAVE-ISOLATE' } as const;
+
+/** Every chain of ours, in the order they are created (before any rule refers to them). */
+export const ownChains: ReadonlyArray<readonly [Table, string]> = [
+  ['filter', Chains.forward],
+  ['filter', Chains.isolate],
+  ['nat', Chains.postrouting],
+];
 
 export type Table = 'filter' | 'nat';
 
@@ -26,9 +34,17 @@ export interface Rule {
 const TAG_PREFIX = 'weave:';
 export const tagOf = (bridge: string): string => TAG_PREFIX + bridge;
 
+/**
+ * The rules that do not belong to one bridge: the jumps into our chains, and isolation between
+ * weave networks as Docker isolates its own bridge networks. A frame from one weave bridge to
+ * another goes through WEAVE-ISOLATE, where only a bridge's own traffic returns (each bridge
+ * adds its RETURN at the top); everything else falls to the DROP at the bottom.
+ */
 export const jumpRules: readonly Rule[] = [
   { table: 'filter', chain: 'FORWARD', position: 'first', spec: ['-j', Chains.forward] },
   { table: 'nat', chain: 'POSTROUTING', position: 'first', spec: ['-j', Chains.postrouting] },
+  { table: 'filter', chain: Chains.forward, position: 'first', spec: ['-i', `${Prefix.bridge}+`, '-o', `${Prefix.bridge}+`, '-j', Chains.isolate] },
+  { table: 'filter', chain: Chains.isolate, position: 'last', spec: ['-j', 'DROP'] },
 ];
 
 export function bridgeRules(f: BridgeFirewall): Rule[] {
@@ -38,15 +54,18 @@ export function bridgeRules(f: BridgeFirewall): Rule[] {
   // Container to container on the same bridge: br_netfilter sends these frames through
   // FORWARD, whose policy Docker sets to DROP.
   const local = fwd('last', ['-i', br, '-o', br, ...tag, '-j', 'ACCEPT']);
+  const own: Rule = { table: 'filter', chain: Chains.isolate, position: 'first', spec: ['-i', br, '-o', br, ...tag, '-j', 'RETURN'] };
   if (f.internal) {
     // Inserted at the top, so no other network's outbound ACCEPT lets traffic in or out first.
     return [
       fwd('first', ['-i', br, '!', '-o', br, ...tag, '-j', 'DROP']),
       fwd('first', ['!', '-i', br, '-o', br, ...tag, '-j', 'DROP']),
+      own,
       local,
     ];
   }
   return [
+    own,
     local,
     fwd('last', ['-i', br, '!', '-o', br, ...tag, '-j', 'ACCEPT']),
     fwd('last', ['-o', br, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT']),

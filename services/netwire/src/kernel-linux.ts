@@ -1,7 +1,7 @@
 import { access } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { z } from 'zod';
-import { bridgeOfTag, bridgeRules, Chains, jumpRules, parseRuleLine, Rule, sameSpec, Table } from './firewall';
+import { bridgeOfTag, bridgeRules, jumpRules, ownChains, parseRuleLine, Rule, sameSpec, Table } from './firewall';
 import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo, ownerAlias } from './kernel';
 
 /** Runs one program with arguments, no shell. Injected so command lines can be tested without root. */
@@ -120,7 +120,7 @@ export class LinuxKernel implements Kernel {
   }
 
   async ensureFirewallChains(): Promise<void> {
-    for (const [table, chain] of [['filter', Chains.forward], ['nat', Chains.postrouting]] as const) {
+    for (const [table, chain] of ownChains) {
       try {
         await this.iptables(table, ['-N', chain]);
       } catch (e) {
@@ -152,7 +152,7 @@ export class LinuxKernel implements Kernel {
   /** Our tagged rules (for one bridge, or all when null) as listed by `iptables -S`. */
   private async taggedRules(bridge: string | null): Promise<Array<Rule & { chain: string }>> {
     const out: Array<Rule & { chain: string }> = [];
-    for (const [table, chain] of [['filter', Chains.forward], ['nat', Chains.postrouting]] as const) {
+    for (const [table, chain] of ownChains) {
       let listing: string;
       try {
         listing = await this.iptables(table, ['-S', chain]);

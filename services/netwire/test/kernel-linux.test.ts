@@ -110,9 +110,12 @@ it('creates the chains once and jumps to them from the top', async () => {
   await new LinuxKernel({ exec: s.exec }).ensureFirewallChains();
   expect(s.ran).toEqual([
     'iptables -w 5 -t filter -N WEAVE-FORWARD',
+    'iptables -w 5 -t filter -N WEAVE-ISOLATE',
     'iptables -w 5 -t nat -N WEAVE-POSTROUTING',
     'iptables -w 5 -t filter -C FORWARD -j WEAVE-FORWARD',
     'iptables -w 5 -t filter -I FORWARD 1 -j WEAVE-FORWARD',
     'iptables -w 5 -t nat -C POSTROUTING -j WEAVE-POSTROUTING',
+    'iptables -w 5 -t filter -C WEAVE-FORWARD -i wvb+ -o wvb+ -j WEAVE-ISOLATE',
+    'iptables -w 5 -t filter -C WEAVE-ISOLATE -j DROP',
   ]);
 });

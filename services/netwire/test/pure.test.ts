@@ -1,5 +1,5 @@
 import { NetwireEnv } from '../src/env';
-import { bridgeOfTag, bridgeRules, parseRuleLine } from '../src/firewall';
+import { bridgeOfTag, bridgeRules, jumpRules, parseRuleLine } from '../src/firewall';
 import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, isLocalUnicast } from '../src/mac';
 import { wireIdOf } from '../src/wire';
@@ -90,6 +90,7 @@ describe('firewall rules', () => {
   const lines = (f: Parameters<typeof bridgeRules>[0]) => bridgeRules(f).map((r) => `${r.table} ${r.position} ${r.chain} ${r.spec.join(' ')}`);
   it('accept bridge-local, outbound and return traffic and masquerade the subnet on a normal network', () => {
     expect(lines({ bridge: 'wvb1', internal: false, masquerade: ['10.77.0.0/24'] })).toEqual([
+      'filter first WEAVE-ISOLATE -i wvb1 -o wvb1 -m comment --comment weave:wvb1 -j RETURN',
       'filter last WEAVE-FORWARD -i wvb1 -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
       'filter last WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
       'filter last WEAVE-FORWARD -o wvb1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment weave:wvb1 -j ACCEPT',
@@ -100,7 +101,16 @@ describe('firewall rules', () => {
     expect(lines({ bridge: 'wvb2', internal: true, masquerade: [] })).toEqual([
       'filter first WEAVE-FORWARD -i wvb2 ! -o wvb2 -m comment --comment weave:wvb2 -j DROP',
       'filter first WEAVE-FORWARD ! -i wvb2 -o wvb2 -m comment --comment weave:wvb2 -j DROP',
+      'filter first WEAVE-ISOLATE -i wvb2 -o wvb2 -m comment --comment weave:wvb2 -j RETURN',
       'filter last WEAVE-FORWARD -i wvb2 -o wvb2 -m comment --comment weave:wvb2 -j ACCEPT',
+    ]);
+  });
+  it('send traffic between two weave bridges through WEAVE-ISOLATE, which drops all but a bridge\'s own', () => {
+    expect(jumpRules.map((r) => `${r.table} ${r.position} ${r.chain} ${r.spec.join(' ')}`)).toEqual([
+      'filter first FORWARD -j WEAVE-FORWARD',
+      'nat first POSTROUTING -j WEAVE-POSTROUTING',
+      'filter first WEAVE-FORWARD -i wvb+ -o wvb+ -j WEAVE-ISOLATE',
+      'filter last WEAVE-ISOLATE -j DROP',
     ]);
   });
   it('reads back iptables -S lines, quoted comments included, and finds the tag', () => {

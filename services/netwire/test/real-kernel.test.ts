@@ -199,6 +199,31 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     expect(chain.slice(0, 2).every((l) => l.includes(`weave:${bridge}`) && l.endsWith('-j DROP'))).toBe(true);
   });
 
+  it('keeps two weave networks apart even though the host routes between them', async () => {
+    const h = await host();
+    await inNs(h.ns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    const one = spec();
+    const two = spec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }] });
+    const plug = async (networkId: string, address: string, gateway: string) => {
+      const e = { networkId, endpointId: newId(), address, addressV6: null, mac: null };
+      await h.client.createEndpoint(e);
+      const j = await h.client.join({ networkId, endpointId: e.endpointId, sandboxKey: '/x' });
+      return plugContainer(h.ns, j.srcName, address, gateway);
+    };
+    await h.client.createNetwork(one);
+    await h.client.createNetwork(two);
+    const a = await plug(one.networkId, '10.77.0.2/24', '10.77.0.1');
+    const b = await plug(one.networkId, '10.77.0.3/24', '10.77.0.1');
+    const c = await plug(two.networkId, '10.78.0.2/24', '10.78.0.1');
+    expect(await ping(a, '10.77.0.3')).toBe(true);
+    expect(await ping(c, '10.78.0.1')).toBe(true);
+    expect(await ping(c, '10.77.0.2')).toBe(false);
+    expect(await ping(a, '10.78.0.2')).toBe(false);
+    expect(await ping(b, '10.77.0.2')).toBe(true); // the isolation chain lets a bridge's own traffic through
+    const drops = (await inNs(h.ns, 'iptables', '-S', 'WEAVE-ISOLATE', '-v')).split('\n').find((l) => l.includes('-j DROP') && !l.includes('comment'));
+    expect(Number(/ -c (\d+) /.exec(drops ?? '')?.[1])).toBeGreaterThanOrEqual(2);
+  });
+
   it('cleans up after a crash and restores what the records say', async () => {
     const h = await host();
     const kept = spec();

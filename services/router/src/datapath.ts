@@ -1,7 +1,7 @@
 import type { EventPublisher } from '@weave/bus';
 import type { z } from 'zod';
 import type { RouterNetworkStatus, SleeveCounters } from '@weave/contracts';
-import { describeError } from '@weave/errors';
+import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import type { SleeveConfigInput, SleeveStats } from '@weave/sleeve';
 import type { Peer } from './peers';
@@ -60,7 +60,12 @@ export class DataPath {
     this.running = (async () => {
       do {
         this.again = false;
-        await this.pass().catch((err) => this.d.log.warn({ err }, `data path not in line yet, retrying at the next change or resync: ${describeError(err)}`));
+        await this.pass().catch((err) => {
+          const msg = `data path not in line yet, retrying at the next change or resync: ${describeError(err)}`;
+          // netwire not answering yet is normal while the stack starts: no stack trace for it.
+          if (err instanceof UnavailableError) this.d.log.warn(msg);
+          else this.d.log.warn({ err }, msg);
+        });
       } while (this.again);
     })().finally(() => (this.running = null));
     return this.running;
