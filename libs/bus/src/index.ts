@@ -3,4 +3,5 @@ export * from './rpc-server';
 export * from './rpc-client';
 export * from './events';
 export * from './kv';
+export * from './kv-mirror';
 export { decodeJson, encodeJson } from './json';
