@@ -17,11 +17,10 @@ use std::time::Duration;
 use crate::config::{ConfigError, EngineConfig};
 use crate::core::clock::Clock;
 use crate::core::mac::{src_mac, Action, Mac, MacTable, Port};
-use crate::core::wire::{
-    BatchEncoder, Datagram, PushError, MAX_DATAGRAM, MAX_FRAME_LEN, MIN_FRAME_LEN,
-};
+use crate::core::train::Train;
+use crate::core::wire::{Datagram, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::core::{NetworkId, PeerId};
-use crate::os::{Tap, TapFactory, Udp};
+use crate::os::{RecvBatch, Tap, TapFactory, Udp};
 use crate::stats::Stats;
 
 /// Frames read from a TAP per wake-up before the batches are flushed.
@@ -32,6 +31,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// Read buffer: larger than any valid frame, so oversize frames are seen whole and dropped.
 const READ_BUF: usize = 65_536;
+/// Datagrams (or GRO trains) taken per UDP wake-up.
+const RECV_SLOTS: usize = 32;
+/// Room for a whole GRO train, and more than any one valid datagram so oversize ones show.
+const RECV_SLOT_LEN: usize = 65_536;
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -301,11 +304,9 @@ impl<F: TapFactory, U: Udp, C: Clock> Drop for Engine<F, U, C> {
     }
 }
 
-/// Per-peer batches for one network, rebuilt when the view changes.
+/// Per-peer trains for one network, rebuilt when the view changes.
 struct Outbox {
-    network: NetworkId,
-    local: PeerId,
-    slots: Vec<(PeerId, SocketAddr, BatchEncoder)>,
+    slots: Vec<(PeerId, SocketAddr, Train)>,
     index: HashMap<PeerId, usize>,
 }
 
@@ -314,53 +315,46 @@ impl Outbox {
         let mut slots = Vec::with_capacity(view.peers.len());
         let mut index = HashMap::with_capacity(view.peers.len());
         for (i, (peer, addr)) in view.peers.iter().enumerate() {
-            let mut enc = BatchEncoder::new(view.batch_bytes);
-            enc.begin(network, view.local);
-            slots.push((*peer, *addr, enc));
+            slots.push((
+                *peer,
+                *addr,
+                Train::new(view.batch_bytes, network, view.local),
+            ));
             index.insert(*peer, i);
         }
-        Outbox {
-            network,
-            local: view.local,
-            slots,
-            index,
-        }
+        Outbox { slots, index }
     }
 
     fn push(&mut self, slot: usize, frame: &[u8], udp: &impl Udp, stats: &Stats) {
-        let (_, addr, enc) = &mut self.slots[slot];
-        match enc.push(frame) {
-            Ok(()) => Stats::inc(&stats.frames_to_peers),
-            Err(PushError::BadFrame) => Stats::inc(&stats.drop_frame_too_large),
+        let (_, addr, train) = &mut self.slots[slot];
+        let pushed = match train.push(frame) {
             Err(PushError::Full) => {
-                send(udp, enc.finish(), *addr, stats);
-                enc.begin(self.network, self.local);
-                match enc.push(frame) {
-                    Ok(()) => Stats::inc(&stats.frames_to_peers),
-                    Err(_) => Stats::inc(&stats.drop_frame_too_large),
-                }
+                send(udp, train, *addr, stats);
+                train.push(frame)
             }
+            other => other,
+        };
+        match pushed {
+            Ok(()) => Stats::inc(&stats.frames_to_peers),
+            Err(_) => Stats::inc(&stats.drop_frame_too_large),
         }
     }
 
     fn flush(&mut self, udp: &impl Udp, stats: &Stats) {
-        for (_, addr, enc) in &mut self.slots {
-            if !enc.is_empty() {
-                send(udp, enc.finish(), *addr, stats);
-                enc.begin(self.network, self.local);
+        for (_, addr, train) in &mut self.slots {
+            if !train.is_empty() {
+                send(udp, train, *addr, stats);
             }
         }
     }
 }
 
-fn send(udp: &impl Udp, datagram: &[u8], to: SocketAddr, stats: &Stats) {
-    match udp.send_to(datagram, to) {
-        Ok(()) => {
-            Stats::inc(&stats.datagrams_out);
-            Stats::add(&stats.bytes_out, datagram.len() as u64);
-        }
-        Err(_) => Stats::inc(&stats.udp_send_errors),
-    }
+fn send(udp: &impl Udp, train: &mut Train, to: SocketAddr, stats: &Stats) {
+    let sent = udp.send_train(train.datagrams(), to);
+    Stats::add(&stats.datagrams_out, sent.ok as u64);
+    Stats::add(&stats.bytes_out, sent.bytes as u64);
+    Stats::add(&stats.udp_send_errors, sent.failed as u64);
+    train.clear();
 }
 
 fn tap_loop<T: Tap, U: Udp, C: Clock>(
@@ -452,17 +446,19 @@ fn flood(outbox: &mut Outbox, frame: &[u8], udp: &impl Udp, stats: &Stats) {
 }
 
 fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
     let mut cached = Cached::new(shared);
     let mut last_sweep = shared.clock.now();
     while !shared.stop.load(Ordering::Acquire) {
-        match shared.udp.recv_from(&mut buf) {
-            Ok(Some((n, from))) => {
-                cached.refresh(shared); // after waking: see the view current at receipt
-                on_datagram(shared, &cached.view, &buf[..n], from);
-            }
-            Ok(None) => {
+        match shared.udp.recv_batch(&mut batch) {
+            Ok(0) => {
                 cached.refresh(shared);
+            }
+            Ok(_) => {
+                cached.refresh(shared); // after waking: see the view current at receipt
+                for (datagram, from) in batch.datagrams() {
+                    on_datagram(shared, &cached.view, datagram, from);
+                }
             }
             Err(_) => {
                 Stats::inc(&shared.stats.udp_recv_errors);

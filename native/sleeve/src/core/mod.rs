@@ -2,7 +2,9 @@
 //! what the caller must do. Nothing here touches a file descriptor or reads a clock.
 
 pub mod clock;
+pub mod gso;
 pub mod mac;
+pub mod train;
 pub mod wire;
 
 /// A weave network on the wire (the VNI).

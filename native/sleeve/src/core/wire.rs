@@ -188,12 +188,7 @@ impl BatchEncoder {
     /// Starts a new datagram, discarding anything unfinished.
     pub fn begin(&mut self, network: NetworkId, sender: PeerId) {
         self.buf.clear();
-        self.buf.extend_from_slice(&MAGIC);
-        self.buf.push(VERSION);
-        self.buf.push(0);
-        self.buf.extend_from_slice(&network.to_be_bytes());
-        self.buf.extend_from_slice(&sender.to_be_bytes());
-        self.buf.extend_from_slice(&[0, 0, 0, 0]);
+        self.buf.extend_from_slice(&header(network, sender, 0));
         self.count = 0;
     }
 
@@ -222,9 +217,25 @@ impl BatchEncoder {
 
     /// The finished datagram. The batch stays as is until the next `begin`.
     pub fn finish(&mut self) -> &[u8] {
-        self.buf[16..18].copy_from_slice(&self.count.to_be_bytes());
+        set_count(&mut self.buf, self.count);
         &self.buf
     }
+}
+
+/// A datagram header with `count` frames to follow.
+pub fn header(network: NetworkId, sender: PeerId, count: u16) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..2].copy_from_slice(&MAGIC);
+    h[2] = VERSION;
+    h[4..8].copy_from_slice(&network.to_be_bytes());
+    h[8..16].copy_from_slice(&sender.to_be_bytes());
+    h[16..18].copy_from_slice(&count.to_be_bytes());
+    h
+}
+
+/// Patches the frame count of the datagram starting at `datagram[0]`.
+pub fn set_count(datagram: &mut [u8], count: u16) {
+    datagram[16..18].copy_from_slice(&count.to_be_bytes());
 }
 
 #[cfg(test)]

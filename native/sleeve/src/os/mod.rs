@@ -2,14 +2,20 @@
 //! In-memory fakes of the same traits live in `crate::fake`.
 //!
 //! Reads wait at most a short poll interval so the engine's threads notice `stop()`.
-//! Batching (recvmmsg/sendmmsg, UDP GSO/GRO, TAP superframes with IFF_VNET_HDR) would be added
-//! as further methods with per-item defaults here, so fakes keep working unchanged.
+//! Batched calls have per-item defaults, so simple implementations (the fakes) only provide the
+//! one-datagram methods.
 
 use std::io;
 use std::net::SocketAddr;
 
+use crate::core::train::Datagrams;
+
+pub mod batch;
+mod sockaddr;
 pub mod tap;
 pub mod udp;
+
+pub use batch::{RecvBatch, Slot};
 
 /// One layer-2 device carrying Ethernet frames without any prefix.
 pub trait Tap: Send + Sync + 'static {
@@ -31,6 +37,54 @@ pub trait Udp: Send + Sync + 'static {
     /// Receives one datagram, waiting at most the socket's poll interval.
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>>;
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
+
+    /// Fills `batch` with what is ready, waiting at most the poll interval for the first
+    /// datagram. Returns how many slots were filled.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let slot_len = batch.slot_len();
+        let (buf, slots) = batch.parts_mut();
+        let Some((len, from)) = self.recv_from(&mut buf[..slot_len])? else {
+            return Ok(0);
+        };
+        slots[0] = Slot {
+            len,
+            from,
+            segment: 0,
+        };
+        batch.set_filled(1);
+        Ok(1)
+    }
+
+    /// Sends every datagram of a train to one peer.
+    fn send_train(&self, datagrams: Datagrams<'_>, to: SocketAddr) -> Sent {
+        let mut sent = Sent::default();
+        for d in datagrams.iter() {
+            match self.send_to(d, to) {
+                Ok(()) => {
+                    sent.ok += 1;
+                    sent.bytes += d.len();
+                }
+                Err(_) => sent.failed += 1,
+            }
+        }
+        sent
+    }
+}
+
+/// Datagrams of a train sent and refused, and the bytes of those sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub ok: usize,
+    pub failed: usize,
+    pub bytes: usize,
+}
+
+impl std::ops::AddAssign for Sent {
+    fn add_assign(&mut self, o: Sent) {
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.bytes += o.bytes;
+    }
 }
 
 /// `WouldBlock`/`TimedOut`/`Interrupted` mean "nothing yet", not failure.
