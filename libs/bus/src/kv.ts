@@ -62,6 +62,12 @@ export async function kvDelete(kv: KV, key: string, revision?: number): Promise<
 
 export type Mutation<T> = { put: T } | { delete: true } | { keep: true };
 
+export interface Written<R> {
+  result: R;
+  /** The revision this write created; null when the key was kept, or deleted (KV does not report a delete's revision). */
+  revision: number | null;
+}
+
 /**
  * Compare-and-set loop: reads the key, asks `decide` what it should become, writes it only if
  * nobody wrote in between, and retries from a fresh read if somebody did. `decide` must be pure.
@@ -73,18 +79,28 @@ export async function kvMutate<T extends z.ZodType, R>(
   decide: (current: z.output<T> | null) => { change: Mutation<z.output<T>>; result: R },
   attempts = 20,
 ): Promise<R> {
+  return (await kvMutateWithRevision(kv, key, schema, decide, attempts)).result;
+}
+
+/** kvMutate that also says which revision it wrote, for a reader that must see its own write. */
+export async function kvMutateWithRevision<T extends z.ZodType, R>(
+  kv: KV,
+  key: string,
+  schema: T,
+  decide: (current: z.output<T> | null) => { change: Mutation<z.output<T>>; result: R },
+  attempts = 20,
+): Promise<Written<R>> {
   for (let i = 0; i < attempts; i++) {
     const cur = await kvGet(kv, key, schema);
     const { change, result } = decide(cur?.value ?? null);
     try {
-      if ('keep' in change) return result;
+      if ('keep' in change) return { result, revision: null };
       if ('delete' in change) {
         if (cur) await kvDelete(kv, key, cur.revision);
-        return result;
+        return { result, revision: null };
       }
-      if (cur) await kvUpdate(kv, key, change.put, cur.revision);
-      else await kvCreate(kv, key, change.put);
-      return result;
+      const revision = cur ? await kvUpdate(kv, key, change.put, cur.revision) : await kvCreate(kv, key, change.put);
+      return { result, revision };
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
     }

@@ -1,5 +1,5 @@
-import { NatsConnection, RequestError, TimeoutError } from '@nats-io/nats-core';
-import { ReqOf, ResOf, RpcReply, RpcService, Subjects } from '@weave/contracts';
+import { headers, NatsConnection, RequestError, TimeoutError } from '@nats-io/nats-core';
+import { ReqOf, ResOf, RpcHeaders, RpcReply, RpcService, Subjects } from '@weave/contracts';
 import { errorFromCode, InternalError, UnavailableError } from '@weave/errors';
 import { z } from 'zod';
 import { decodeJson, encodeJson } from './json';
@@ -16,7 +16,8 @@ export interface RpcClientOptions {
 /**
  * A typed client for one service on one host. The request is validated before it is sent (a bug
  * here should not reach the service), the reply after. Failures come back as WeaveErrors with
- * the code the service chose, or UnavailableError when nobody answered.
+ * the code the service chose, or UnavailableError when nobody answered. Each request carries the
+ * moment this client stops waiting, so the service can tell a reply that nobody will read.
  */
 export function rpcClient<S extends RpcService>(nc: NatsConnection, host: string, def: S, o: RpcClientOptions = {}): RpcClient<S> {
   const timeout = o.timeoutMs ?? 10_000;
@@ -25,9 +26,11 @@ export function rpcClient<S extends RpcService>(nc: NatsConnection, host: string
     const subject = Subjects.rpc(host, def.service, method);
     client[method] = async (req) => {
       const body = spec.req.parse(req);
+      const h = headers();
+      h.set(RpcHeaders.deadline, String(Date.now() + timeout));
       let data: Uint8Array;
       try {
-        data = (await nc.request(subject, encodeJson(body), { timeout })).data;
+        data = (await nc.request(subject, encodeJson(body), { timeout, headers: h })).data;
       } catch (e) {
         throw unavailable(e, def.service, host, method, timeout);
       }

@@ -1,12 +1,20 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
-import { ResOf, RpcService, Subjects } from '@weave/contracts';
+import { DeadlineHeader, ResOf, RpcHeaders, RpcService, Subjects } from '@weave/contracts';
 import { asWeaveError, describeError, InternalError, InvalidRequestError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
 import { decodeJson, encodeJson } from './json';
 
+/** What a handler knows of the call besides its request. */
+export interface RpcContext {
+  /** When the caller stops waiting, in ms since the epoch; null when it did not say (an older caller). */
+  readonly deadline: number | null;
+}
+
+export const NO_DEADLINE: RpcContext = { deadline: null };
+
 export type RpcHandlers<S extends RpcService> = {
-  [M in keyof S['methods'] & string]: (req: z.output<S['methods'][M]['req']>) => Promise<ResOf<S, M>>;
+  [M in keyof S['methods'] & string]: (req: z.output<S['methods'][M]['req']>, ctx: RpcContext) => Promise<ResOf<S, M>>;
 };
 
 /**
@@ -39,7 +47,8 @@ export function serveRpc<S extends RpcService>(
       if (!spec) throw new InvalidRequestError(`${def.service} has no method ${JSON.stringify(method)}`);
       const req = spec.req.safeParse(decodeJson(msg.data));
       if (!req.success) throw new InvalidRequestError(`bad ${def.service}.${method} request: ${z.prettifyError(req.error)}`);
-      const result = await (handlers as Record<string, (r: unknown) => Promise<unknown>>)[method]!(req.data);
+      const ctx: RpcContext = { deadline: deadlineOf(msg) };
+      const result = await (handlers as Record<string, (r: unknown, c: RpcContext) => Promise<unknown>>)[method]!(req.data, ctx);
       const res = spec.res.safeParse(result);
       if (!res.success) throw new InternalError(`${def.service}.${method} produced an invalid reply: ${z.prettifyError(res.error)}`);
       reply(msg, { ok: true, result: res.data });
@@ -57,3 +66,11 @@ export function serveRpc<S extends RpcService>(
   }
 }
 
+/** The caller's deadline header, validated: absent is no deadline, malformed is a bad request. */
+function deadlineOf(msg: Msg): number | null {
+  const raw = msg.headers?.get(RpcHeaders.deadline) ?? '';
+  if (raw === '') return null;
+  const d = DeadlineHeader.safeParse(raw);
+  if (!d.success) throw new InvalidRequestError(`bad ${RpcHeaders.deadline} header ${JSON.stringify(raw)}: ${z.prettifyError(d.error)}`);
+  return d.data;
+}

@@ -1,10 +1,11 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { EventEnvelope, ipamRpc, Subjects } from '@weave/contracts';
+import { headers } from '@nats-io/nats-core';
+import { EventEnvelope, ipamRpc, RpcHeaders, Subjects } from '@weave/contracts';
 import { ConflictError, ExhaustedError, InvalidRequestError, UnavailableError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
 import { NatsServer, useNats, waitFor } from '@weave/testing';
 import { z } from 'zod';
-import { EventPublisher, kvCreate, kvGet, kvMutate, openBucket, rpcClient, serveRpc, subscribeEvents } from '../src';
+import { EventPublisher, kvCreate, kvGet, kvMutate, kvMutateWithRevision, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -21,8 +22,12 @@ const handlers = {
     return { address: 'not-an-address' };
   },
   releaseAddress: async () => ({}),
-  status: async () => ({ pools: [] }),
+  status: async (_r: unknown, ctx: RpcContext) => {
+    contexts.push(ctx);
+    return { pools: [] };
+  },
 };
+const contexts: RpcContext[] = [];
 
 describe('rpc', () => {
   let sub: { unsubscribe(): void };
@@ -60,6 +65,31 @@ describe('rpc', () => {
   it('rejects a bad request before sending it', async () => {
     const ipam = rpcClient(nc, 'h1', ipamRpc);
     await expect(ipam.releaseAddress({ poolId: 'p1', address: '300.1.1.1' })).rejects.toThrow(z.ZodError);
+  });
+
+  it('hands the caller\'s deadline to the handler: now plus the client\'s timeout', async () => {
+    contexts.splice(0);
+    const before = Date.now();
+    await rpcClient(nc, 'h1', ipamRpc, { timeoutMs: 3000 }).status({});
+    const after = Date.now();
+    expect(contexts).toHaveLength(1);
+    expect(contexts[0]!.deadline).toBeGreaterThanOrEqual(before + 3000);
+    expect(contexts[0]!.deadline).toBeLessThanOrEqual(after + 3000);
+  });
+
+  it('a request without a deadline has none; a malformed deadline is an invalid request', async () => {
+    contexts.splice(0);
+    const raw = (h?: string) => {
+      const hdrs = headers();
+      if (h !== undefined) hdrs.set(RpcHeaders.deadline, h);
+      return nc.request(Subjects.rpc('h1', 'ipam', 'status'), '{}', { timeout: 2000, headers: hdrs }).then((m) => m.json());
+    };
+    expect(await raw()).toEqual({ ok: true, result: { pools: [] } });
+    expect(contexts).toEqual([{ deadline: null }]);
+    for (const bad of ['soon', '-5', '1.5', '99999999999999999']) {
+      expect(await raw(bad)).toMatchObject({ ok: false, error: { code: 'invalid', message: expect.stringContaining('bad Weave-Deadline header') } });
+    }
+    expect(contexts).toHaveLength(1);
   });
 
   it('says which service on which host is missing', async () => {
@@ -113,6 +143,16 @@ describe('kv', () => {
     const kv = await openBucket(nc, 'test-schema');
     await kv.put('x', '{"n":"one"}');
     await expect(kvGet(kv, 'x', Counter)).rejects.toThrow(/does not match its schema/);
+  });
+
+  it('reports the revision it wrote, and none when it kept or deleted the key', async () => {
+    const kv = await openBucket(nc, 'test-rev');
+    const put = await kvMutateWithRevision(kv, 'r', Counter, () => ({ change: { put: { n: 1 } }, result: 'put' }));
+    expect(put).toEqual({ result: 'put', revision: (await kvGet(kv, 'r', Counter))!.revision });
+    const updated = await kvMutateWithRevision(kv, 'r', Counter, (cur) => ({ change: { put: { n: cur!.n + 1 } }, result: null }));
+    expect(updated.revision).toBe(put.revision! + 1);
+    expect((await kvMutateWithRevision(kv, 'r', Counter, () => ({ change: { keep: true }, result: null }))).revision).toBeNull();
+    expect((await kvMutateWithRevision(kv, 'r', Counter, () => ({ change: { delete: true }, result: null }))).revision).toBeNull();
   });
 
   it('deletes through the loop and reads back null', async () => {

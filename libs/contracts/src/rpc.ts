@@ -135,6 +135,14 @@ export const RpcReply = z.discriminatedUnion('ok', [
   z.strictObject({ ok: z.literal(false), error: RpcErrorBody }),
 ]);
 
+/**
+ * Headers of an RPC request. `Weave-Deadline`: when the caller stops waiting, in milliseconds
+ * since the epoch. Caller and service are on one host (the subject names it), so one clock serves
+ * both; a service can tell that its reply will reach nobody and undo what the request did.
+ */
+export const RpcHeaders = { deadline: 'Weave-Deadline' } as const;
+export const DeadlineHeader = z.string().regex(/^\d{1,15}$/, 'expected whole milliseconds since the epoch').transform(Number);
+
 export type ReqOf<S extends RpcService, M extends keyof S['methods']> = z.input<S['methods'][M]['req']>;
 export type ResOf<S extends RpcService, M extends keyof S['methods']> = z.output<S['methods'][M]['res']>;
 
