@@ -6,12 +6,13 @@
  *   tools/mesh status                  hosts, their DOCKER_HOST and their NATS routes
  *   tools/mesh docker <n> <args…>      docker against host n (1-based)
  *   tools/mesh sh <n> [cmd…]           a command in host n's network + mount namespaces
+ *   tools/mesh restart <n>             restart host n's stack and dockerd (a reboot of its runtime)
  *   tools/mesh env <n>                 `export DOCKER_HOST=…` for host n
  */
 import { spawnSync } from 'node:child_process';
-import { hostAddress, hostDocker, hostName, hostNs, IMAGE_CACHE, meshDown, meshUp, natsView, presentHosts, UNDERLAY_CIDR } from './mesh';
+import { hostAddress, hostDocker, hostName, hostNs, IMAGE_CACHE, meshDown, meshUp, natsView, presentHosts, restartHost, UNDERLAY_CIDR } from './mesh';
 
-const USAGE = `usage: tools/mesh up [--hosts=N] [--no-build] | down [--purge] | status | docker <n> <docker args…> | sh <n> [cmd…] | env <n>
+const USAGE = `usage: tools/mesh up [--hosts=N] [--no-build] | down [--purge] | status | restart <n> | docker <n> <docker args…> | sh <n> [cmd…] | env <n>
   Simulated Docker hosts on this machine (netns wvh<n>, underlay ${UNDERLAY_CIDR}, host n = ${hostAddress(0).replace(/\d+$/, '')}<10+n>).`;
 
 const log = (m: string) => console.error(`[mesh] ${m}`);
@@ -68,6 +69,11 @@ async function main(argv: string[]): Promise<number> {
       const command = rest.length > 1 ? rest.slice(1) : ['sh'];
       const pid = (await import('node:fs')).readFileSync(`/run/${hostNs(n)}/docker.pid`, 'utf8').trim();
       return spawnSync('nsenter', [`--net=/run/netns/${hostNs(n)}`, `--mount=/proc/${pid}/ns/mnt`, `--wd=${process.cwd()}`, '--', ...command], { stdio: 'inherit' }).status ?? 1;
+    }
+    case 'restart': {
+      const n = hostArg(rest[0]);
+      await restartHost(n, { hosts: presentHosts().length, log });
+      return 0;
     }
     case 'env': {
       console.log(`export DOCKER_HOST=${hostDocker(hostArg(rest[0]))}`);

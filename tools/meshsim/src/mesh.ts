@@ -65,7 +65,7 @@ export interface MeshTimings {
 // ---------------------------------------------------------------------------------------------
 // small process helpers
 
-interface RunResult {
+export interface RunResult {
   code: number | null;
   stdout: string;
   stderr: string;
@@ -447,6 +447,90 @@ async function waitReady(n: number, hosts: number): Promise<void> {
   );
 }
 
+/**
+ * Runs the machine's `cmd` inside the network namespace of container `name` on host n: for
+ * traffic the workload image has no tool for (busybox's nc has no UDP).
+ */
+export async function inContainerNet(n: number, name: string, cmd: string, args: readonly string[], o: { timeoutMs?: number } = {}): Promise<RunResult> {
+  const pid = (await hostDockerCli(n, ['inspect', '-f', '{{.State.Pid}}', name])).trim();
+  if (!/^[1-9]\d*$/.test(pid)) throw new Error(`container ${name} on ${hostName(n)} is not running`);
+  return exec('nsenter', [`--net=/proc/${pid}/ns/net`, '--', cmd, ...args], { timeoutMs: o.timeoutMs });
+}
+
+// ---------------------------------------------------------------------------------------------
+// a machine on the underlay that is not a weave host
+
+export const INTRUDER_NS = 'wvintruder';
+export const INTRUDER_ADDRESS = '10.254.254.200';
+
+/**
+ * Runs `f` with a namespace plugged into the underlay at INTRUDER_ADDRESS, which no weave host
+ * knows as a peer, and removes it afterwards (also when `f` fails).
+ */
+export async function withIntruder<T>(f: (ns: string) => Promise<T>): Promise<T> {
+  await removeIntruder();
+  await must('ip', ['netns', 'add', INTRUDER_NS]);
+  try {
+    await must('ip', ['-n', UNDERLAY_NS, 'link', 'add', 'wvuintr', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', INTRUDER_NS]);
+    await must('ip', ['-n', UNDERLAY_NS, 'link', 'set', 'wvuintr', 'master', UNDERLAY_BRIDGE, 'up']);
+    await must('ip', ['-n', INTRUDER_NS, 'addr', 'add', `${INTRUDER_ADDRESS}/24`, 'dev', 'eth0']);
+    await must('ip', ['-n', INTRUDER_NS, 'link', 'set', 'eth0', 'up']);
+    return await f(INTRUDER_NS);
+  } finally {
+    await removeIntruder();
+  }
+}
+
+async function removeIntruder(): Promise<void> {
+  if (existsSync(`/run/netns/${INTRUDER_NS}`)) {
+    await killNetnsProcesses(INTRUDER_NS);
+    await exec('ip', ['netns', 'del', INTRUDER_NS]);
+  }
+}
+
+/**
+ * Sends `count` hostile UDP datagrams from namespace `ns` to address:port, alternating random
+ * bytes and a sleeve header cut short, the two kinds a router must drop without harm.
+ */
+export async function sendGarbage(ns: string, address: string, port: number, count: number): Promise<void> {
+  const script = `
+    const s = require('node:dgram').createSocket('udp4');
+    const crypto = require('node:crypto');
+    const header = Buffer.from([0x57, 0x56, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 2]);
+    let left = ${count};
+    const next = () => {
+      if (left-- === 0) return s.close();
+      const d = left % 2 ? crypto.randomBytes(1 + (left % 200)) : header.subarray(0, 4 + (left % 14));
+      s.send(d, ${port}, '${address}', (err) => (err ? (console.error(err.message), process.exit(1)) : next()));
+    };
+    next();`;
+  const r = await exec('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, '-e', script], { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new Error(`sending garbage from ${ns}: ${r.stderr.trim()}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// restarting one host
+
+/**
+ * Restarts simulated host n the way a machine reboots its container runtime: its stack stops,
+ * its dockerd stops (taking every container down), then dockerd and the stack start again and
+ * the host rejoins the others. The network namespace, and so the kernel's links, stay.
+ */
+export async function restartHost(n: number, o: { hosts: number; log?: (msg: string) => void; env?: Record<string, string> }): Promise<void> {
+  const log = o.log ?? (() => {});
+  const pid = dockerdPid(n);
+  if (!pid) throw new Error(`dockerd of ${hostName(n)} is not running`);
+  await must('docker', ['compose', '-f', COMPOSE_FILE, '-p', PROJECT, 'stop', '-t', '5'], { env: { DOCKER_HOST: hostDocker(n), WEAVE_HOST: hostName(n) }, timeoutMs: 60_000 });
+  process.kill(pid, 'SIGTERM');
+  await waitUntil(async () => dockerdPid(n) === null, `dockerd of ${hostName(n)} to stop`, 30_000, 100);
+  log(`${hostName(n)}: stack and dockerd stopped`);
+  const ns = Array.from({ length: o.hosts }, (_, i) => i + 1);
+  await ensureDockerd(n);
+  await composeUp(n, ns, o.env ?? {});
+  await waitReady(n, o.hosts);
+  log(`${hostName(n)}: dockerd and stack back`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // mesh down
 
@@ -455,6 +539,7 @@ export async function meshDown(o: { log?: (msg: string) => void; purgeCache?: bo
   const log = o.log ?? (() => {});
   const ns = presentHosts();
   await Promise.all(ns.map((n) => downHost(n, log)));
+  await removeIntruder();
   if (existsSync(`/run/netns/${UNDERLAY_NS}`)) {
     await killNetnsProcesses(UNDERLAY_NS);
     await exec('ip', ['netns', 'del', UNDERLAY_NS]);
