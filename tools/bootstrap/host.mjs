@@ -5,6 +5,7 @@
 //   ensureHostPackages(log)   install whatever is missing via apt (docker-compose from trixie)
 //   ensureDockerd(log)        start dockerd in the background unless /var/run/docker.sock answers
 //   ensureNatsServerBinary()  absolute path of nats-server (installs it if missing)
+//   ensureBenchPackages(log)  iperf3 for `npm run bench:mesh`
 
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -287,6 +288,24 @@ export async function ensureHostPackages(log = noop) {
   if (missing.length)
     throw new Error(`still missing after apt install: ${missing.map((m) => m.what).join(', ')} (see ${APT_LOG})`);
   log(`host packages installed in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+/** What `npm run bench:mesh` needs besides node and the addon: iperf3 (and iproute2's ip). */
+export async function ensureBenchPackages(log = noop) {
+  const missing = [
+    ['iperf3', 'iperf3'],
+    ['ip', 'iproute2'],
+  ].filter(([bin]) => !which(bin));
+  if (missing.length === 0) return;
+  const pkgs = missing.map(([, pkg]) => pkg);
+  if (process.getuid && process.getuid() !== 0) throw new Error(`missing ${pkgs.join(', ')}; run as root to install them`);
+  if (!which('apt-get')) throw new Error(`missing ${pkgs.join(', ')} and no apt-get`);
+  log(`installing: ${pkgs.join(' ')} (apt log: ${APT_LOG})`);
+  const env = { DEBIAN_FRONTEND: 'noninteractive' };
+  await runLogged('apt-get', ['-q', '-o', 'DPkg::Lock::Timeout=600', 'update'], APT_LOG, { env });
+  await runLogged('apt-get', ['install', ...APT_OPTS, ...pkgs], APT_LOG, { env });
+  const still = missing.filter(([bin]) => !which(bin));
+  if (still.length) throw new Error(`still missing after apt install: ${still.map(([b]) => b).join(', ')} (see ${APT_LOG})`);
 }
 
 /** GET /_ping on the docker unix socket; resolves true if it answers OK. */

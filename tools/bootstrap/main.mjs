@@ -1,17 +1,20 @@
 #!/usr/bin/env node
-// `npm start`, `npm stop`, `npm test`, `npm run bench:attach`: each does its own set-up on a fresh
-// machine (host packages, dockerd, node_modules, bundles, images) and is harmless to run again.
+// `npm start`, `npm stop`, `npm test`, `npm run bench:attach`, `npm run bench:mesh`: each does its
+// own set-up on a fresh machine (host packages, dockerd, node_modules, bundles, images) and is
+// harmless to run again.
 // Dependency-free until node_modules exists; the steps themselves live in the modules it calls.
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ciPrep } from './ci-prep.mjs';
-import { ensureNatsServerBinary, hostEnv } from './host.mjs';
-import { spawnSync } from 'node:child_process';
+import { ensureBenchPackages, ensureNatsServerBinary, hostEnv } from './host.mjs';
+import { spawn, spawnSync } from 'node:child_process';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const log = (msg) => console.log(`[weave] ${msg}`);
+// bench:mesh prints its result on stdout (`--json` is for machines), so its set-up talks on stderr.
+let setupStdio = 'inherit';
+const log = (msg) => (setupStdio === 'inherit' ? console.log : console.error)(`[weave] ${msg}`);
 
 // rustup puts cargo in ~/.cargo/bin, which a non-login shell's PATH may lack.
 const cargoBin = join(homedir(), '.cargo', 'bin');
@@ -20,9 +23,9 @@ const withCargo = (env = {}) => {
   return base.PATH.split(':').includes(cargoBin) ? base : { ...base, PATH: `${base.PATH}:${cargoBin}` };
 };
 
-/** Runs a command with inherited stdio; throws with its exit code. */
+/** Runs a set-up command with inherited stdio (stdout onto stderr for bench:mesh); throws with its exit code. */
 function sh(cmd, args, env = {}) {
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: withCargo(env) });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: setupStdio, env: withCargo(env) });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal}`);
 }
 
@@ -51,6 +54,24 @@ function buildNative() {
   }
   log('building the native addon (native/sleeve)');
   sh('npm', ['run', 'build', '-w', '@weave/sleeve', '--silent']);
+}
+
+/**
+ * Runs a command that cleans up after itself on a signal: passes SIGINT/SIGTERM/SIGHUP on to it
+ * and waits for it instead of dying first. Resolves with its exit code.
+ */
+function shUntilDone(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: root, stdio: 'inherit', env: withCargo() });
+    const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+    const forward = (sig) => child.kill(sig);
+    for (const s of signals) process.on(s, forward);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      for (const s of signals) process.off(s, forward);
+      resolve(code ?? 1);
+    });
+  });
 }
 
 const compose = (env, ...args) => sh('docker', ['compose', '-f', 'compose/host.yml', ...args], env);
@@ -92,6 +113,15 @@ const commands = {
   async 'bench-attach'() {
     await startStack();
     sh('node', ['--import', 'tsx', 'tools/bench/src/attach.ts', ...process.argv.slice(3)]);
+  },
+  async 'bench-mesh'() {
+    // No Docker here: namespaces, iperf3 and the sleeve addon, built from the current source.
+    setupStdio = ['inherit', 2, 2];
+    await ensureBenchPackages(log);
+    ensureNodeModules();
+    buildNative();
+    const code = await shUntilDone('node', ['--import', 'tsx', 'tools/bench/src/mesh.ts', ...process.argv.slice(3)]);
+    if (code !== 0) process.exit(code);
   },
 };
 
