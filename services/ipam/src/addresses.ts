@@ -14,6 +14,12 @@ export interface AddressRequest {
 
 type Claim = 'created' | 'adopted';
 
+/** An address given, and whether this request leased it (rather than handing out one leased before). */
+export interface Granted {
+  value: bigint;
+  leasedNow: boolean;
+}
+
 /**
  * Leases: one KV key per address, created atomically, so no address is ever given twice, not
  * even a static one inside another host's block. Dynamic addresses come from this host's blocks.
@@ -29,19 +35,19 @@ export class Addresses {
   ) {}
 
   /** Leases an address and returns it; the caller holds the pool's lock. */
-  async request(view: PoolView, req: AddressRequest): Promise<bigint> {
+  async request(view: PoolView, req: AddressRequest): Promise<Granted> {
     // Only holders allocate: that is what lets the last holder's release delete every lease safely.
     if (heldBy(view.record, this.d.host) === 0) throw new NotFoundError(`pool ${view.poolId} is not in use on host ${this.d.host}`);
     const lease = this.leaseOf(view, req);
     if (req.kind === 'gateway') return this.gateway(view, req.address, lease);
     if (req.address === null) {
       if (req.kind === 'aux') throw new InvalidRequestError('an aux address must name the address');
-      return this.dynamic(view, lease);
+      return { value: await this.dynamic(view, lease), leasedNow: true };
     }
     const ip = parseIp(req.address);
     const claim = await this.static(view, ip, lease);
     if (claim === 'created') this.allocated(view, ip.value, req.kind);
-    return ip.value;
+    return { value: ip.value, leasedNow: claim === 'created' };
   }
 
   private leaseOf(view: PoolView, req: AddressRequest): LeaseRecord {
@@ -67,19 +73,19 @@ export class Addresses {
    * The pool's one gateway. The first host to ask chooses it (--gateway, else the first usable
    * address) and records it on the pool; every other host gets the same one.
    */
-  private async gateway(view: PoolView, address: string | null, lease: LeaseRecord): Promise<bigint> {
+  private async gateway(view: PoolView, address: string | null, lease: LeaseRecord): Promise<Granted> {
     const current = (await this.d.store.pools.get(view.key))?.value.gateway ?? null;
     const want = address === null ? { family: view.pool.family, value: firstUsable(view.pool) } : parseIp(address);
-    if (current !== null) return this.sameGateway(view, current, address === null ? null : want);
+    if (current !== null) return { value: this.sameGateway(view, current, address === null ? null : want), leasedNow: false };
     const claim = await this.static(view, want, lease);
-    const chosen = await this.d.store.pools.mutate(view.key, (cur) => decideGateway(cur, view.poolId, formatIp(want)));
+    const { result: chosen } = await this.d.store.pools.mutate(view.key, (cur) => decideGateway(cur, view.poolId, formatIp(want)));
     if (parseIp(chosen).value !== want.value) {
       // Another host recorded a different gateway while we leased ours: theirs stands.
       if (claim === 'created') await this.dropLease(view, want.value);
-      return this.sameGateway(view, chosen, address === null ? null : want);
+      return { value: this.sameGateway(view, chosen, address === null ? null : want), leasedNow: false };
     }
     if (claim === 'created') this.allocated(view, want.value, 'gateway');
-    return want.value;
+    return { value: want.value, leasedNow: claim === 'created' };
   }
 
   private sameGateway(view: PoolView, current: string, want: Ip | null): bigint {
@@ -129,7 +135,7 @@ export class Addresses {
     const record = { owner: this.d.host, epoch: 1, claimedAt: this.d.now().toISOString(), gen: view.record.gen };
     for (const block of blocksOf(view.range, view.record.blockSize)) {
       const key = blockKey(view.pool, block.base);
-      if (held.has(key) || !(await this.d.store.blocks.create(key, record))) continue;
+      if (held.has(key) || (await this.d.store.blocks.create(key, record)) === null) continue;
       view.own.push(block);
       view.own.sort((a, b) => (a.base < b.base ? -1 : 1));
       this.d.log.info({ poolId: view.poolId, block: formatCidr(block) }, 'claimed block');
@@ -143,7 +149,7 @@ export class Addresses {
   private async tryLease(view: PoolView, v: bigint, lease: LeaseRecord): Promise<boolean> {
     const created = await this.d.store.leases.create(leaseKey(view.pool, v), lease);
     view.used.add(v);
-    return created;
+    return created !== null;
   }
 
   private async dropLease(view: PoolView, v: bigint): Promise<void> {

@@ -1,12 +1,14 @@
+import { NO_DEADLINE, RpcContext } from '@weave/bus';
 import { ipamRpc, ResOf } from '@weave/contracts';
-import { InvalidRequestError } from '@weave/errors';
-import { Cidr, containsCidr, formatCidr, ipWithPrefix, parseCidr } from '@weave/netaddr';
+import { describeError, InvalidRequestError } from '@weave/errors';
+import { Cidr, containsCidr, formatCidr, formatIp, ipWithPrefix, parseCidr } from '@weave/netaddr';
 import { KeyedMutex } from '@weave/sync';
 import { z } from 'zod';
 import { Addresses } from './addresses';
 import { cidrOfPoolKey, parsePoolId, PoolSpec, poolKey, valueOfChildKey } from './core/keys';
 import { heldBy } from './core/records';
 import { poolStatus } from './core/status';
+import { undoneIfLate } from './deadline';
 import type { IpamDeps } from './deps';
 import { Pools } from './pools';
 import { entries } from './store';
@@ -34,15 +36,34 @@ export class Ipam {
     this.addresses = new Addresses(d, this.views);
   }
 
-  async requestPool(req: Req<'requestPool'>): Promise<Res<'requestPool'>> {
+  /**
+   * Creates or joins a pool for one network on this host. A request that finishes after plugin-api
+   * gave up on it (Docker's `network create` then failed) leaves this host's reference undone
+   * (see undoneIfLate); otherwise Docker's retry would be refused as the same subnet used twice
+   * on this host, and so would every retry after it.
+   *
+   * A retry that finds a reference still recorded is refused all the same, on purpose. Docker
+   * sends no network identity with RequestPool, so ipam cannot tell a reference left by a request
+   * whose reply was lost from a live network using the subnet; taking it over would let two
+   * networks share one reference, and the first one removed would tear the pool down under the
+   * other. Such leftovers now need a lost reply or a crash between the KV write and the reply; a
+   * retry arriving while the late request still runs waits behind it (the pool's lock) and finds
+   * it undone. Reclaiming real leftovers needs Docker's view of its networks, which plugin-api
+   * has: it belongs with the reconciliation of leases against Docker's endpoints (see Addresses).
+   */
+  async requestPool(req: Req<'requestPool'>, ctx: RpcContext = NO_DEADLINE): Promise<Res<'requestPool'>> {
     if (req.pool === null) {
       if (req.v6) throw new InvalidRequestError('IPv6 networks need a subnet for now (no IPv6 default subnets yet): pass --ipv6 --subnet, e.g. fd00:1::/64');
       if (req.subPool !== null) throw new InvalidRequestError(`--ip-range ${req.subPool} needs --subnet`);
-      const poolId = await this.lock.run(DEFAULT_POOL_LOCK, () => this.pools.requestDefault());
+      const poolId = await this.lock.run(DEFAULT_POOL_LOCK, () =>
+        undoneIfLate(this.d, ctx, 'RequestPool for a default subnet', () => this.pools.requestDefault(), (id) => this.pools.release(parsePoolId(id), id)),
+      );
       return { poolId, pool: formatCidr(parsePoolId(poolId).pool), data: {} };
     }
     const spec = explicitSpec(req.pool, req.subPool, req.v6);
-    const poolId = await this.lock.run(poolKey(spec.pool), () => this.pools.requestExplicit(spec));
+    const poolId = await this.lock.run(poolKey(spec.pool), () =>
+      undoneIfLate(this.d, ctx, `RequestPool for ${formatCidr(spec.pool)}`, () => this.pools.requestExplicit(spec), (id) => this.pools.release(spec, id)),
+    );
     // No gateway in `data`: Docker then asks for one with RequestAddress, which records it.
     return { poolId, pool: formatCidr(spec.pool), data: {} };
   }
@@ -55,13 +76,25 @@ export class Ipam {
     });
   }
 
-  requestAddress(req: Req<'requestAddress'>): Promise<Res<'requestAddress'>> {
+  /** Leases an address; one leased after the caller gave up is released again (see undoneIfLate). */
+  requestAddress(req: Req<'requestAddress'>, ctx: RpcContext = NO_DEADLINE): Promise<Res<'requestAddress'>> {
     const spec = parsePoolId(req.poolId);
     return this.lock.run(poolKey(spec.pool), async () => {
-      const view = await this.views.get(spec, req.poolId);
-      const v = await this.addresses.request(view, req);
+      const { view, granted } = await undoneIfLate(
+        this.d,
+        ctx,
+        `RequestAddress (${req.kind}${req.address ? ` ${req.address}` : ''}) in ${req.poolId}`,
+        async () => {
+          const view = await this.views.get(spec, req.poolId);
+          return { view, granted: await this.addresses.request(view, req) };
+        },
+        // Only what this request leased: a gateway it merely looked up stays.
+        async ({ view, granted }) => {
+          if (granted.leasedNow) await this.addresses.release(view, formatIp({ family: view.pool.family, value: granted.value }));
+        },
+      );
       // Always the pool's prefix length, also for an address of a narrower --ip-range.
-      return { address: ipWithPrefix(v, view.pool) };
+      return { address: ipWithPrefix(granted.value, view.pool) };
     });
   }
 
@@ -73,10 +106,11 @@ export class Ipam {
     });
   }
 
-  /** Every pool of the mesh, read from KV (not from this host's views). */
+  /** Every pool of the mesh, read from KV (not from this host's views); which pools, from the watched keys. */
   async status(): Promise<Res<'status'>> {
     const pools = [];
-    for (const key of await this.d.store.pools.keys()) {
+    await this.d.store.poolKeys.ready();
+    for (const key of this.d.store.poolKeys.keys()) {
       const pool = cidrOfPoolKey(key);
       const record = pool && (await this.d.store.pools.get(key))?.value;
       if (!pool || !record) continue;
@@ -90,10 +124,19 @@ export class Ipam {
     return { pools: pools.sort((a, b) => byCidr(a.pool, b.pool)).map((p) => p.status) };
   }
 
-  /** Loads the views of the pools this host holds, so the first calls after a start are fast. */
+  /**
+   * Loads the views of the pools this host holds, so the first calls after a start are fast. Only
+   * a speed-up: when the pool keys are not there yet, views load on first use instead.
+   */
   async warm(): Promise<number> {
     let n = 0;
-    for (const key of await this.d.store.pools.keys()) {
+    try {
+      await this.d.store.poolKeys.ready();
+    } catch (err) {
+      this.d.log.warn({ err }, `pool keys not loaded yet, so pools load on first use: ${describeError(err)}`);
+      return 0;
+    }
+    for (const key of this.d.store.poolKeys.keys()) {
       const record = (await this.d.store.pools.get(key))?.value;
       if (!record || heldBy(record, this.d.host) === 0) continue;
       await this.lock.run(key, () => this.views.get(parsePoolId(record.poolId), record.poolId));

@@ -1,4 +1,5 @@
-import { ConflictError, ExhaustedError, UnavailableError } from '@weave/errors';
+import type { Written } from '@weave/bus';
+import { ConflictError, describeError, ExhaustedError, InternalError, UnavailableError } from '@weave/errors';
 import { Cidr, formatCidr, formatIp, overlaps, parseCidr } from '@weave/netaddr';
 import { cidrOfPoolKey, PoolSpec, poolIdOf, poolKey, valueOfChildKey } from './core/keys';
 import { decideJoin, decideLeave, heldBy, holderTotal, JoinResult, NewPool, newPoolRecord, PoolRecord } from './core/records';
@@ -20,20 +21,23 @@ export class Pools {
 
   /** `--subnet` given: create or join that pool. Returns the PoolID. */
   async requestExplicit(spec: PoolSpec): Promise<string> {
-    const other = await this.overlapping(spec.pool);
-    if (other) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(other)}, which a weave network already uses`);
-    const joined = await this.join(spec);
-    if (joined.kind === 'created') await this.confirmAlone(spec);
+    const existing = await this.overlappingNow(spec.pool);
+    if (existing) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(existing)}, which a weave network already uses`);
+    const { result: joined, revision } = await this.join(spec);
+    if (joined.kind === 'created') {
+      const other = await this.confirmAlone(spec, revision);
+      if (other) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(other)}, which another host created at the same moment; try again`);
+    }
     this.requested(joined.record);
     return joined.record.poolId;
   }
 
-  private async join(spec: PoolSpec): Promise<JoinResult> {
+  private async join(spec: PoolSpec): Promise<Written<Exclude<JoinResult, { kind: 'draining' }>>> {
     const key = poolKey(spec.pool);
     for (let attempt = 0; attempt < 5; attempt++) {
-      const r = await this.d.store.pools.mutate(key, (cur) => decideJoin(cur, this.newPool(spec)));
+      const { result, revision } = await this.d.store.pools.mutate(key, (cur) => decideJoin(cur, this.newPool(spec)));
       this.views.drop(key);
-      if (r.kind !== 'draining') return r;
+      if (result.kind !== 'draining') return { result, revision };
       // Its last holder left but did not finish removing it (or is doing so now): finish it.
       await this.drain(key);
     }
@@ -41,30 +45,68 @@ export class Pools {
   }
 
   /**
-   * Two hosts can create overlapping pools at the same moment, each before seeing the other's
-   * record. Whoever sees an overlap after creating withdraws; the later of two creations always
-   * sees the earlier one, so at most one of them survives (sometimes neither, and the user retries).
+   * Before creating: the pool keys as this host's watch has them (no round trip). They can lag
+   * other hosts by the watch's delay: a pool created elsewhere within it is caught after our
+   * create by confirmAlone; one removed within it is read back, so a stale key never refuses a
+   * free subnet.
    */
-  private async confirmAlone(spec: PoolSpec): Promise<void> {
-    const other = await this.overlapping(spec.pool);
-    if (!other) return;
-    await this.leave(spec, poolIdOf(spec));
-    throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(other)}, which another host created at the same moment; try again`);
+  private async overlappingNow(pool: Cidr): Promise<Cidr | null> {
+    await this.d.store.poolKeys.ready();
+    for (const other of this.overlapping(pool)) if (await this.d.store.pools.get(poolKey(other))) return other;
+    return null;
+  }
+
+  /**
+   * Two hosts can create overlapping pools at the same moment, each before seeing the other's
+   * record. Whoever sees an overlap after creating withdraws, and the later of two creations
+   * always sees the earlier one, so at most one of them survives (sometimes neither, and the user
+   * retries). Returns the pool we withdrew for, or null when ours stands.
+   *
+   * Why the watched keys are enough here, though they may lag: we first wait until they reflect
+   * the revision of our own create. KV revisions are the bucket stream's sequence numbers and the
+   * watch applies them in that order, so once ours is applied, so is every pool record created
+   * before it; the later creation therefore sees the earlier one, unless the earlier was already
+   * removed, and then there is nothing left to clash with. Keys applied beyond our revision only
+   * add later writes, which can make us withdraw too, never keep a clash. If the watch cannot
+   * catch up in time we cannot tell, so we withdraw and the caller retries.
+   */
+  private async confirmAlone(spec: PoolSpec, revision: number | null): Promise<Cidr | null> {
+    let other: Cidr | null;
+    try {
+      if (revision === null) throw new InternalError(`creating pool ${poolIdOf(spec)} reported no revision`);
+      await this.d.store.poolKeys.caughtUp(revision);
+      other = this.overlapping(spec.pool)[0] ?? null;
+    } catch (e) {
+      await this.withdraw(spec);
+      throw e;
+    }
+    if (other) await this.withdraw(spec);
+    return other;
+  }
+
+  private async withdraw(spec: PoolSpec): Promise<void> {
+    await this.leave(spec, poolIdOf(spec)).catch((err) =>
+      this.d.log.error({ err, poolId: poolIdOf(spec) }, `could not withdraw a pool this host just created: ${describeError(err)}`),
+    );
   }
 
   /** No `--subnet`: the lowest free /defaultPrefix of the default range, created atomically. */
   async requestDefault(): Promise<string> {
     const { defaultRange, defaultPrefix } = this.d.config;
-    const taken = [...(await this.poolPrefixes()), ...(await this.d.routes.prefixes())];
+    await this.d.store.poolKeys.ready();
+    // A subnet taken meanwhile by another host fails our create, or is found by confirmAlone.
+    const taken = [...this.poolPrefixes(), ...(await this.d.routes.prefixes())];
     for (let pool = chooseSubnet(defaultRange, defaultPrefix, taken); pool; pool = chooseSubnet(defaultRange, defaultPrefix, taken)) {
       taken.push(pool);
       const spec = { pool, subPool: null };
       const record = newPoolRecord(this.newPool(spec));
       // Losing this create to another host just means trying the next candidate.
-      if (!(await this.d.store.pools.create(poolKey(pool), record))) continue;
+      const revision = await this.d.store.pools.create(poolKey(pool), record);
+      if (revision === null) continue;
       this.views.drop(poolKey(pool));
-      if (await this.overlapping(pool)) {
-        await this.leave(spec, record.poolId);
+      const other = await this.confirmAlone(spec, revision);
+      if (other) {
+        taken.push(other);
         continue;
       }
       this.requested(record);
@@ -86,7 +128,7 @@ export class Pools {
 
   private async leave(spec: PoolSpec, poolId: string): Promise<{ record: PoolRecord; left: boolean }> {
     const key = poolKey(spec.pool);
-    const r = await this.d.store.pools.mutate(key, (cur) => decideLeave(cur, poolId, this.d.host));
+    const { result: r } = await this.d.store.pools.mutate(key, (cur) => decideLeave(cur, poolId, this.d.host));
     this.views.drop(key);
     // Also when this host held nothing: a release that died half-way is finished by its repeat.
     if (holderTotal(r.record) === 0) await this.drain(key);
@@ -136,18 +178,17 @@ export class Pools {
     this.d.events.publish('address.released', { poolId: record.poolId, address: formatIp({ family: pool.family, value: v }) });
   }
 
-  /** The first pool record other than `pool` itself that overlaps it. */
-  private async overlapping(pool: Cidr): Promise<Cidr | null> {
+  /** The pools other than `pool` itself that overlap it, as the watched keys have them. */
+  private overlapping(pool: Cidr): Cidr[] {
     const self = poolKey(pool);
-    for (const key of await this.d.store.pools.keys()) {
+    return this.d.store.poolKeys.keys().flatMap((key) => {
       const other = cidrOfPoolKey(key);
-      if (other && key !== self && overlaps(other, pool)) return other;
-    }
-    return null;
+      return other && key !== self && overlaps(other, pool) ? [other] : [];
+    });
   }
 
-  private async poolPrefixes(): Promise<Cidr[]> {
-    return (await this.d.store.pools.keys()).flatMap((k) => cidrOfPoolKey(k) ?? []);
+  private poolPrefixes(): Cidr[] {
+    return this.d.store.poolKeys.keys().flatMap((k) => cidrOfPoolKey(k) ?? []);
   }
 
   private newPool(spec: PoolSpec): NewPool {

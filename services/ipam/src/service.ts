@@ -16,7 +16,7 @@ export interface IpamServiceOptions {
   routes: HostRoutes;
   config: IpamConfig;
   replicas: number;
-  /** Defaults to the KV buckets on `nc`; tests may pass another store. */
+  /** Defaults to the KV buckets on `nc`; tests may pass another store. `stop` closes it. */
   store?: IpamStore;
   now?: () => Date;
 }
@@ -30,22 +30,28 @@ export interface RunningIpam {
 export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   const now = o.now ?? (() => new Date());
   const events = new EventPublisher(o.nc, o.host, 'ipam', o.log, now);
-  const store = o.store ?? (await openIpamStore(o.nc, o.replicas));
+  const store = o.store ?? (await openIpamStore(o.nc, o.replicas, o.log));
   const deps: IpamDeps = { host: o.host, store, routes: o.routes, events, log: o.log, config: o.config, now, newId: randomUUID };
   const ipam = new Ipam(deps);
   o.log.info({ pools: await ipam.warm() }, 'loaded the pools this host holds');
   await probeRoutes(o.routes, o.log);
   const sub = serveRpc(o.nc, o.host, ipamRpc, {
-    requestPool: (r) => ipam.requestPool(r),
+    requestPool: (r, ctx) => ipam.requestPool(r, ctx),
     releasePool: (r) => ipam.releasePool(r),
-    requestAddress: (r) => ipam.requestAddress(r),
+    requestAddress: (r, ctx) => ipam.requestAddress(r, ctx),
     releaseAddress: (r) => ipam.releaseAddress(r),
     status: () => ipam.status(),
   }, o.log);
   // Once the server has the subscription, callers on other connections can reach us.
   await o.nc.flush();
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
-  return { ipam, stop: async () => sub.unsubscribe() };
+  return {
+    ipam,
+    stop: async () => {
+      sub.unsubscribe();
+      await store.close();
+    },
+  };
 }
 
 /** Reading routes is needed only for default subnets: a failure is shown now, not fatal. */

@@ -1,5 +1,6 @@
-import type { Mutation, Versioned } from '@weave/bus';
-import type { IpamStore, Table } from './store';
+import type { Mutation, Versioned, Written } from '@weave/bus';
+import type { PoolRecord } from './core/records';
+import type { IpamStore, KeySet, Table } from './store';
 
 /**
  * The store in memory, with the same compare-and-set semantics as JetStream KV (one revision
@@ -16,21 +17,28 @@ export class MemoryTable<T> implements Table<T> {
     return row ? { value: structuredClone(row.value), revision: row.revision } : null;
   }
   async keys(parent?: string) {
+    return this.keysNow(parent);
+  }
+  keysNow(parent?: string): string[] {
     const all = [...this.rows.keys()];
     if (parent === undefined) return all;
     return all.filter((k) => k.startsWith(`${parent}.`) && !k.slice(parent.length + 1).includes('.'));
   }
   async create(key: string, value: T) {
-    if (this.rows.has(key)) return false;
+    if (this.rows.has(key)) return null;
     this.rows.set(key, { value: structuredClone(value), revision: ++this.seq });
-    return true;
+    return this.seq;
   }
-  async mutate<R>(key: string, decide: (cur: T | null) => { change: Mutation<T>; result: R }) {
+  async mutate<R>(key: string, decide: (cur: T | null) => { change: Mutation<T>; result: R }): Promise<Written<R>> {
     const cur = await this.get(key);
     const { change, result } = decide(cur?.value ?? null);
-    if ('delete' in change) this.rows.delete(key);
-    else if ('put' in change) this.rows.set(key, { value: structuredClone(change.put), revision: ++this.seq });
-    return result;
+    if ('keep' in change) return { result, revision: null };
+    if ('delete' in change) {
+      this.rows.delete(key);
+      return { result, revision: null };
+    }
+    this.rows.set(key, { value: structuredClone(change.put), revision: ++this.seq });
+    return { result, revision: this.seq };
   }
   async deleteAt(key: string, revision: number) {
     if (this.rows.get(key)?.revision !== revision) return false;
@@ -39,8 +47,20 @@ export class MemoryTable<T> implements Table<T> {
   }
 }
 
-export const memoryStore = (): IpamStore => ({
-  pools: new MemoryTable('pools'),
-  blocks: new MemoryTable('blocks'),
-  leases: new MemoryTable('leases'),
+/** A table's own keys: memory has no watch to lag behind, so it is always caught up. */
+const keySetOf = (t: Pick<MemoryTable<unknown>, 'keysNow'>): KeySet => ({
+  ready: async () => undefined,
+  caughtUp: async () => undefined,
+  keys: () => t.keysNow(),
 });
+
+export const memoryStore = (): IpamStore => {
+  const pools = new MemoryTable<PoolRecord>('pools');
+  return {
+    pools,
+    blocks: new MemoryTable('blocks'),
+    leases: new MemoryTable('leases'),
+    poolKeys: keySetOf(pools),
+    close: async () => undefined,
+  };
+};

@@ -1,13 +1,16 @@
+import { jetstreamManager } from '@nats-io/jetstream';
+import { headers } from '@nats-io/nats-core';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { kvGet, kvKeys, openBucket, rpcClient, subscribeEvents } from '@weave/bus';
-import { Buckets, EventEnvelope, ipamRpc, Subjects } from '@weave/contracts';
-import { ConflictError, ExhaustedError, InvalidRequestError, NotFoundError } from '@weave/errors';
+import { Buckets, EventEnvelope, ipamRpc, RpcHeaders, Subjects } from '@weave/contracts';
+import { ConflictError, ExhaustedError, InvalidRequestError, NotFoundError, UnavailableError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
 import { contains, parseCidr, parseIpInCidr } from '@weave/netaddr';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
 import { z } from 'zod';
 import { StaticRoutes } from '../src/host-routes';
 import { startIpam } from '../src/service';
+import { IpamStore, openIpamStore, Table } from '../src/store';
 
 /**
  * Several IPAM hosts on one real nats-server, each with its own connection, called over NATS
@@ -33,7 +36,13 @@ afterEach(async () => {
   await server?.stop();
 });
 
-async function host(name: string, routes = new StaticRoutes()) {
+interface HostOptions {
+  /** The store over this host's connection; the KV buckets by default. */
+  store?: (nc: NatsConnection) => Promise<IpamStore>;
+  now?: () => Date;
+}
+
+async function host(name: string, routes = new StaticRoutes(), o: HostOptions = {}) {
   const nc = await connect({ servers: server.url });
   const s = await startIpam({
     nc,
@@ -42,6 +51,8 @@ async function host(name: string, routes = new StaticRoutes()) {
     routes,
     config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize: 16 },
     replicas: 1,
+    ...(o.store ? { store: await o.store(nc) } : {}),
+    ...(o.now ? { now: o.now } : {}),
   });
   const entry = { stop: s.stop, nc };
   running.push(entry);
@@ -278,4 +289,101 @@ test('state changes are published as events with increasing seq', async () => {
   } finally {
     sub.unsubscribe();
   }
+});
+
+describe('pool keys from a watch', () => {
+  /** The watches of the pools bucket: consumers somebody listens to (key listings leave idle ones behind). */
+  const poolConsumers = async () => {
+    const jsm = await jetstreamManager(client);
+    const names: string[] = [];
+    for await (const c of jsm.consumers.list(`KV_${Buckets.ipamPools}`)) if (c.push_bound) names.push(c.name);
+    return names;
+  };
+  /** Deletes h2's watch consumer: its pool keys then stay as they were until it reopens, 1.5 s later. */
+  const freeze = async (others: string[]) => {
+    const theirs = (await poolConsumers()).filter((n) => !others.includes(n));
+    expect(theirs).toHaveLength(1);
+    await (await jetstreamManager(client)).consumers.delete(`KV_${Buckets.ipamPools}`, theirs[0]!);
+  };
+  const slowToReopen = (nc: NatsConnection) => openIpamStore(nc, 1, silentLogger(), { reopenMs: 1500 });
+
+  test('a host whose watch lags still withdraws a pool overlapping one created just before, and a stale key never refuses', async () => {
+    const h1 = await host('h1');
+    const h1Watch = await poolConsumers();
+    const h2 = await host('h2', new StaticRoutes(), { store: slowToReopen });
+    await freeze(h1Watch);
+    await h1.requestPool(pool('10.90.0.0/24'));
+    // h2's keys do not show 10.90.0.0/24 yet, so it creates its pool; before deciding it waits until
+    // its keys reflect its own create, and with it every earlier one.
+    await expect(h2.requestPool(pool('10.90.0.0/16'))).rejects.toThrow(
+      new ConflictError('subnet 10.90.0.0/16 overlaps 10.90.0.0/24, which another host created at the same moment; try again'),
+    );
+    expect(await keysOf(Buckets.ipamPools)).toEqual(['v4-0a5a0000-24']);
+    await expect(h2.requestPool(pool('10.90.0.0/16'))).rejects.toThrow(/overlaps 10.90.0.0\/24, which a weave network already uses/);
+
+    // Removed while h2's keys lag: the stale key is read back and does not refuse the subnet.
+    await freeze(h1Watch);
+    await h1.releasePool({ poolId: 'weave:10.90.0.0/24' });
+    expect(await h2.requestPool(pool('10.90.0.0/16'))).toMatchObject({ poolId: 'weave:10.90.0.0/16' });
+    expect(await keysOf(Buckets.ipamPools)).toEqual(['v4-0a5a0000-16']);
+  });
+});
+
+describe('a caller that gave up', () => {
+  /** A KV write stalling for a minute, as seen by ipam's clock: a fault that cannot be caused on demand. */
+  function stallingClock() {
+    const clock = { skew: 0, armed: false };
+    const landed = async <R>(r: Promise<R>): Promise<R> => {
+      const v = await r;
+      if (clock.armed) [clock.armed, clock.skew] = [false, 60_000];
+      return v;
+    };
+    const wrap = <T>(t: Table<T>): Table<T> => ({
+      name: t.name,
+      get: (k) => t.get(k),
+      keys: (p) => t.keys(p),
+      create: (k, v) => landed(t.create(k, v)),
+      mutate: (k, d) => landed(t.mutate(k, d)),
+      deleteAt: (k, r) => t.deleteAt(k, r),
+    });
+    const store = async (nc: NatsConnection): Promise<IpamStore> => {
+      const s = await openIpamStore(nc, 1, silentLogger());
+      return { ...s, pools: wrap(s.pools), leases: wrap(s.leases) };
+    };
+    return { clock, store, now: () => new Date(Date.now() + clock.skew) };
+  }
+
+  test('a RequestPool or RequestAddress that finishes after plugin-api gave up leaves nothing behind, and Docker\'s retry succeeds', async () => {
+    const stall = stallingClock();
+    const h1 = await host('h1', new StaticRoutes(), stall);
+    stall.clock.armed = true;
+    const err = await h1.requestPool(pool('10.91.0.0/24')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toMatch(/^RequestPool for 10.91.0.0\/24 finished after its caller gave up waiting at .*; what it took was given back, so a retry starts clean$/);
+    expect(await keysOf(Buckets.ipamPools)).toEqual([]);
+    stall.clock.skew = 0;
+    const { poolId } = await h1.requestPool(pool('10.91.0.0/24'));
+    expect((await h1.status({})).pools).toEqual([expect.objectContaining({ poolId, holders: { h1: 1 } })]);
+
+    await h1.requestAddress({ poolId, address: null, kind: 'gateway' });
+    stall.clock.armed = true;
+    await expect(h1.requestAddress(dyn(poolId))).rejects.toThrow(/^RequestAddress \(endpoint\) in weave:10.91.0.0\/24 finished after its caller gave up/);
+    expect(await keysOf(Buckets.ipamLeases)).toEqual(['v4-0a5b0000-24.0a5b0001']);
+    stall.clock.skew = 0;
+    expect(await h1.requestAddress(dyn(poolId))).toEqual({ address: '10.91.0.2/24' });
+  });
+
+  test('a request whose deadline passed before ipam got to it changes nothing; a malformed deadline is refused', async () => {
+    const h1 = await host('h1');
+    const ask = async (deadline: string) => {
+      const h = headers();
+      h.set(RpcHeaders.deadline, deadline);
+      const body = JSON.stringify(pool('10.92.0.0/24'));
+      return (await client.request(Subjects.rpc('h1', 'ipam', 'requestPool'), body, { timeout: 5000, headers: h })).json();
+    };
+    expect(await ask(String(Date.now() - 1000))).toEqual({ ok: false, error: { code: 'unavailable', message: expect.stringMatching(/before its turn came; nothing was done/) } });
+    expect(await ask('tomorrow')).toEqual({ ok: false, error: { code: 'invalid', message: expect.stringMatching(/bad Weave-Deadline header/) } });
+    expect(await allKeys()).toEqual({ pools: [], blocks: [], leases: [] });
+    await h1.requestPool(pool('10.92.0.0/24'));
+  });
 });

@@ -175,7 +175,7 @@ describe('a process killed at any point', () => {
         deleteAt: (k, r) => landed(t.deleteAt(k, r)),
       };
     };
-    return { pools: wrap(store.pools), blocks: wrap(store.blocks), leases: wrap(store.leases) };
+    return { ...store, pools: wrap(store.pools), blocks: wrap(store.blocks), leases: wrap(store.leases) };
   }
 
   /** What Docker does with one network, remembering which addresses it is using. */
