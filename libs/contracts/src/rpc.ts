@@ -189,6 +189,9 @@ export const PeerStatus = z.object({
   state: z.enum(['connected', 'lost']),
   lastSeen: z.iso.datetime(),
   since: z.iso.datetime(),
+  /** The data path its traffic takes and the MTU a frame can have on it; null until known. */
+  path: z.enum(['sleeve']).nullable(),
+  mtu: Mtu.nullable(),
 });
 
 export const RouterNetworkStatus = z.object({ networkId: DockerId, wireId: WireId, tap: z.string(), bridge: z.string(), attached: z.boolean() });

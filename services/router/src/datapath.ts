@@ -79,18 +79,26 @@ export class DataPath {
     };
   }
 
+  /** The path and MTU last announced for `host`. */
+  pathOf(host: string): { path: 'sleeve' | null; mtu: number | null } {
+    const mtu = this.pathed.get(host);
+    return mtu === undefined ? { path: null, mtu: null } : { path: 'sleeve', mtu };
+  }
+
   stop(): void {
     this.d.sleeve.stop();
   }
 
   private async pass(): Promise<void> {
+    const failures: unknown[] = [];
     if (this.refetch) {
       this.refetch = false;
       try {
         this.networks = await this.d.localNetworks();
       } catch (err) {
+        // Peers still get applied: the networks already carried keep flowing meanwhile.
         this.refetch = true;
-        throw err;
+        failures.push(err);
       }
     }
     const plan = planSleeve(this.networks, this.d.peers());
@@ -101,7 +109,6 @@ export class DataPath {
       this.plugged.delete(gone.tap);
       this.d.events.publish('network.detached', { networkId: gone.networkId, wireId: gone.wireId, tap: gone.tap });
     }
-    const failures: string[] = [];
     for (const t of plan.taps) {
       if (await this.d.plumbing.isPlugged(t.tap, t.bridge, t.mtu)) {
         if (!this.plugged.has(t.tap)) this.attached(t);
@@ -112,11 +119,12 @@ export class DataPath {
         await this.d.plumbing.plug(t.tap, t.bridge, t.mtu);
         this.attached(t);
       } catch (err) {
-        failures.push(describeError(err));
+        failures.push(err);
       }
     }
     await this.announcePaths();
-    if (failures.length > 0) throw new Error(failures.join('; '));
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) throw new Error(failures.map(describeError).join('; '));
   }
 
   private attached(t: PlannedNetwork): void {

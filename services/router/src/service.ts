@@ -99,7 +99,7 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
       host: o.host,
       address: o.address,
       port: o.port,
-      peers: peers.list().map((p) => ({ host: p.host, address: p.address, port: p.port, state: p.state, lastSeen: iso(p.lastSeen), since: iso(p.since) })),
+      peers: peers.list().map((p) => ({ host: p.host, address: p.address, port: p.port, state: p.state, lastSeen: iso(p.lastSeen), since: iso(p.since), ...dataPath.pathOf(p.host) })),
       ...dataPath.status(),
     }),
   }, o.log);

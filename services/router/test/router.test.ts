@@ -1,9 +1,11 @@
+import { createSocket, Socket } from 'node:dgram';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { rpcClient, subscribeEvents } from '@weave/bus';
 import { EventEnvelope, routerRpc, Subjects } from '@weave/contracts';
 import { silentLogger } from '@weave/log';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
 import { Sleeve } from '@weave/sleeve';
+import { peerIdOf } from '../src/peer-id';
 import { RunningRouter, sleeveIdentity, startRouter } from '../src/service';
 
 /** Routers for three hosts on one real nats-server, with fast heartbeats. */
@@ -70,4 +72,58 @@ test('a silent peer times out, and garbage on the presence subject changes nothi
   await waitFor(async () => (await connected('h1')).length === 0, { what: 'the ghost to time out' });
   const gone = seen.find((e) => e.kind === 'peer.disconnected');
   expect(gone?.data).toEqual({ peer: 'ghost', reason: 'timeout' });
+});
+
+/** A UDP socket on loopback, bound to a free port. */
+async function udp(): Promise<Socket & { port: number }> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  return Object.assign(s, { port: s.address().port });
+}
+const send = (s: Socket, bytes: Buffer, port: number) => new Promise<void>((r, j) => s.send(bytes, port, '127.0.0.1', (e) => (e ? j(e) : r())));
+
+test('hostile datagrams, from a stranger or cut short by a peer, are dropped and counted; the router carries on', async () => {
+  // The router's sleeve on a port of its own on loopback; "h2" is a peer whose socket the test holds.
+  const probe = await udp();
+  const port = probe.port;
+  probe.close();
+  const sleeve = new Sleeve(sleeveIdentity('h1', '127.0.0.1', port));
+  sleeve.start();
+  routers.set('h1', await startRouter({ nc, host: 'h1', log: silentLogger(), address: '127.0.0.1', port, heartbeatMs: 50, peerTimeoutMs: 2000, sleeve, pathMtu: async () => 1436 }));
+  const peer = await udp();
+  const stranger = await udp();
+  try {
+    const announce = () => nc.publish(Subjects.presence('h2'), JSON.stringify({ host: 'h2', boot: '0123456789abcdef', address: '127.0.0.1', port: peer.port, leaving: false }));
+    const status = () => rpcClient(nc, 'h1', routerRpc).status({});
+    announce();
+    await waitFor(async () => (await status()).peers.some((p) => p.host === 'h2' && p.state === 'connected' && p.path === 'sleeve'), { what: 'h2 as a sleeve peer of h1' });
+
+    // A valid header from h2 announcing a frame that is not there, and a few shorter cuts.
+    const header = Buffer.alloc(20);
+    header.write('WV', 0, 'latin1');
+    header[2] = 1;
+    header.writeUInt32BE(7, 4);
+    header.writeBigUInt64BE(peerIdOf('h2'), 8);
+    header.writeUInt16BE(1, 16);
+    await send(peer, header, port);
+    await send(peer, Buffer.concat([header, Buffer.from([0x05, 0xdc, 1, 2, 3])]), port);
+    await send(peer, header.subarray(0, 9), port);
+    for (let i = 0; i < 20; i++) await send(stranger, Buffer.from(`garbage ${i}`), port);
+
+    const counted = await waitFor(
+      async () => {
+        const c = (await status()).sleeve;
+        return c.dropUnknownPeer === '20' && c.malformedTruncated === '2' && c.malformedShortHeader === '1' ? c : null;
+      },
+      { what: 'the sleeve to count 20 stranger datagrams, 2 truncated and 1 short one' },
+    );
+    expect(counted.framesFromPeers).toBe('0');
+    expect(counted.datagramsIn).toBe('23');
+    // Still serving: the peer is still there and status answers.
+    announce();
+    expect((await status()).peers.find((p) => p.host === 'h2')?.state).toBe('connected');
+  } finally {
+    peer.close();
+    stranger.close();
+  }
 });

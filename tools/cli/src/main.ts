@@ -57,10 +57,26 @@ async function main(): Promise<void> {
   else {
     console.log(`host ${env.WEAVE_HOST}${router ? ` (${router.address}:${router.port})` : ''}\n`);
     if (router) {
-      console.log(table(['PEER', 'ADDRESS', 'STATE', 'SINCE', 'LAST SEEN'], router.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.since, p.lastSeen])));
-      console.log();
+      console.log(
+        table(
+          ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'SINCE', 'LAST SEEN'],
+          router.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), p.since, p.lastSeen]),
+        ),
+      );
+      const c = router.sleeve;
+      const drops = Object.entries(c).filter(([k, v]) => /^(drop|malformed)/.test(k) && v !== '0');
+      console.log(`\nsleeve: ${c.tapFramesIn ?? 0} frames out to peers, ${c.framesFromPeers ?? 0} in; dropped: ${drops.map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}\n`);
     }
-    console.log(table(['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS'], wire.networks.map((n) => [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints)])));
+    const tapOf = new Map((router?.networks ?? []).map((n) => [n.networkId, n]));
+    console.log(
+      table(
+        ['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS', 'WIRE ID', 'SLEEVE TAP'],
+        wire.networks.map((n) => {
+          const t = tapOf.get(n.networkId);
+          return [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints), `0x${n.wireId.toString(16).padStart(8, '0')}`, t ? `${t.tap}${t.attached ? '' : ' (not attached)'}` : '-'];
+        }),
+      ),
+    );
     console.log();
     console.log(table(['POOL', 'RANGE', 'HOLDERS', 'BLOCKS (owner used/size)'], ipam.pools.map((p) => [p.pool, p.subPool ?? '-', Object.entries(p.holders).map(([h, n]) => `${h}:${n}`).join(','), p.blocks.map((b) => `${b.block} ${b.owner} ${b.used}/${b.size}`).join('; ')])));
   }
