@@ -1,7 +1,9 @@
 /**
  * tools/mesh: the simulated multi-host mesh (see mesh.ts).
- *   tools/mesh up [--hosts=N] [--no-build]  N simulated hosts (default 3), each with weave's stack
- *                                      (built from this checkout first unless --no-build)
+ *   tools/mesh up [--hosts=N] [--no-build] [--no-demo]
+ *                                      N simulated hosts (default 3), each with weave's stack (built
+ *                                      from this checkout first unless --no-build), then a network
+ *                                      with a container per host pinging across (unless --no-demo)
  *   tools/mesh down [--purge]          remove everything (--purge: also the image cache)
  *   tools/mesh status                  hosts, their DOCKER_HOST and their NATS routes
  *   tools/mesh docker <n> <args…>      docker against host n (1-based)
@@ -10,9 +12,9 @@
  *   tools/mesh env <n>                 `export DOCKER_HOST=…` for host n
  */
 import { spawnSync } from 'node:child_process';
-import { hostAddress, hostDocker, hostName, hostNs, IMAGE_CACHE, meshDown, meshUp, natsView, presentHosts, restartHost, UNDERLAY_CIDR } from './mesh';
+import { hostAddress, hostDocker, hostDockerCli, hostName, hostNs, IMAGE_CACHE, meshDown, meshUp, natsView, presentHosts, restartHost, UNDERLAY_CIDR } from './mesh';
 
-const USAGE = `usage: tools/mesh up [--hosts=N] [--no-build] | down [--purge] | status | restart <n> | docker <n> <docker args…> | sh <n> [cmd…] | env <n>
+const USAGE = `usage: tools/mesh up [--hosts=N] [--no-build] [--no-demo] | down [--purge] | status | restart <n> | docker <n> <docker args…> | sh <n> [cmd…] | env <n>
   Simulated Docker hosts on this machine (netns wvh<n>, underlay ${UNDERLAY_CIDR}, host n = ${hostAddress(0).replace(/\d+$/, '')}<10+n>).`;
 
 const log = (m: string) => console.error(`[mesh] ${m}`);
@@ -24,12 +26,45 @@ function hostArg(v: string | undefined): number {
   return n;
 }
 
+/**
+ * What `mesh up` shows: one weave network created on host 1, a container on every host, and the
+ * first pinging each of the others across the sleeve. Idempotent; `mesh down` takes it away.
+ */
+async function demo(hosts: number): Promise<void> {
+  const net = 'weave:meshdemo';
+  const on = (n: number, args: string[]) => hostDockerCli(n, args, { timeoutMs: 60_000 });
+  if (!(await on(1, ['network', 'ls', '-q', '--filter', `name=^${net}$`])).trim()) {
+    await on(1, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', net]);
+    log(`created ${net} on ${hostName(1)}`);
+  }
+  const ips: string[] = [];
+  for (let n = 1; n <= hosts; n++) {
+    // The catalogue brings the network to the other hosts within a second or two.
+    for (let i = 0; !(await on(n, ['network', 'ls', '-q', '--filter', `name=^${net}$`])).trim(); i++) {
+      if (i > 100) throw new Error(`${net} did not appear on ${hostName(n)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const name = `meshdemo${n}`;
+    if (!(await on(n, ['ps', '-q', '--filter', `name=^${name}$`])).trim()) {
+      await on(n, ['rm', '-f', name]).catch(() => '');
+      await on(n, ['run', '-d', '--name', name, '--hostname', name, '--net', net, 'weave-bbox:local', 'sleep', '1d']);
+    }
+    ips.push((await on(n, ['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, name])).trim());
+    log(`${name} on ${hostName(n)} has ${ips[n - 1]}`);
+  }
+  for (let n = 2; n <= hosts; n++) {
+    log(`meshdemo1 on ${hostName(1)} pings meshdemo${n} on ${hostName(n)}:`);
+    console.log((await on(1, ['exec', 'meshdemo1', 'ping', '-c', '2', '-W', '2', ips[n - 1]!])).trim());
+  }
+  log(`try: tools/mesh docker 2 run --rm --net ${net} weave-bbox:local ping -c 2 ${ips[0]}`);
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'up': {
       const flag = rest.find((a) => a.startsWith('--hosts='));
-      const bad = rest.find((a) => !a.startsWith('--hosts=') && a !== '--no-build');
+      const bad = rest.find((a) => !a.startsWith('--hosts=') && a !== '--no-build' && a !== '--no-demo');
       if (bad) throw new Error(`unexpected argument ${bad}\n${USAGE}`);
       const hosts = flag ? Number(flag.slice('--hosts='.length)) : Number(process.env.WEAVE_MESH_HOSTS || 3);
       try {
@@ -39,6 +74,7 @@ async function main(argv: string[]): Promise<number> {
         throw e;
       }
       for (let n = 1; n <= hosts; n++) console.log(`${hostName(n)}  ${hostAddress(n)}  DOCKER_HOST=${hostDocker(n)}`);
+      if (!rest.includes('--no-demo') && hosts > 1) await demo(hosts);
       return 0;
     }
     case 'down': {
