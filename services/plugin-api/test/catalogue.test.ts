@@ -1,3 +1,4 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { openBucket } from '@weave/bus';
 import { Buckets } from '@weave/contracts';
@@ -12,7 +13,7 @@ let nc: NatsConnection;
 const running: Catalogue[] = [];
 type Seen = { kind: string; data: { name: string; reason?: string } };
 
-async function host(name: string) {
+async function host(name: string, resyncMs = 200) {
   const engine = new FakeDockerEngine();
   const seen: Seen[] = [];
   const cat = new Catalogue({
@@ -22,7 +23,7 @@ async function host(name: string) {
     kv: await openBucket(nc, Buckets.catalogue),
     events: { publish: (kind: string, data: Seen['data']) => seen.push({ kind, data }) } as never,
     log: silentLogger(),
-    resyncMs: 200,
+    resyncMs,
   });
   await cat.start();
   running.push(cat);
@@ -96,4 +97,28 @@ test('a network removed here, its destroy event not yet handled, is removed ever
   await h2.cat.trigger();
   expect(h2.engine.nets.has('weave:gone')).toBe(false);
   await waitFor(() => !h1.engine.nets.has('weave:gone'), { what: 'h1 to follow the removal' });
+});
+
+describe('the catalogue watch', () => {
+  // No periodic pass within these tests: only the watch, reopened, can bring the network over.
+  const noResync = 60_000;
+
+  test('reopens when its consumer is deleted, and catches up with what changed meanwhile', async () => {
+    const [h1, h2] = [await host('h1', noResync), await host('h2', noResync)];
+    const jsm = await jetstreamManager(nc);
+    const stream = `KV_${Buckets.catalogue}`;
+    for await (const c of jsm.consumers.list(stream)) await jsm.consumers.delete(stream, c.name);
+    h1.engine.userCreates(net('weave:meanwhile'));
+    await waitFor(() => h2.engine.nets.has('weave:meanwhile'), { what: 'weave:meanwhile on h2 through the reopened watch', timeoutMs: 5000 });
+    h1.engine.userCreates({ ...net('weave:after'), subnets: [{ subnet: '10.42.0.0/24', ipRange: null, gateway: null }] });
+    await waitFor(() => h2.engine.nets.has('weave:after'), { what: 'weave:after on h2', timeoutMs: 2000 });
+  });
+
+  test('reopens after nats-server restarts', async () => {
+    const [h1, h2] = [await host('h1', noResync), await host('h2', noResync)];
+    await server.kill();
+    await server.restart();
+    h1.engine.userCreates(net('weave:restarted'));
+    await waitFor(() => h2.engine.nets.has('weave:restarted'), { what: 'weave:restarted on h2 after the restart', timeoutMs: 15_000 });
+  }, 30_000);
 });

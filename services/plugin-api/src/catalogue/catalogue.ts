@@ -1,4 +1,4 @@
-import { KV, kvGet, kvKeys, kvMutate } from '@weave/bus';
+import { KV, kvGet, KvMirror, kvMutate, mirrorKv } from '@weave/bus';
 import { CatalogueEntry } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
@@ -37,7 +37,7 @@ export class Catalogue {
   private again = false;
   private readonly stops: Array<() => void> = [];
   private stopped = false;
-  private watch: { stop(): void } | null = null;
+  private mirror: KvMirror<CatalogueEntry> | null = null;
   private readonly now: () => Date;
   private readonly reported = new Map<string, string>();
   /**
@@ -53,7 +53,7 @@ export class Catalogue {
 
   async start(): Promise<void> {
     this.stops.push(this.o.engine.watchNetworks(this.o.driver, (e) => void this.onDockerEvent(e.action, e.name)));
-    this.watchCatalogue();
+    this.followCatalogue();
     const timer = setInterval(() => this.trigger(), this.o.resyncMs ?? 10_000);
     this.stops.push(() => clearInterval(timer));
     await this.trigger();
@@ -61,32 +61,22 @@ export class Catalogue {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.watch?.stop();
     for (const s of this.stops.splice(0)) s();
+    // First, so a pass waiting for the catalogue gives up now rather than at its timeout.
+    await this.mirror?.stop();
     await this.running;
   }
 
   /**
-   * Follows changes to the catalogue, so other hosts' networks arrive in well under a second.
-   * A watch can fail (JetStream still electing a leader when a mesh starts, NATS restarting);
-   * it is opened again a second later, with a pass for what changed in between, so a lost watch
-   * never leaves the catalogue to the periodic pass alone.
+   * The catalogue in memory, from one watch: other hosts' networks arrive in well under a second,
+   * and a pass lists nothing (a listing per pass creates a JetStream consumer, which can stall in
+   * a fresh cluster). A watch that fails (JetStream still electing a leader as a mesh starts, NATS
+   * restarting) is reopened by the mirror, and its fresh snapshot is a change too: a pass then
+   * picks up what changed meanwhile, rather than leaving it to the periodic pass.
    */
-  private watchCatalogue(): void {
-    void (async () => {
-      while (!this.stopped) {
-        try {
-          const watch = await this.o.kv.watch({ include: 'updates' });
-          this.watch = watch;
-          if (this.stopped) watch.stop();
-          void this.trigger();
-          for await (const _ of watch) void this.trigger();
-        } catch (err) {
-          this.o.log.warn({ err }, `catalogue watch failed, reopening it: ${describeError(err)}`);
-        }
-        if (!this.stopped) await new Promise((r) => setTimeout(r, 1000).unref());
-      }
-    })();
+  private followCatalogue(): void {
+    this.mirror = mirrorKv(this.o.kv, CatalogueEntry, { log: this.o.log });
+    this.stops.push(this.mirror.onChange(() => void this.trigger()));
   }
 
   /** Runs a pass now, or one more after the current pass; resolves when that pass is done. */
@@ -98,7 +88,9 @@ export class Catalogue {
     this.running = (async () => {
       do {
         this.again = false;
-        await this.pass().catch((err) => this.o.log.warn({ err }, `network catalogue pass failed: ${describeError(err)}`));
+        await this.pass().catch((err) => {
+          if (!this.stopped) this.o.log.warn({ err }, `network catalogue pass failed: ${describeError(err)}`);
+        });
       } while (this.again);
       this.running = null;
     })();
@@ -126,7 +118,8 @@ export class Catalogue {
   }
 
   private async pass(): Promise<void> {
-    const [local, catalogue] = await Promise.all([this.o.engine.networks(this.o.driver), this.entries()]);
+    const local = await this.o.engine.networks(this.o.driver);
+    const catalogue = await this.entries();
     for (const l of local) {
       const c = catalogue.get(l.name);
       if (c?.state === 'active') this.hadHere.set(l.name, c.createdAt);
@@ -134,13 +127,15 @@ export class Catalogue {
     for (const a of planCatalogue(this.o.host, local, catalogue, this.now())) await this.act(a);
   }
 
+  /**
+   * The catalogue as the watch has it: it can lag a write elsewhere by the watch's delay, which
+   * each action allows for (publish decides again inside its compare-and-set, createLocal reads
+   * the entry again), and that write's arrival triggers another pass.
+   */
   private async entries(): Promise<Map<string, CatalogueEntry>> {
-    const out = new Map<string, CatalogueEntry>();
-    for (const key of await kvKeys(this.o.kv)) {
-      const e = await kvGet(this.o.kv, key, CatalogueEntry).catch(() => null);
-      if (e) out.set(e.value.name, e.value);
-    }
-    return out;
+    if (!this.mirror) throw new Error('the catalogue is not started');
+    await this.mirror.ready();
+    return new Map(this.mirror.entries().map(([, e]) => [e.value.name, e.value]));
   }
 
   private async act(a: CatalogueAction): Promise<void> {
