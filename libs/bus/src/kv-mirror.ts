@@ -56,6 +56,7 @@ export class KvMirror<T> {
   private applied = 0;
   private isReady = false;
   private stopped = false;
+  private stoppedWhy = '';
   private readonly waiters = new Set<{ revision: number; settle: (err?: Error) => void }>();
   private readonly listeners = new Set<() => void>();
   /** Ends the current watch; set while one runs. */
@@ -94,7 +95,7 @@ export class KvMirror<T> {
 
   /** Resolves once the mirror reflects every write up to `revision` (of a key it follows). */
   caughtUp(revision: number, timeoutMs = this.o.waitMs ?? 5000): Promise<void> {
-    if (this.stopped) return Promise.reject(new UnavailableError(`the mirror of KV bucket ${this.name} is stopped`));
+    if (this.stopped) return Promise.reject(new UnavailableError(`the mirror of KV bucket ${this.name} ${this.stoppedWhy}`));
     if (this.reached(revision)) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter = {
@@ -138,12 +139,17 @@ export class KvMirror<T> {
   }
 
   async stop(): Promise<void> {
+    this.halt('was stopped');
+    await this.loop;
+  }
+
+  private halt(why: string): void {
     this.stopped = true;
+    this.stoppedWhy = why;
     this.endWatch?.('stopped');
     this.wake?.();
     this.status.stop?.();
-    for (const w of [...this.waiters]) w.settle(new UnavailableError(`the mirror of KV bucket ${this.name} was stopped`));
-    await this.loop;
+    for (const w of [...this.waiters]) w.settle(new UnavailableError(`the mirror of KV bucket ${this.name} ${why}`));
   }
 
   private reached(revision: number): boolean {
@@ -164,6 +170,8 @@ export class KvMirror<T> {
         why = `it failed: ${describeError(err)}`;
       }
       if (this.stopped) return;
+      // Closed, not just disconnected: nothing will come back, so stop instead of retrying for ever.
+      if (this.connection.isClosed()) return this.halt('stopped: its NATS connection was closed');
       const pause = Math.min((this.o.reopenMs ?? 500) * 2 ** this.failures++, 5000);
       this.o.log.warn({ bucket: this.name, filter: this.o.filter ?? '>', pauseMs: pause }, `watch of KV bucket ${this.name} ended (${why}); opening it again`);
       await new Promise<void>((r) => {

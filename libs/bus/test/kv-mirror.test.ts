@@ -166,3 +166,12 @@ test('stop fails pending waits and removes its consumer', async () => {
   await expect(m.ready()).rejects.toThrow(/stopped/);
   await waitFor(async () => (await consumersOf('m-stop')).length === 0, { what: 'the watch consumer to go', timeoutMs: 5000 });
 });
+
+test('stops by itself when its connection is closed, instead of retrying for ever', async () => {
+  const own = await connect({ servers: server.url });
+  const m = mirrorKv(await openBucket(own, 'm-closed'), Item, { log, reopenMs: 20 });
+  await m.ready();
+  await own.close();
+  await waitFor(() => m.ready().then(() => false, (e: Error) => /connection was closed/.test(e.message)), { what: 'the mirror to stop', timeoutMs: 5000 });
+  await m.stop();
+});
