@@ -1,2 +1,3 @@
 export * from './keyed-mutex';
 export * from './wait-for';
+export * from './passes';

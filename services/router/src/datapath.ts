@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { RouterNetworkStatus, SleeveCounters } from '@weave/contracts';
 import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
+import { CoalescedPasses } from '@weave/sync';
 import type { SleeveConfigInput, SleeveStats } from '@weave/sleeve';
 import type { Peer } from './peers';
 import { LocalNetwork, planSleeve, PlannedNetwork } from './sleeve-plan';
@@ -40,9 +41,16 @@ export class DataPath {
   private planned: PlannedNetwork[] = [];
   private readonly plugged = new Set<string>();
   private readonly pathed = new Map<string, number>();
-  private running: Promise<void> | null = null;
-  private again = false;
   private refetch = true;
+  private readonly passes = new CoalescedPasses(
+    () => this.pass(),
+    (err) => {
+      const msg = `data path not in line yet, retrying at the next change or resync: ${describeError(err)}`;
+      // netwire not answering yet is normal while the stack starts: no stack trace for it.
+      if (err instanceof UnavailableError) this.d.log.warn(msg);
+      else this.d.log.warn({ err }, msg);
+    },
+  );
 
   constructor(private readonly d: DataPathDeps) {}
 
@@ -53,22 +61,7 @@ export class DataPath {
   }
 
   sync(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      do {
-        this.again = false;
-        await this.pass().catch((err) => {
-          const msg = `data path not in line yet, retrying at the next change or resync: ${describeError(err)}`;
-          // netwire not answering yet is normal while the stack starts: no stack trace for it.
-          if (err instanceof UnavailableError) this.d.log.warn(msg);
-          else this.d.log.warn({ err }, msg);
-        });
-      } while (this.again);
-    })().finally(() => (this.running = null));
-    return this.running;
+    return this.passes.request();
   }
 
   status(): { networks: Array<z.output<typeof RouterNetworkStatus>>; sleeve: z.output<typeof SleeveCounters> } {
