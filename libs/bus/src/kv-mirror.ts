@@ -62,7 +62,7 @@ export class KvMirror<T> {
   /** Ends the current watch; set while one runs. */
   private endWatch: ((why: string) => void) | null = null;
   private wake: (() => void) | null = null;
-  /** Watches in a row that ended before their snapshot was complete: the pause grows with them. */
+  /** Watches ended since the last complete snapshot: the pause before the next one grows with them. */
   private failures = 0;
   private readonly connection: NatsConnection;
   private readonly status: AsyncIterable<Status> & { stop?: () => void };
