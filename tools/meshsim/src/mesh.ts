@@ -512,15 +512,15 @@ export async function sendGarbage(ns: string, address: string, port: number, cou
 // restarting one host
 
 /**
- * Restarts simulated host n the way a machine reboots its container runtime: its stack stops,
- * its dockerd stops (taking every container down), then dockerd and the stack start again and
- * the host rejoins the others. The network namespace, and so the kernel's links, stay.
+ * Restarts simulated host n's container runtime the way `systemctl restart docker` does: dockerd
+ * stops (taking every container, weave's stack included, down at once), starts again and
+ * restarts what has a restart policy; `compose up` then checks the stack is all there. The
+ * network namespace, and so the kernel's links, stay.
  */
 export async function restartHost(n: number, o: { hosts: number; log?: (msg: string) => void; env?: Record<string, string> }): Promise<void> {
   const log = o.log ?? (() => {});
   const pid = dockerdPid(n);
   if (!pid) throw new Error(`dockerd of ${hostName(n)} is not running`);
-  await must('docker', ['compose', '-f', COMPOSE_FILE, '-p', PROJECT, 'stop', '-t', '5'], { env: { DOCKER_HOST: hostDocker(n), WEAVE_HOST: hostName(n) }, timeoutMs: 60_000 });
   process.kill(pid, 'SIGTERM');
   await waitUntil(async () => dockerdPid(n) === null, `dockerd of ${hostName(n)} to stop`, 30_000, 100);
   log(`${hostName(n)}: stack and dockerd stopped`);

@@ -115,7 +115,7 @@ test(`a network created on host 1 appears on the others within 2 s; ${CONTAINERS
 test('containers on different hosts are on one L2 segment: ARP, ping, TCP, UDP and broadcast', async () => {
   for (const p of probes) {
     // Broadcast pings are ignored by default; the probes answer them so a broadcast can be seen.
-    await on(p.host, ['run', '-d', '--name', p.name, '--net', NET, '--sysctl', 'net.ipv4.icmp_echo_ignore_broadcasts=0', 'weave-bbox:local', 'sleep', '1d']);
+    await on(p.host, ['run', '-d', '--name', p.name, '--restart', 'always', '--net', NET, '--sysctl', 'net.ipv4.icmp_echo_ignore_broadcasts=0', 'weave-bbox:local', 'sleep', '1d']);
     p.ip = await ipOf(p.host, p.name);
   }
   for (const a of probes) {
@@ -192,11 +192,16 @@ test('datagrams from a non-peer, garbage or truncated, are dropped and counted; 
 
 test('a host whose dockerd and stack restart rejoins, and its containers are reachable again', async () => {
   const [p1, , p3] = probes as [(typeof probes)[0], (typeof probes)[0], (typeof probes)[0]];
+  const t0 = Date.now();
   await restartHost(3, { hosts: HOSTS, log });
-  // Started by hand: a restarting dockerd looks for the plugin before it starts the stack that
-  // serves it, so `--restart always` containers on weave networks do not come back by themselves
-  // yet (the daemon-restart issue).
-  await on(3, ['start', p3.name]);
+  // probe3 has --restart always: dockerd starts it again together with weave's stack, and its
+  // attach waits for the plugin to answer.
+  await waitFor(async () => (await outOf(3, ['inspect', '-f', '{{.State.Running}}', p3.name])).trim() === 'true' || null, {
+    what: `${p3.name} running again on ${hostName(3)}`,
+    timeoutMs: 60_000,
+    intervalMs: 500,
+  });
+  log(`host 3 back with ${p3.name} running ${((Date.now() - t0) / 1000).toFixed(1)} s after its dockerd was stopped`);
   p3.ip = await ipOf(3, p3.name);
   await waitFor(async () => (await pings(1, p1.name, p3.ip)) || null, { what: `${p1.name} on host 1 to reach ${p3.name} again`, timeoutMs: 30_000, intervalMs: 500 });
   expect(await pings(3, p3.name, p1.ip)).toBe(true);
