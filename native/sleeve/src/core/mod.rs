@@ -1,10 +1,14 @@
 //! Sans-IO core: the wire codec and the switching decisions. Takes buffers and time, returns
 //! what the caller must do. Nothing here touches a file descriptor or reads a clock.
 
+pub mod checksum;
 pub mod clock;
+pub mod coalesce;
 pub mod gso;
 pub mod mac;
+pub mod segment;
 pub mod train;
+pub mod virtio;
 pub mod wire;
 
 /// A weave network on the wire (the VNI).

@@ -2,6 +2,7 @@
 //! They allocate per frame; only the real implementations are on a hot path.
 
 pub mod clock;
+pub mod packets;
 pub mod tap;
 pub mod udp;
 
