@@ -42,7 +42,7 @@ async function main(): Promise<number> {
   try {
     const results = await bench(b, undo, log);
     process.stdout.write(o.json ? JSON.stringify(results, null, 2) + '\n' : formatResults(results) + '\n');
-    return 0;
+    return results.failures.length ? 1 : 0;
   } catch (e) {
     // Once interrupted, whatever failed next (a killed child) is a consequence, not the story.
     throw b.abort.signal.aborted ? b.abort.signal.reason : e;

@@ -1,4 +1,4 @@
-import { txDropped, udpCounters } from '../src/mesh/drops';
+import { netDevCounters, udpCounters } from '../src/mesh/counters';
 import { parseIperf } from '../src/mesh/iperf';
 import { parseOptions, UsageError } from '../src/mesh/options';
 import { cpuTicks, statusBytes } from '../src/mesh/proc';
@@ -20,7 +20,7 @@ describe('parseIperf', () => {
         sum_received: sum({ seconds: 4, packets: 1_000_000, lost_packets: 200_000, lost_percent: 20 }),
       },
     });
-    expect(parseIperf('udp', json)).toEqual({ kind: 'udp', bitsPerSecond: 1.6e9, sentPps: 200_000, deliveredPps: 200_000, lossPercent: 20 });
+    expect(parseIperf('udp', json)).toEqual({ kind: 'udp', bitsPerSecond: 1.6e9, seconds: 4, sentPps: 200_000, deliveredPps: 200_000, lossPercent: 20 });
   });
 
   test("iperf3's own error report becomes the message", () => {
@@ -60,15 +60,15 @@ describe('kernel drop counters', () => {
     expect(udpCounters(snmp)).toMatchObject({ InDatagrams: 81412, RcvbufErrors: 13240, SndbufErrors: 0 });
   });
 
-  test("a device's transmit drops in /proc/net/dev", () => {
+  test("a device's received packets and transmit drops in /proc/net/dev", () => {
     const dev = [
       'Inter-|   Receive                                                |  Transmit',
       ' face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed',
       '    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0',
       'sleeve0: 1777 17 0 0 0 0 0 0 61035665 547620 0 302959 0 0 0 0',
     ].join('\n');
-    expect(txDropped(dev, 'sleeve0')).toBe(302959);
-    expect(() => txDropped(dev, 'vxlan0')).toThrow('no vxlan0');
+    expect(netDevCounters(dev, 'sleeve0')).toEqual({ rxPackets: 17, txDropped: 302959 });
+    expect(() => netDevCounters(dev, 'vxlan0')).toThrow('no vxlan0');
   });
 });
 
@@ -93,25 +93,25 @@ describe('options', () => {
 });
 
 const tcp = (bitsPerSecond: number) => ({ kind: 'tcp' as const, bitsPerSecond, retransmits: 0 });
-const udp = (deliveredPps: number) => ({ kind: 'udp' as const, bitsPerSecond: deliveredPps * 512, sentPps: 1e6, deliveredPps, lossPercent: 10 });
+const udp = (deliveredPps: number) => ({ kind: 'udp' as const, bitsPerSecond: deliveredPps * 512, seconds: 5, sentPps: 1e6, deliveredPps, lossPercent: 10 });
 
 describe('summary and ratios', () => {
   const runs: Run[] = [
     ...[6e9, 8e9, 7e9].map((b, round): Run => ({ round, path: 'sleeve', test: 'tcp1', measured: tcp(b), sleeveCpu: { wallSeconds: 5, cpuSeconds: [4, 2] } })),
     ...[10e9, 10e9, 10e9].map((b, round): Run => ({ round, path: 'vxlan', test: 'tcp1', measured: tcp(b) })),
     ...[20e9, 20e9, 20e9].map((b, round): Run => ({ round, path: 'veth', test: 'tcp1', measured: tcp(b) })),
-    { round: 0, path: 'sleeve', test: 'udp64', measured: udp(100_000), sleeveCpu: { wallSeconds: 5, cpuSeconds: [5, 5] } },
-    { round: 0, path: 'vxlan', test: 'udp64', measured: udp(200_000) },
+    { round: 0, path: 'sleeve', test: 'udp64', measured: udp(100_000), arrivedPps: 150_000, sleeveCpu: { wallSeconds: 5, cpuSeconds: [5, 5] } },
+    { round: 0, path: 'vxlan', test: 'udp64', measured: udp(100_000), arrivedPps: 200_000 },
   ];
 
-  test('medians per path and test; ratios (medians of each round\'s ratio) with targets (TCP bit/s, UDP delivered pps)', () => {
+  test('medians per path and test; ratios (medians of each round\'s ratio) with targets (TCP bit/s, UDP pps into c2)', () => {
     const cells = summarize(runs);
     expect(cells.find((c) => c.path === 'sleeve' && c.test === 'tcp1')?.bitsPerSecond).toBe(7e9);
     expect(ratios(runs)).toEqual([
       { test: 'tcp1', of: 'sleeve', to: 'vxlan', value: 0.7, target: 0.7, met: true },
       { test: 'tcp1', of: 'vxlan', to: 'veth', value: 0.5 },
       { test: 'tcp1', of: 'sleeve', to: 'veth', value: 0.35 },
-      { test: 'udp64', of: 'sleeve', to: 'vxlan', value: 0.5, target: 0.6, met: false },
+      { test: 'udp64', of: 'sleeve', to: 'vxlan', value: 0.75, target: 0.6, met: true },
     ]);
   });
 
@@ -143,12 +143,15 @@ describe('summary and ratios', () => {
   test('the table names every path, the target and whether it was met', () => {
     const cells = summarize(runs);
     const sleeve = { cpu: sleeveCpu(runs), peakRssBytes: [3 << 20, 3 << 20] as [number, number], startRssBytes: [1 << 20, 1 << 20] as [number, number], drops: sleeveDropTotals(runs), counters: [{}, {}] as [Record<string, unknown>, Record<string, unknown>] };
-    const text = formatResults({ seconds: 5, rounds: 3, mtu: { sleeve: 1436, vxlan: 1450, veth: 1500 }, cells, ratios: ratios(runs), sleeve, runs });
+    const failures = [{ path: 'veth' as const, test: 'udp64' as const, round: 1, error: 'iperf3: unable to connect to server: No route to host' }];
+    const text = formatResults({ seconds: 5, rounds: 3, mtu: { sleeve: 1436, vxlan: 1450, veth: 1500 }, cells, ratios: ratios(runs), sleeve, failures, runs });
     expect(text).toContain('median of 3 rounds');
     expect(text).toMatch(/TCP, 1 stream\s+7\.00 Gbit\/s\s+10\.00 Gbit\/s\s+20\.00 Gbit\/s/);
-    expect(text).toMatch(/UDP, 64 B payload\s+0\.100 Mpps, 10\.0% lost\s+0\.200 Mpps, 10\.0% lost\s+-/);
+    expect(text).toMatch(/UDP, 64 B payload, into c2\s+0\.150 Mpps\s+0\.200 Mpps\s+-/);
+    expect(text).toMatch(/UDP, 64 B payload, to iperf3\s+0\.100 Mpps, 10\.0% lost\s+0\.100 Mpps, 10\.0% lost\s+-/);
     expect(text).toMatch(/TCP, 1 stream\s+0\.700x\s+>= 0\.7x\s+yes\s+0\.500x\s+0\.350x/);
-    expect(text).toMatch(/UDP, 64 B payload\s+0\.500x\s+>= 0\.6x\s+NO/);
+    expect(text).toMatch(/UDP, 64 B payload\s+0\.750x\s+>= 0\.6x\s+yes/);
+    expect(text).toContain('veth FAILED (udp64, round 1): iperf3: unable to connect to server: No route to host');
     expect(text).toMatch(/peak RSS \(VmHWM\)\s+3\.0 MiB\s+3\.0 MiB/);
   });
 });

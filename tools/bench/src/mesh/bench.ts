@@ -4,13 +4,13 @@
  * rotated per round), sampling CPU and kernel drop counters around each iperf3 client.
  */
 import { Children } from './children';
-import { udpRcvbufErrors, type SleeveDrops } from './drops';
+import { receiverCounters, type ReceiverCounters, type SleeveDrops } from './counters';
 import { run } from './exec';
-import { iperf, TESTS, type TestName } from './iperf';
+import { iperf, TESTS, type Measured, type TestName } from './iperf';
 import type { MeshOptions } from './options';
-import { ratios, sleeveCpu, sleeveDropTotals, summarize, type Results, type Run } from './report';
+import { ratios, sleeveCpu, sleeveDropTotals, summarize, type Failure, type Results, type Run } from './report';
 import { SleeveHost, type SleeveCounters } from './sleeves';
-import { activate, createTopology, deactivate, deleteNamespace, leftoverNamespaces, MTU, target, type Names, type PathName, type Undo } from './topology';
+import { activate, createTopology, deactivate, deleteNamespace, leftoverNamespaces, MTU, receiverDevice, target, type Names, type PathName, type Undo } from './topology';
 
 export interface Bench {
   o: MeshOptions;
@@ -38,20 +38,25 @@ interface Sample {
   t: number;
   cpu: number[];
   sleeveDrops: SleeveDrops[];
-  receiverUdpRcvbuf?: number;
+  receiver?: ReceiverCounters;
 }
 
 async function sample(b: Bench, path: PathName, test: TestName): Promise<Sample> {
   const sleeves = path === 'sleeve' ? b.sleeves : [];
-  const receiverUdpRcvbuf = TESTS[test].kind === 'udp' ? await udpRcvbufErrors(b.n.container[2]) : undefined;
+  const receiver = TESTS[test].kind === 'udp' ? await receiverCounters(b.n.container[2], receiverDevice(path)) : undefined;
   const sleeveDrops = sleeves.map((s) => s.drops());
-  return { sleeveDrops, receiverUdpRcvbuf, cpu: sleeves.map((s) => s.cpuSeconds()), t: performance.now() / 1000 };
+  return { sleeveDrops, receiver, cpu: sleeves.map((s) => s.cpuSeconds()), t: performance.now() / 1000 };
 }
 
-function difference(before: Sample, after: Sample): Pick<Run, 'sleeveCpu' | 'drops'> {
+type Observed = Pick<Run, 'sleeveCpu' | 'drops' | 'arrivedPps'>;
+
+function difference(before: Sample, after: Sample, m: Measured): Observed {
   const pair = <T>(f: (i: 0 | 1) => T): [T, T] => [f(0), f(1)];
-  const out: Pick<Run, 'sleeveCpu' | 'drops'> = { drops: {} };
-  if (before.receiverUdpRcvbuf !== undefined) out.drops!.receiverUdpRcvbuf = after.receiverUdpRcvbuf! - before.receiverUdpRcvbuf;
+  const out: Observed = { drops: {} };
+  if (before.receiver && after.receiver) {
+    out.drops!.receiverUdpRcvbuf = after.receiver.udpRcvbufErrors - before.receiver.udpRcvbufErrors;
+    if (m.kind === 'udp') out.arrivedPps = (after.receiver.rxPackets - before.receiver.rxPackets) / m.seconds;
+  }
   if (before.cpu.length === 2) {
     out.sleeveCpu = { wallSeconds: after.t - before.t, cpuSeconds: pair((i) => after.cpu[i]! - before.cpu[i]!) };
     out.drops!.sleeve = pair((i) => ({
@@ -75,10 +80,7 @@ async function measure(b: Bench, round: number, test: TestName, path: PathName):
       signal: b.abort.signal,
       onClientStart: async () => void (before = await sample(b, path, test)),
     });
-    return { round, path, test, measured, ...difference(before!, await sample(b, path, test)) };
-  } catch (e) {
-    if (b.abort.signal.aborted) throw b.abort.signal.reason;
-    throw new Error(`${path}, ${test}: ${(e as Error).message}`, { cause: e });
+    return { round, path, test, measured, ...difference(before!, await sample(b, path, test), measured) };
   } finally {
     if (!b.abort.signal.aborted) await deactivate(b.n, path);
   }
@@ -86,7 +88,7 @@ async function measure(b: Bench, round: number, test: TestName, path: PathName):
 
 function progressLine(r: Run): string {
   const m = r.measured;
-  const rate = m.kind === 'udp' ? `${(m.deliveredPps / 1e6).toFixed(3)} Mpps delivered of ${(m.sentPps / 1e6).toFixed(3)} sent` : `${(m.bitsPerSecond / 1e9).toFixed(2)} Gbit/s`;
+  const rate = m.kind === 'udp' ? `${(m.sentPps / 1e6).toFixed(3)} Mpps sent, ${((r.arrivedPps ?? 0) / 1e6).toFixed(3)} into c2, ${(m.deliveredPps / 1e6).toFixed(3)} to iperf3` : `${(m.bitsPerSecond / 1e9).toFixed(2)} Gbit/s`;
   const cpu = r.sleeveCpu?.cpuSeconds.map((c) => `${((100 * c) / r.sleeveCpu!.wallSeconds).toFixed(0)}%`).join(' / ');
   const d = r.drops;
   const drops = [
@@ -96,18 +98,36 @@ function progressLine(r: Run): string {
   return `${r.test} ${r.path}: ${rate}${cpu ? `; sleeve CPU ${cpu}` : ''}${drops.length ? `; kernel drops: ${drops.join(', ')}` : ''}`;
 }
 
-async function measureAll(b: Bench, log: (msg: string) => void): Promise<Run[]> {
+/** A path that failed once is reported and left out of the rest of the run; the others go on. */
+async function pathFailed(b: Bench, f: Failure, log: (msg: string) => void): Promise<void> {
+  log(`${f.path} failed (${f.test}, round ${f.round}): ${f.error}; leaving it out from now on`);
+  if (f.path !== 'sleeve') return;
+  for (const s of b.sleeves) {
+    const c = await s.counters().catch((e: Error) => ({ unavailable: e.message }));
+    log(`sleeve on host ${s.host}: ${Object.entries(c).filter(([, v]) => v !== '0').map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  }
+}
+
+async function measureAll(b: Bench, log: (msg: string) => void): Promise<{ runs: Run[]; failures: Failure[] }> {
   const runs: Run[] = [];
-  for (let round = 0; round < b.o.rounds; round++) {
+  const failures: Failure[] = [];
+  for (let round = 1; round <= b.o.rounds; round++) {
     for (const test of b.o.tests) {
-      for (const path of rotate(b.o.paths, round)) {
+      for (const path of rotate(b.o.paths, round - 1).filter((p) => !failures.some((f) => f.path === p))) {
         if (b.abort.signal.aborted) throw b.abort.signal.reason;
-        runs.push(await measure(b, round + 1, test, path));
-        log(`${b.o.rounds > 1 ? `round ${round + 1}/${b.o.rounds} ` : ''}${progressLine(runs.at(-1)!)}`);
+        try {
+          runs.push(await measure(b, round, test, path));
+        } catch (e) {
+          if (b.abort.signal.aborted) throw b.abort.signal.reason;
+          failures.push({ path, test, round, error: (e as Error).message });
+          await pathFailed(b, failures.at(-1)!, log);
+          continue;
+        }
+        log(`${b.o.rounds > 1 ? `round ${round}/${b.o.rounds} ` : ''}${progressLine(runs.at(-1)!)}`);
       }
     }
   }
-  return runs;
+  return { runs, failures };
 }
 
 async function sleeveReport(sleeves: SleeveHost[], runs: Run[], log: (msg: string) => void): Promise<Results['sleeve']> {
@@ -135,8 +155,12 @@ export async function bench(b: Bench, undo: Undo, log: (msg: string) => void): P
     for (const h of [1, 2] as const) b.sleeves.push(await SleeveHost.start(b.children, b.n, h));
     log(`sleeve processes: pid ${b.sleeves.map((s) => s.pid).join(', ')}`);
   }
-  const runs = await measureAll(b, log);
+  const { runs, failures } = await measureAll(b, log);
   const cells = summarize(runs);
   const mtu = Object.fromEntries(b.o.paths.map((p) => [p, MTU[p]]));
-  return { seconds: b.o.seconds, rounds: b.o.rounds, mtu, cells, ratios: ratios(runs), sleeve: await sleeveReport(b.sleeves, runs, log), runs };
+  const sleeve = await sleeveReport(b.sleeves, runs, log).catch((e: Error) => {
+    log(`no sleeve report (a sleeve process is gone?): ${e.message}`);
+    return undefined;
+  });
+  return { seconds: b.o.seconds, rounds: b.o.rounds, mtu, cells, ratios: ratios(runs), sleeve, failures, runs };
 }

@@ -14,7 +14,7 @@ export const TEST_NAMES = Object.keys(TESTS) as TestName[];
 /** One iperf3 run, as the receiver saw it (UDP: also what was sent). */
 export type Measured =
   | { kind: 'tcp'; bitsPerSecond: number; retransmits: number }
-  | { kind: 'udp'; bitsPerSecond: number; sentPps: number; deliveredPps: number; lossPercent: number };
+  | { kind: 'udp'; bitsPerSecond: number; seconds: number; sentPps: number; deliveredPps: number; lossPercent: number };
 
 const Sum = z.object({ seconds: z.number().positive(), bytes: z.number().nonnegative(), bits_per_second: z.number().nonnegative() });
 const TcpReport = z.object({
@@ -52,6 +52,7 @@ export function parseIperf(kind: 'tcp' | 'udp', text: string): Measured {
   return {
     kind,
     bitsPerSecond: recv.bits_per_second,
+    seconds: recv.seconds,
     sentPps: sent.packets / sent.seconds,
     deliveredPps: Math.max(0, recv.packets - recv.lost_packets) / recv.seconds,
     lossPercent: recv.lost_percent,

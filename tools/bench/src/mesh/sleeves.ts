@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { Children, stopChild, tailOf } from './children';
 import { inNs } from './exec';
 import { comm, cpuSeconds, memory } from './proc';
-import { sleeveDrops, type SleeveDrops } from './drops';
+import { sleeveDrops, type SleeveDrops } from './counters';
 import { SLEEVE_PORT, SLEEVE_TAP, type Names, underlayIp } from './topology';
 
 const root = join(__dirname, '..', '..', '..', '..');
@@ -25,6 +25,7 @@ export class SleeveHost {
     readonly host: 1 | 2,
     readonly child: ChildProcess,
   ) {
+    child.stdin!.on('error', () => {}); // EPIPE once the process is gone; its exit is what reports that
     createInterface({ input: child.stdout! }).on('line', (l) => {
       const parsed = Line.safeParse(safeJson(l));
       if (parsed.success) this.#waiters.shift()?.(parsed.data);
@@ -61,6 +62,9 @@ export class SleeveHost {
   }
 
   async counters(): Promise<SleeveCounters> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) {
+      throw new Error(`sleeve on host ${this.host} exited (${this.child.signalCode ?? this.child.exitCode})`);
+    }
     const reply = this.#next(5000, 'stats');
     this.child.stdin!.write('stats\n');
     const line = await reply;

@@ -32,6 +32,8 @@ const bridgedIp = (host: 1 | 2): string => `10.254.252.${host}`;
 const directIp = (host: 1 | 2): string => `10.254.251.${host}`;
 /** Where c1 sends to for each path. */
 export const target = (path: PathName): string => (path === 'veth' ? directIp(2) : bridgedIp(2));
+/** The interface of c2 the path's traffic arrives on. */
+export const receiverDevice = (path: PathName): string => (path === 'veth' ? 'direct0' : 'eth0');
 
 export interface Names {
   host: Record<1 | 2, string>;
