@@ -112,6 +112,29 @@ export class KvMirror<T> {
     });
   }
 
+  /**
+   * Resolves once the mirror reflects every write the bucket had when this was called: for a
+   * reader that needs all keys, not just its own writes (a teardown listing a parent's children).
+   * It asks the stream for its last sequence, the bucket's last revision: a request the stream's
+   * leader answers, like any write, and no consumer is created. Whole-bucket mirrors only, since
+   * the last revision may be of a key a filtered mirror never sees. The message of the last
+   * revision is the latest entry of its key (a deletion leaves a marker), so the watch delivers
+   * it; only removing messages behind KV's back (purgeDeletes, a stream purge) could take it away,
+   * and then this waits for the next write or times out as unavailable.
+   */
+  async upToDate(timeoutMs?: number): Promise<void> {
+    if ((this.o.filter ?? '>') !== '>') throw new InternalError(`the mirror of KV bucket ${this.name} follows only ${this.o.filter}, so it cannot tell it has every write`);
+    await this.caughtUp(await this.lastRevision(), timeoutMs);
+  }
+
+  private async lastRevision(): Promise<number> {
+    try {
+      return (await this.bucket.jsm.streams.info(this.bucket.stream)).state.last_seq;
+    } catch (e) {
+      throw new UnavailableError(`cannot read the last revision of JetStream KV bucket ${this.name}`, { cause: e });
+    }
+  }
+
   /** The keys as of the last change applied (`parent`: only its direct children). */
   keys(parent?: string): string[] {
     const all = [...this.current.keys()];

@@ -85,6 +85,36 @@ test('a revision nobody wrote yet is an unavailable error after the wait, not a 
   expect((err as Error).message).toMatch(new RegExp(`has not caught up with revision ${rev + 10} \\(it is at ${rev}\\) after 200 ms`));
 });
 
+test('upToDate waits until every write the bucket had is reflected, also others\' writes while the watch is down', async () => {
+  const kv = await openBucket(nc, 'm-uptodate');
+  await put(kv, 'a', 1);
+  const m = mirrorKv(kv, Item, { log, reopenMs: 300 });
+  mirrors.push(m);
+  await m.upToDate();
+  expect(keys(m)).toEqual(['a']);
+  const [watch] = await consumersOf('m-uptodate');
+  await (await jetstreamManager(nc)).consumers.delete('KV_m-uptodate', watch!);
+  const other = await connect({ servers: server.url });
+  try {
+    const kv2 = await openBucket(other, 'm-uptodate');
+    await put(kv2, 'b', 2);
+    await kv2.delete('a');
+    // Written after the watch's consumer was gone: nothing delivered them yet.
+    expect(keys(m)).toEqual(['a']);
+    await m.upToDate(5000);
+    expect(keys(m)).toEqual(['b']);
+  } finally {
+    await other.close();
+  }
+});
+
+test('upToDate refuses a mirror of some keys: the bucket\'s last revision may be of a key it never sees', async () => {
+  const kv = await openBucket(nc, 'm-uptodate-filtered');
+  const m = mirrorKeys(kv, { log, filter: 'p1.*' });
+  mirrors.push(m);
+  await expect(m.upToDate()).rejects.toThrow(/follows only p1\.\*, so it cannot tell it has every write/);
+});
+
 test('a keys-only mirror of one prefix sees only that prefix', async () => {
   const kv = await openBucket(nc, 'm-prefix');
   await put(kv, 'p1.a', 1);
