@@ -117,11 +117,22 @@ export type SleeveConfigInput = z.input<typeof SleeveConfigSchema>;
 /** What crosses into Rust. */
 export type SleeveConfig = z.output<typeof SleeveConfigSchema>;
 
-/** Counters since construction (u64, so bigint). `running` says whether threads are up. */
+/**
+ * Counters since construction (u64, so bigint). `running` says whether threads are up;
+ * `udpGso`/`udpGro` whether the kernel's UDP offloads are in use (false when stopped).
+ */
 export interface SleeveStats {
   running: boolean;
+  udpGso: boolean;
+  udpGro: boolean;
+  /** Frames read from TAPs; a super-frame (up to 64 KiB, cut into segments here) counts once. */
   tapFramesIn: bigint;
+  /** Frames written to TAPs; a super-frame counts the segments it joined. */
   tapFramesOut: bigint;
+  tapSuperFramesIn: bigint;
+  tapSuperFramesOut: bigint;
+  /** TAPs opened without offloads (the kernel refused IFF_VNET_HDR): one syscall per frame. */
+  tapsWithoutOffload: bigint;
   framesToPeers: bigint;
   floods: bigint;
   datagramsOut: bigint;
@@ -133,6 +144,8 @@ export interface SleeveStats {
   tapWriteErrors: bigint;
   udpSendErrors: bigint;
   udpRecvErrors: bigint;
+  /** UDP GSO sends the kernel refused, resent one datagram per message. */
+  udpGsoFallbacks: bigint;
   dropUnknownPeer: bigint;
   dropSenderMismatch: bigint;
   dropUnknownNetwork: bigint;
@@ -142,6 +155,14 @@ export interface SleeveStats {
   dropInvalidSource: bigint;
   dropLocalDestination: bigint;
   dropLocalOnlySource: bigint;
+  /** TAP reads dropped because the kernel's virtio header or super-frame did not add up. */
+  dropOffloadShortRead: bigint;
+  dropOffloadUnsupportedGso: bigint;
+  dropOffloadBadChecksumOffsets: bigint;
+  dropOffloadNotIp: bigint;
+  dropOffloadBadIpHeader: bigint;
+  dropOffloadBadL4Header: bigint;
+  dropOffloadSegmentTooLarge: bigint;
   malformedShortHeader: bigint;
   malformedBadMagic: bigint;
   malformedBadVersion: bigint;

@@ -16,11 +16,13 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, EngineConfig};
 use crate::core::clock::Clock;
+use crate::core::coalesce::{Coalescer, Push};
 use crate::core::mac::{src_mac, Action, Mac, MacTable, Port};
+use crate::core::segment::{self, Prepared, Segmenter};
 use crate::core::train::Train;
 use crate::core::wire::{Datagram, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::core::{NetworkId, PeerId};
-use crate::os::{RecvBatch, Tap, TapFactory, Udp};
+use crate::os::{RecvBatch, Tap, TapFactory, Udp, UdpOffloads};
 use crate::stats::Stats;
 
 /// Frames read from a TAP per wake-up before the batches are flushed.
@@ -29,8 +31,8 @@ const TAP_BATCH: usize = 64;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Pause after an OS error so a broken descriptor does not spin a core.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
-/// Read buffer: larger than any valid frame, so oversize frames are seen whole and dropped.
-const READ_BUF: usize = 65_536;
+/// Read buffer: a virtio header and the largest super-frame, with room to see oversize ones.
+const READ_BUF: usize = 65_536 + 64;
 /// Datagrams (or GRO trains) taken per UDP wake-up.
 const RECV_SLOTS: usize = 32;
 /// Room for a whole GRO train, and more than any one valid datagram so oversize ones show.
@@ -206,6 +208,9 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
                             tap: n.tap.clone(),
                             source,
                         })?;
+                    if !tap.vnet_hdr() {
+                        Stats::inc(&self.shared.stats.taps_without_offload);
+                    }
                     Arc::new(tap)
                 }
             };
@@ -282,6 +287,10 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
         &self.shared.stats
     }
 
+    pub fn udp_offloads(&self) -> UdpOffloads {
+        self.shared.udp.offloads()
+    }
+
     /// Stops and joins every thread. Also done on drop.
     pub fn stop(mut self) {
         self.shutdown();
@@ -310,6 +319,23 @@ struct Outbox {
     index: HashMap<PeerId, usize>,
 }
 
+/// What a TAP read gave, ready to encode.
+#[derive(Clone, Copy)]
+enum Read<'a> {
+    Frame(&'a [u8]),
+    /// A super-frame and how to cut it.
+    Super(&'a [u8], Segmenter),
+}
+
+impl<'a> Read<'a> {
+    /// The bytes that start with the Ethernet header (for a super-frame, every segment's).
+    fn bytes(&self) -> &'a [u8] {
+        match *self {
+            Read::Frame(f) | Read::Super(f, _) => f,
+        }
+    }
+}
+
 impl Outbox {
     fn new<T>(network: NetworkId, view: &View<T>) -> Self {
         let mut slots = Vec::with_capacity(view.peers.len());
@@ -325,12 +351,37 @@ impl Outbox {
         Outbox { slots, index }
     }
 
-    fn push(&mut self, slot: usize, frame: &[u8], udp: &impl Udp, stats: &Stats) {
+    fn push(&mut self, slot: usize, read: Read<'_>, udp: &impl Udp, stats: &Stats) {
+        match read {
+            Read::Frame(frame) => self.push_one(
+                slot,
+                frame.len(),
+                |out| out.copy_from_slice(frame),
+                udp,
+                stats,
+            ),
+            Read::Super(frame, seg) => {
+                for i in 0..seg.count() {
+                    let fill = |out: &mut [u8]| seg.write(frame, i, out);
+                    self.push_one(slot, seg.len(i), fill, udp, stats);
+                }
+            }
+        }
+    }
+
+    fn push_one(
+        &mut self,
+        slot: usize,
+        len: usize,
+        fill: impl Fn(&mut [u8]),
+        udp: &impl Udp,
+        stats: &Stats,
+    ) {
         let (_, addr, train) = &mut self.slots[slot];
-        let pushed = match train.push(frame) {
+        let pushed = match train.push_with(len, &fill) {
             Err(PushError::Full) => {
                 send(udp, train, *addr, stats);
-                train.push(frame)
+                train.push_with(len, &fill)
             }
             other => other,
         };
@@ -354,6 +405,7 @@ fn send(udp: &impl Udp, train: &mut Train, to: SocketAddr, stats: &Stats) {
     Stats::add(&stats.datagrams_out, sent.ok as u64);
     Stats::add(&stats.bytes_out, sent.bytes as u64);
     Stats::add(&stats.udp_send_errors, sent.failed as u64);
+    Stats::add(&stats.udp_gso_fallbacks, sent.gso_fallbacks as u64);
     train.clear();
 }
 
@@ -386,10 +438,24 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
         if cached.refresh(shared) {
             outbox = Outbox::new(network, &cached.view);
         }
-        on_tap_frame(shared, &cached.view, network, &buf[..n], &mut outbox);
+        on_tap_read(
+            shared,
+            &cached.view,
+            network,
+            tap,
+            &mut buf[..n],
+            &mut outbox,
+        );
         for _ in 1..TAP_BATCH {
             match tap.try_recv(&mut buf) {
-                Ok(Some(n)) => on_tap_frame(shared, &cached.view, network, &buf[..n], &mut outbox),
+                Ok(Some(n)) => on_tap_read(
+                    shared,
+                    &cached.view,
+                    network,
+                    tap,
+                    &mut buf[..n],
+                    &mut outbox,
+                ),
                 Ok(None) => break,
                 Err(_) => {
                     Stats::inc(&shared.stats.tap_read_errors);
@@ -401,22 +467,52 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
     }
 }
 
+/// A TAP with offloads prefixes a virtio header and may hand over a super-frame.
+fn on_tap_read<T: Tap, U: Udp, C: Clock>(
+    shared: &Shared<T, U, C>,
+    view: &View<T>,
+    network: NetworkId,
+    tap: &T,
+    read: &mut [u8],
+    outbox: &mut Outbox,
+) {
+    if !tap.vnet_hdr() {
+        return on_tap_frame(shared, view, network, Read::Frame(read), outbox);
+    }
+    let stats = &*shared.stats;
+    match segment::prepare_read(read) {
+        Ok((frame, Prepared::Frame)) => {
+            on_tap_frame(shared, view, network, Read::Frame(frame), outbox)
+        }
+        Ok((frame, Prepared::Segments(seg))) => {
+            Stats::inc(&stats.tap_super_frames_in);
+            on_tap_frame(shared, view, network, Read::Super(frame, seg), outbox)
+        }
+        Err(e) => {
+            Stats::inc(&stats.tap_frames_in);
+            Stats::inc(stats.offload_drop(e));
+        }
+    }
+}
+
 fn on_tap_frame<T, U: Udp, C: Clock>(
     shared: &Shared<T, U, C>,
     view: &View<T>,
     network: NetworkId,
-    frame: &[u8],
+    read: Read<'_>,
     outbox: &mut Outbox,
 ) {
     let stats = &*shared.stats;
+    let frame = read.bytes();
     Stats::inc(&stats.tap_frames_in);
-    if frame.len() > MAX_FRAME_LEN {
+    if matches!(read, Read::Frame(_)) && frame.len() > MAX_FRAME_LEN {
         Stats::inc(&stats.drop_frame_too_large);
         return;
     }
     if view.is_local_only(network, frame) {
         return Stats::inc(&stats.drop_local_only_source);
     }
+    // One decision for a whole super-frame: its segments share the Ethernet header.
     let now = shared.clock.now();
     let action = shared
         .macs
@@ -425,28 +521,96 @@ fn on_tap_frame<T, U: Udp, C: Clock>(
         .from_tap(network, frame, now);
     match action {
         Action::SendToPeer { peer, .. } => match outbox.index.get(&peer) {
-            Some(&slot) => outbox.push(slot, frame, &shared.udp, stats),
-            None => flood(outbox, frame, &shared.udp, stats), // peer left since it was learned
+            Some(&slot) => outbox.push(slot, read, &shared.udp, stats),
+            None => flood(outbox, read, &shared.udp, stats), // peer left since it was learned
         },
-        Action::Flood { .. } => flood(outbox, frame, &shared.udp, stats),
+        Action::Flood { .. } => flood(outbox, read, &shared.udp, stats),
         Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
         Action::WriteToTap { .. } => {} // never returned for TAP input
     }
 }
 
-fn flood(outbox: &mut Outbox, frame: &[u8], udp: &impl Udp, stats: &Stats) {
+fn flood(outbox: &mut Outbox, read: Read<'_>, udp: &impl Udp, stats: &Stats) {
     if outbox.slots.is_empty() {
         Stats::inc(&stats.drop_no_peers);
         return;
     }
     Stats::inc(&stats.floods);
     for slot in 0..outbox.slots.len() {
-        outbox.push(slot, frame, udp, stats);
+        outbox.push(slot, read, udp, stats);
+    }
+}
+
+/// Frames on their way into TAPs. For a TAP with offloads, consecutive segments of a TCP flow
+/// are joined into one super-frame; whatever is pending is written before anything else goes
+/// to that TAP, and at the end of every receive batch.
+struct TapWriter {
+    coalescer: Coalescer,
+    /// The network whose TAP the pending super-frame is for.
+    network: Option<NetworkId>,
+}
+
+impl TapWriter {
+    fn new() -> Self {
+        TapWriter {
+            coalescer: Coalescer::new(),
+            network: None,
+        }
+    }
+
+    fn write<T: Tap>(
+        &mut self,
+        view: &View<T>,
+        network: NetworkId,
+        tap: &T,
+        frame: &[u8],
+        stats: &Stats,
+    ) {
+        if !tap.vnet_hdr() {
+            return count_write(tap.send(frame), 1, stats);
+        }
+        if self.network != Some(network) {
+            self.flush(view, stats);
+            self.network = Some(network);
+        }
+        let mut pushed = self.coalescer.push(frame);
+        if pushed == Push::Busy {
+            write_pending(tap, &mut self.coalescer, stats);
+            pushed = self.coalescer.push(frame);
+        }
+        if pushed != Push::Held {
+            write_pending(tap, &mut self.coalescer, stats);
+            count_write(tap.send(frame), 1, stats);
+        }
+    }
+
+    fn flush<T: Tap>(&mut self, view: &View<T>, stats: &Stats) {
+        if let Some((_, tap)) = self.network.take().and_then(|n| view.taps.get(&n)) {
+            write_pending(&**tap, &mut self.coalescer, stats);
+        }
+        self.coalescer.take(); // a TAP that left: nowhere to write
+    }
+}
+
+fn write_pending<T: Tap>(tap: &T, coalescer: &mut Coalescer, stats: &Stats) {
+    if let Some((hdr, frames, bytes)) = coalescer.take() {
+        if frames > 1 {
+            Stats::inc(&stats.tap_super_frames_out);
+        }
+        count_write(tap.send_gso(&hdr, bytes), frames, stats);
+    }
+}
+
+fn count_write(r: std::io::Result<()>, frames: usize, stats: &Stats) {
+    match r {
+        Ok(()) => Stats::add(&stats.tap_frames_out, frames as u64),
+        Err(_) => Stats::add(&stats.tap_write_errors, frames as u64),
     }
 }
 
 fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
+    let mut writer = TapWriter::new();
     let mut cached = Cached::new(shared);
     let mut last_sweep = shared.clock.now();
     while !shared.stop.load(Ordering::Acquire) {
@@ -457,8 +621,9 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
             Ok(_) => {
                 cached.refresh(shared); // after waking: see the view current at receipt
                 for (datagram, from) in batch.datagrams() {
-                    on_datagram(shared, &cached.view, datagram, from);
+                    on_datagram(shared, &cached.view, datagram, from, &mut writer);
                 }
+                writer.flush(&cached.view, &shared.stats);
             }
             Err(_) => {
                 Stats::inc(&shared.stats.udp_recv_errors);
@@ -478,6 +643,7 @@ fn on_datagram<T: Tap, U, C: Clock>(
     view: &View<T>,
     bytes: &[u8],
     from: SocketAddr,
+    writer: &mut TapWriter,
 ) {
     let stats = &*shared.stats;
     Stats::inc(&stats.datagrams_in);
@@ -509,10 +675,7 @@ fn on_datagram<T: Tap, U, C: Clock>(
             .expect("mac lock")
             .from_peer(network, peer, frame, now);
         match action {
-            Action::WriteToTap { .. } => match tap.send(frame) {
-                Ok(()) => Stats::inc(&stats.tap_frames_out),
-                Err(_) => Stats::inc(&stats.tap_write_errors),
-            },
+            Action::WriteToTap { .. } => writer.write(view, network, &**tap, frame, stats),
             Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
             Action::SendToPeer { .. } | Action::Flood { .. } => {} // never returned for peer input
         }

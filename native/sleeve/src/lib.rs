@@ -23,6 +23,7 @@ use crate::core::clock::MonotonicClock;
 use crate::engine::{Engine, EngineError};
 use crate::os::tap::OsTapFactory;
 use crate::os::udp::OsUdp;
+use crate::os::UdpOffloads;
 use crate::stats::{Stats, StatsSnapshot};
 
 /// How long a packet thread blocks before checking for `stop()`; bounds `stop()`'s latency.
@@ -66,8 +67,15 @@ pub struct SleeveConfig {
 #[napi(object)]
 pub struct SleeveStats {
     pub running: bool,
+    /// UDP segmentation offload in use (false when stopped, or refused by the kernel).
+    pub udp_gso: bool,
+    /// UDP receive coalescing in use (false when stopped, or refused by the kernel).
+    pub udp_gro: bool,
     pub tap_frames_in: BigInt,
     pub tap_frames_out: BigInt,
+    pub tap_super_frames_in: BigInt,
+    pub tap_super_frames_out: BigInt,
+    pub taps_without_offload: BigInt,
     pub frames_to_peers: BigInt,
     pub floods: BigInt,
     pub datagrams_out: BigInt,
@@ -79,6 +87,7 @@ pub struct SleeveStats {
     pub tap_write_errors: BigInt,
     pub udp_send_errors: BigInt,
     pub udp_recv_errors: BigInt,
+    pub udp_gso_fallbacks: BigInt,
     pub drop_unknown_peer: BigInt,
     pub drop_sender_mismatch: BigInt,
     pub drop_unknown_network: BigInt,
@@ -88,6 +97,13 @@ pub struct SleeveStats {
     pub drop_invalid_source: BigInt,
     pub drop_local_destination: BigInt,
     pub drop_local_only_source: BigInt,
+    pub drop_offload_short_read: BigInt,
+    pub drop_offload_unsupported_gso: BigInt,
+    pub drop_offload_bad_checksum_offsets: BigInt,
+    pub drop_offload_not_ip: BigInt,
+    pub drop_offload_bad_ip_header: BigInt,
+    pub drop_offload_bad_l4_header: BigInt,
+    pub drop_offload_segment_too_large: BigInt,
     pub malformed_short_header: BigInt,
     pub malformed_bad_magic: BigInt,
     pub malformed_bad_version: BigInt,
@@ -199,7 +215,8 @@ impl Sleeve {
     #[napi]
     pub fn stats(&self) -> Result<SleeveStats> {
         let inner = self.lock()?;
-        Ok(to_js_stats(inner.stats.snapshot(), inner.engine.is_some()))
+        let offloads = inner.engine.as_ref().map(|e| e.udp_offloads());
+        Ok(to_js_stats(inner.stats.snapshot(), offloads))
     }
 }
 
@@ -298,12 +315,19 @@ fn settings(c: &SleeveConfig) -> Result<Settings> {
     })
 }
 
-fn to_js_stats(s: StatsSnapshot, running: bool) -> SleeveStats {
+/// `offloads` is `None` when stopped.
+fn to_js_stats(s: StatsSnapshot, offloads: Option<UdpOffloads>) -> SleeveStats {
     let b = BigInt::from;
+    let udp = offloads.unwrap_or_default();
     SleeveStats {
-        running,
+        running: offloads.is_some(),
+        udp_gso: udp.gso,
+        udp_gro: udp.gro,
         tap_frames_in: b(s.tap_frames_in),
         tap_frames_out: b(s.tap_frames_out),
+        tap_super_frames_in: b(s.tap_super_frames_in),
+        tap_super_frames_out: b(s.tap_super_frames_out),
+        taps_without_offload: b(s.taps_without_offload),
         frames_to_peers: b(s.frames_to_peers),
         floods: b(s.floods),
         datagrams_out: b(s.datagrams_out),
@@ -315,6 +339,7 @@ fn to_js_stats(s: StatsSnapshot, running: bool) -> SleeveStats {
         tap_write_errors: b(s.tap_write_errors),
         udp_send_errors: b(s.udp_send_errors),
         udp_recv_errors: b(s.udp_recv_errors),
+        udp_gso_fallbacks: b(s.udp_gso_fallbacks),
         drop_unknown_peer: b(s.drop_unknown_peer),
         drop_sender_mismatch: b(s.drop_sender_mismatch),
         drop_unknown_network: b(s.drop_unknown_network),
@@ -324,6 +349,13 @@ fn to_js_stats(s: StatsSnapshot, running: bool) -> SleeveStats {
         drop_invalid_source: b(s.drop_invalid_source),
         drop_local_destination: b(s.drop_local_destination),
         drop_local_only_source: b(s.drop_local_only_source),
+        drop_offload_short_read: b(s.drop_offload_short_read),
+        drop_offload_unsupported_gso: b(s.drop_offload_unsupported_gso),
+        drop_offload_bad_checksum_offsets: b(s.drop_offload_bad_checksum_offsets),
+        drop_offload_not_ip: b(s.drop_offload_not_ip),
+        drop_offload_bad_ip_header: b(s.drop_offload_bad_ip_header),
+        drop_offload_bad_l4_header: b(s.drop_offload_bad_l4_header),
+        drop_offload_segment_too_large: b(s.drop_offload_segment_too_large),
         malformed_short_header: b(s.malformed_short_header),
         malformed_bad_magic: b(s.malformed_bad_magic),
         malformed_bad_version: b(s.malformed_bad_version),

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::core::mac::DropReason;
+use crate::core::segment::OffloadError;
 use crate::core::wire::DecodeError;
 
 macro_rules! counters {
@@ -24,10 +25,16 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Frames read from TAPs.
+    /// Frames read from TAPs (a super-frame counts once).
     tap_frames_in,
-    /// Frames written to TAPs.
+    /// Frames written to TAPs (a super-frame counts the segments it joined).
     tap_frames_out,
+    /// TCP/UDP super-frames read from TAPs with offloads, cut into segments here.
+    tap_super_frames_in,
+    /// Super-frames written to TAPs, each joining several segments.
+    tap_super_frames_out,
+    /// TAPs opened without a virtio header (the kernel refused it): one syscall per frame.
+    taps_without_offload,
     /// Frame copies encoded towards peers (a flood to n peers counts n).
     frames_to_peers,
     /// Frames flooded (counted once per frame).
@@ -42,6 +49,8 @@ counters! {
     tap_write_errors,
     udp_send_errors,
     udp_recv_errors,
+    /// UDP GSO sends the kernel refused, resent as one datagram per message.
+    udp_gso_fallbacks,
     /// Datagrams from an address that is not a configured peer.
     drop_unknown_peer,
     /// Datagrams whose header names another sender than the peer at that address.
@@ -57,6 +66,20 @@ counters! {
     drop_local_destination,
     /// Frames whose source is a network's local-only MAC (the anycast gateway), either way.
     drop_local_only_source,
+    /// TAP reads shorter than their virtio header.
+    drop_offload_short_read,
+    /// TAP reads with a GSO type we did not ask for.
+    drop_offload_unsupported_gso,
+    /// TAP reads whose checksum offsets point outside the frame or at the wrong field.
+    drop_offload_bad_checksum_offsets,
+    /// Super-frames that are not IPv4/IPv6.
+    drop_offload_not_ip,
+    /// Super-frames whose IP header disagrees with their GSO type or is a fragment.
+    drop_offload_bad_ip_header,
+    /// Super-frames whose TCP/UDP header is malformed, or without payload.
+    drop_offload_bad_l4_header,
+    /// Super-frames whose segments would exceed the largest frame we carry.
+    drop_offload_segment_too_large,
     malformed_short_header,
     malformed_bad_magic,
     malformed_bad_version,
@@ -86,6 +109,18 @@ impl Stats {
             DecodeError::TrailingBytes => &self.malformed_trailing_bytes,
             DecodeError::RuntFrame => &self.malformed_runt_frame,
             DecodeError::FrameTooLarge => &self.malformed_frame_too_large,
+        }
+    }
+
+    pub fn offload_drop(&self, e: OffloadError) -> &AtomicU64 {
+        match e {
+            OffloadError::ShortRead => &self.drop_offload_short_read,
+            OffloadError::UnsupportedGso => &self.drop_offload_unsupported_gso,
+            OffloadError::BadChecksumOffsets => &self.drop_offload_bad_checksum_offsets,
+            OffloadError::NotIp => &self.drop_offload_not_ip,
+            OffloadError::BadIpHeader => &self.drop_offload_bad_ip_header,
+            OffloadError::BadL4Header => &self.drop_offload_bad_l4_header,
+            OffloadError::SegmentTooLarge => &self.drop_offload_segment_too_large,
         }
     }
 

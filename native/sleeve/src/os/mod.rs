@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::core::train::Datagrams;
+use crate::core::virtio::VirtioHdr;
 
 pub mod batch;
 mod sockaddr;
@@ -17,13 +18,30 @@ pub mod udp;
 
 pub use batch::{RecvBatch, Slot};
 
-/// One layer-2 device carrying Ethernet frames without any prefix.
+/// One layer-2 device carrying Ethernet frames.
+///
+/// When [`Tap::vnet_hdr`] is true, every read starts with a `virtio_net_hdr` and may hold a
+/// super-frame (see `core::segment`), and [`Tap::send_gso`] takes one back; `send` still takes
+/// a plain frame.
 pub trait Tap: Send + Sync + 'static {
     /// Reads one frame, waiting at most the device's poll interval. `Ok(None)`: nothing came.
     fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
     /// Reads one frame only if one is ready now; used to batch after a wake-up.
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
     fn send(&self, frame: &[u8]) -> io::Result<()>;
+
+    /// Whether reads carry a virtio header and super-frames may be written.
+    fn vnet_hdr(&self) -> bool {
+        false
+    }
+
+    /// Writes a frame with its virtio header (a super-frame for the kernel to take whole).
+    fn send_gso(&self, hdr: &VirtioHdr, frame: &[u8]) -> io::Result<()> {
+        if *hdr == VirtioHdr::NONE {
+            return self.send(frame);
+        }
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
 }
 
 /// Opens TAP devices by name as networks are configured.
@@ -55,6 +73,11 @@ pub trait Udp: Send + Sync + 'static {
         Ok(1)
     }
 
+    /// What the socket does in the kernel; fakes do neither.
+    fn offloads(&self) -> UdpOffloads {
+        UdpOffloads::default()
+    }
+
     /// Sends every datagram of a train to one peer.
     fn send_train(&self, datagrams: Datagrams<'_>, to: SocketAddr) -> Sent {
         let mut sent = Sent::default();
@@ -71,12 +94,14 @@ pub trait Udp: Send + Sync + 'static {
     }
 }
 
-/// Datagrams of a train sent and refused, and the bytes of those sent.
+/// Datagrams of a train sent and refused, the bytes of those sent, and GSO messages the kernel
+/// refused that were resent as plain datagrams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sent {
     pub ok: usize,
     pub failed: usize,
     pub bytes: usize,
+    pub gso_fallbacks: usize,
 }
 
 impl std::ops::AddAssign for Sent {
@@ -84,7 +109,15 @@ impl std::ops::AddAssign for Sent {
         self.ok += o.ok;
         self.failed += o.failed;
         self.bytes += o.bytes;
+        self.gso_fallbacks += o.gso_fallbacks;
     }
+}
+
+/// UDP offloads in force: `gso` may turn false at run time if the kernel refuses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpOffloads {
+    pub gso: bool,
+    pub gro: bool,
 }
 
 /// `WouldBlock`/`TimedOut`/`Interrupted` mean "nothing yet", not failure.
