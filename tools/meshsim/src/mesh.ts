@@ -314,7 +314,7 @@ async function ensureHostNetns(n: number): Promise<void> {
   await must('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
 }
 
-async function ensureDockerd(n: number): Promise<void> {
+async function ensureDockerd(n: number, readyMs = 60_000): Promise<void> {
   const run = hostRun(n);
   if (dockerdPid(n) && (await dockerPing(hostSocket(n)))) return;
   if (dockerdPid(n)) {
@@ -359,7 +359,7 @@ async function ensureDockerd(n: number): Promise<void> {
       return dockerPing(hostSocket(n));
     },
     `dockerd of ${hostName(n)} on ${hostSocket(n)} (log ${logFile})`,
-    60_000,
+    readyMs,
     100,
   );
   const r = await inHost(n, 'mount', ['--bind', hostSocket(n), '/run/docker.sock'], { mount: true });
@@ -525,7 +525,10 @@ export async function restartHost(n: number, o: { hosts: number; log?: (msg: str
   await waitUntil(async () => dockerdPid(n) === null, `dockerd of ${hostName(n)} to stop`, 30_000, 100);
   log(`${hostName(n)}: stack and dockerd stopped`);
   const ns = Array.from({ length: o.hosts }, (_, i) => i + 1);
-  await ensureDockerd(n);
+  // A restarting dockerd cleans up the endpoints its containers had before it serves its API,
+  // and looks for the weave plugin for each (15 s of retries per lookup) while weave's stack,
+  // being containers of that same dockerd, is not up yet: allow for it.
+  await ensureDockerd(n, 180_000);
   await composeUp(n, ns, o.env ?? {});
   await waitReady(n, o.hosts);
   log(`${hostName(n)}: dockerd and stack back`);

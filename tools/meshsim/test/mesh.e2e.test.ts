@@ -180,6 +180,9 @@ test('a second network is a separate segment: its containers reach each other an
     });
     expect(new Set(s!.networks.map((x) => x.tap)).size).toBe(2);
   }
+  await on(1, ['rm', '-f', 'other1']);
+  await on(3, ['rm', '-f', 'other3']);
+  await on(2, ['network', 'rm', NET2]);
 }, 120_000);
 
 test('datagrams from a non-peer, garbage or truncated, are dropped and counted; the router carries on', async () => {
@@ -207,7 +210,7 @@ test('a host whose dockerd and stack restart rejoins, and its containers are rea
   expect(await pings(3, p3.name, p1.ip)).toBe(true);
   const peers = (await routerStatus(1))!.peers.filter((p) => p.state === 'connected').map((p) => p.host);
   expect(peers).toContain(hostName(3));
-}, 240_000);
+}, 360_000);
 
 test('mesh down leaves nothing behind', async () => {
   await meshDown({ log });
