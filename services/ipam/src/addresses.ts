@@ -129,9 +129,14 @@ export class Addresses {
     return this.fromBlocks(view, blocksOf(view.range, view.record.blockSize), lease);
   }
 
-  /** Claims the lowest block nobody holds (create-if-absent); null when all are held. */
+  /**
+   * Claims the lowest block nobody holds (create-if-absent); null when all are held. Which blocks
+   * are held comes from the mirror, a hint that may lag: a block claimed meanwhile fails our
+   * create and we try the next, one released meanwhile is skipped, and borrow still reaches its
+   * addresses once every block looks held.
+   */
   private async claimBlock(view: PoolView): Promise<Cidr | null> {
-    const held = new Set(await this.d.store.blocks.keys(view.key));
+    const held = new Set(this.d.store.mirrors.blocks.keys(view.key));
     const record = { owner: this.d.host, epoch: 1, claimedAt: this.d.now().toISOString(), gen: view.record.gen };
     for (const block of blocksOf(view.range, view.record.blockSize)) {
       const key = blockKey(view.pool, block.base);

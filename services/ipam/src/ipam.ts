@@ -11,7 +11,7 @@ import { poolStatus } from './core/status';
 import { undoneIfLate } from './deadline';
 import type { IpamDeps } from './deps';
 import { Pools } from './pools';
-import { entries } from './store';
+import { children } from './store';
 import { Views } from './views';
 
 type Req<M extends keyof typeof ipamRpc.methods> = z.output<(typeof ipamRpc.methods)[M]['req']>;
@@ -106,37 +106,43 @@ export class Ipam {
     });
   }
 
-  /** Every pool of the mesh, read from KV (not from this host's views); which pools, from the watched keys. */
+  /**
+   * Every pool of the mesh, read from KV (not from this host's views); which pools, blocks and
+   * leases there are, from the mirrors once they hold every write made before the call.
+   */
   async status(): Promise<Res<'status'>> {
     const pools = [];
-    await this.d.store.poolKeys.ready();
-    for (const key of this.d.store.poolKeys.keys()) {
+    const m = this.d.store.mirrors;
+    await Promise.all([m.pools.upToDate(), m.blocks.upToDate(), m.leases.upToDate()]);
+    for (const key of m.pools.keys()) {
       const pool = cidrOfPoolKey(key);
       const record = pool && (await this.d.store.pools.get(key))?.value;
       if (!pool || !record) continue;
-      const blocks = (await entries(this.d.store.blocks, key)).flatMap((b) => {
+      const blocks = children(m.blocks, key).flatMap((b) => {
         const base = valueOfChildKey(pool, b.key);
         return base === null ? [] : [{ base, owner: b.value.owner }];
       });
-      const leased = (await this.d.store.leases.keys(key)).flatMap((k) => valueOfChildKey(pool, k) ?? []);
+      const leased = m.leases.keys(key).flatMap((k) => valueOfChildKey(pool, k) ?? []);
       pools.push({ pool, status: poolStatus(record, blocks, leased) });
     }
     return { pools: pools.sort((a, b) => byCidr(a.pool, b.pool)).map((p) => p.status) };
   }
 
   /**
-   * Loads the views of the pools this host holds, so the first calls after a start are fast. Only
-   * a speed-up: when the pool keys are not there yet, views load on first use instead.
+   * Waits for the mirrors' first snapshots and loads the views of the pools this host holds, so
+   * the first calls after a start are fast. Only a speed-up: when the mirrors are not there yet,
+   * requests wait for them instead.
    */
   async warm(): Promise<number> {
     let n = 0;
+    const m = this.d.store.mirrors;
     try {
-      await this.d.store.poolKeys.ready();
+      await Promise.all([m.pools.ready(), m.blocks.ready(), m.leases.ready()]);
     } catch (err) {
-      this.d.log.warn({ err }, `pool keys not loaded yet, so pools load on first use: ${describeError(err)}`);
+      this.d.log.warn({ err }, `IPAM state not loaded yet, so pools load on first use: ${describeError(err)}`);
       return 0;
     }
-    for (const key of this.d.store.poolKeys.keys()) {
+    for (const key of m.pools.keys()) {
       const record = (await this.d.store.pools.get(key))?.value;
       if (!record || heldBy(record, this.d.host) === 0) continue;
       await this.lock.run(key, () => this.views.get(parsePoolId(record.poolId), record.poolId));

@@ -2,10 +2,10 @@ import type { Written } from '@weave/bus';
 import { ConflictError, describeError, ExhaustedError, InternalError, UnavailableError } from '@weave/errors';
 import { Cidr, formatCidr, formatIp, overlaps, parseCidr } from '@weave/netaddr';
 import { cidrOfPoolKey, PoolSpec, poolIdOf, poolKey, valueOfChildKey } from './core/keys';
-import { decideJoin, decideLeave, heldBy, holderTotal, JoinResult, NewPool, newPoolRecord, PoolRecord } from './core/records';
+import { BlockRecord, decideJoin, decideLeave, heldBy, holderTotal, JoinResult, LeaseRecord, NewPool, newPoolRecord, PoolRecord } from './core/records';
 import { blockOf, chooseSubnet } from './core/space';
 import type { IpamDeps } from './deps';
-import { entries } from './store';
+import { children, Entry } from './store';
 import type { Views } from './views';
 
 /**
@@ -51,7 +51,7 @@ export class Pools {
    * free subnet.
    */
   private async overlappingNow(pool: Cidr): Promise<Cidr | null> {
-    await this.d.store.poolKeys.ready();
+    await this.d.store.mirrors.pools.ready();
     for (const other of this.overlapping(pool)) if (await this.d.store.pools.get(poolKey(other))) return other;
     return null;
   }
@@ -74,7 +74,7 @@ export class Pools {
     let other: Cidr | null;
     try {
       if (revision === null) throw new InternalError(`creating pool ${poolIdOf(spec)} reported no revision`);
-      await this.d.store.poolKeys.caughtUp(revision);
+      await this.d.store.mirrors.pools.caughtUp(revision);
       other = this.overlapping(spec.pool)[0] ?? null;
     } catch (e) {
       await this.withdraw(spec);
@@ -93,7 +93,7 @@ export class Pools {
   /** No `--subnet`: the lowest free /defaultPrefix of the default range, created atomically. */
   async requestDefault(): Promise<string> {
     const { defaultRange, defaultPrefix } = this.d.config;
-    await this.d.store.poolKeys.ready();
+    await this.d.store.mirrors.pools.ready();
     // A subnet taken meanwhile by another host fails our create, or is found by confirmAlone.
     const taken = [...this.poolPrefixes(), ...(await this.d.routes.prefixes())];
     for (let pool = chooseSubnet(defaultRange, defaultPrefix, taken); pool; pool = chooseSubnet(defaultRange, defaultPrefix, taken)) {
@@ -142,10 +142,11 @@ export class Pools {
    * addresses stay, they belong to the network the other hosts still have.
    */
   private async releaseHostKeys(key: string, record: PoolRecord): Promise<void> {
-    for (const b of await entries(this.d.store.blocks, key)) {
+    const { blocks, leases } = await this.childrenOf(key);
+    for (const b of blocks) {
       if (b.value.owner === this.d.host && b.value.gen === record.gen) await this.deleteBlock(record, b.key, b.revision);
     }
-    for (const l of await entries(this.d.store.leases, key)) {
+    for (const l of leases) {
       if (l.value.host === this.d.host && l.value.kind === 'endpoint' && l.value.gen === record.gen) await this.deleteLease(record, l.key, l.revision);
     }
   }
@@ -158,9 +159,27 @@ export class Pools {
     const cur = await this.d.store.pools.get(key);
     if (!cur || holderTotal(cur.value) > 0) return;
     const record = cur.value;
-    for (const b of await entries(this.d.store.blocks, key)) if (b.value.gen === record.gen) await this.deleteBlock(record, b.key, b.revision);
-    for (const l of await entries(this.d.store.leases, key)) if (l.value.gen === record.gen) await this.deleteLease(record, l.key, l.revision);
+    const { blocks, leases } = await this.childrenOf(key);
+    for (const b of blocks) if (b.value.gen === record.gen) await this.deleteBlock(record, b.key, b.revision);
+    for (const l of leases) if (l.value.gen === record.gen) await this.deleteLease(record, l.key, l.revision);
     if (await this.d.store.pools.deleteAt(key, cur.revision)) this.d.log.info({ poolId: record.poolId }, 'pool removed: no host holds it');
+  }
+
+  /**
+   * The pool's blocks and leases for a teardown, which must miss none of the keys it removes: from
+   * the mirrors once they reflect the buckets' last revisions, read after the pool record said the
+   * teardown may begin. That is as complete as a listing, because the keys a teardown removes are
+   * all written before that record was: only a holder creates blocks and leases of a pool (see
+   * Addresses.request), and a host's requests and its leave run one at a time (the pool's lock).
+   * So when drain reads no holder, every block and lease of that gen exists already; when this
+   * host's leave is written, so is every key this host made. Keys written later are of other
+   * hosts or a new gen, not ours to remove. A key the mirror shows that changed or went since
+   * fails deleteAt's revision check, so nothing is removed on a stale hint.
+   */
+  private async childrenOf(key: string): Promise<{ blocks: Array<Entry<BlockRecord>>; leases: Array<Entry<LeaseRecord>> }> {
+    const { blocks, leases } = this.d.store.mirrors;
+    await Promise.all([blocks.upToDate(), leases.upToDate()]);
+    return { blocks: children(blocks, key), leases: children(leases, key) };
   }
 
   private async deleteBlock(record: PoolRecord, key: string, revision: number): Promise<void> {
@@ -181,14 +200,14 @@ export class Pools {
   /** The pools other than `pool` itself that overlap it, as the watched keys have them. */
   private overlapping(pool: Cidr): Cidr[] {
     const self = poolKey(pool);
-    return this.d.store.poolKeys.keys().flatMap((key) => {
+    return this.d.store.mirrors.pools.keys().flatMap((key) => {
       const other = cidrOfPoolKey(key);
       return other && key !== self && overlaps(other, pool) ? [other] : [];
     });
   }
 
   private poolPrefixes(): Cidr[] {
-    return this.d.store.poolKeys.keys().flatMap((k) => cidrOfPoolKey(k) ?? []);
+    return this.d.store.mirrors.pools.keys().flatMap((k) => cidrOfPoolKey(k) ?? []);
   }
 
   private newPool(spec: PoolSpec): NewPool {

@@ -1,6 +1,6 @@
 import type { Mutation, Versioned, Written } from '@weave/bus';
-import type { PoolRecord } from './core/records';
-import type { IpamStore, KeySet, Table } from './store';
+import type { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
+import type { IpamStore, Mirror, Table } from './store';
 
 /**
  * The store in memory, with the same compare-and-set semantics as JetStream KV (one revision
@@ -13,13 +13,14 @@ export class MemoryTable<T> implements Table<T> {
   constructor(readonly name: string) {}
 
   async get(key: string) {
+    return this.row(key) ?? null;
+  }
+  row(key: string): Versioned<T> | undefined {
     const row = this.rows.get(key);
-    return row ? { value: structuredClone(row.value), revision: row.revision } : null;
+    return row && { value: structuredClone(row.value), revision: row.revision };
   }
-  async keys(parent?: string) {
-    return this.keysNow(parent);
-  }
-  keysNow(parent?: string): string[] {
+  /** The keys as they are now: a mirror that never lags. Tests list with it too. */
+  keys(parent?: string): string[] {
     const all = [...this.rows.keys()];
     if (parent === undefined) return all;
     return all.filter((k) => k.startsWith(`${parent}.`) && !k.slice(parent.length + 1).includes('.'));
@@ -47,20 +48,24 @@ export class MemoryTable<T> implements Table<T> {
   }
 }
 
-/** A table's own keys: memory has no watch to lag behind, so it is always caught up. */
-const keySetOf = (t: Pick<MemoryTable<unknown>, 'keysNow'>): KeySet => ({
+/** A table's own rows: memory has no watch to lag behind, so it is always caught up. */
+const mirrorOf = <T>(t: MemoryTable<T>): Mirror<T> => ({
   ready: async () => undefined,
   caughtUp: async () => undefined,
-  keys: () => t.keysNow(),
+  upToDate: async () => undefined,
+  keys: (parent) => t.keys(parent),
+  get: (key) => t.row(key),
 });
 
 export const memoryStore = (): IpamStore => {
   const pools = new MemoryTable<PoolRecord>('pools');
+  const blocks = new MemoryTable<BlockRecord>('blocks');
+  const leases = new MemoryTable<LeaseRecord>('leases');
   return {
     pools,
-    blocks: new MemoryTable('blocks'),
-    leases: new MemoryTable('leases'),
-    poolKeys: keySetOf(pools),
+    blocks,
+    leases,
+    mirrors: { pools: mirrorOf(pools), blocks: mirrorOf(blocks), leases: mirrorOf(leases) },
     close: async () => undefined,
   };
 };

@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/nats-core';
-import { KV, kvCreate, kvDelete, kvGet, kvKeys, KvMirrorOptions, kvMutateWithRevision, mirrorKeys, Mutation, openBucket, Versioned, Written } from '@weave/bus';
+import { KV, kvCreate, kvDelete, kvGet, KvMirrorOptions, kvMutateWithRevision, mirrorKeys, mirrorKv, Mutation, openBucket, Versioned, Written } from '@weave/bus';
 import { Buckets } from '@weave/contracts';
 import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
@@ -9,13 +9,12 @@ import { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
 /**
  * IPAM state: one table per JetStream KV bucket. Every claim is a create-if-absent and every
  * change a compare-and-set on the revision, so two hosts (or two processes of one host) can never
- * both win. There is deliberately no unconditional put or delete here.
+ * both win. There is deliberately no unconditional put or delete here, and no listing: which keys
+ * exist comes from the mirrors (see IpamStore).
  */
 export interface Table<T> {
   readonly name: string;
   get(key: string): Promise<Versioned<T> | null>;
-  /** Keys directly below `parent` (`parent.*`), or every key, listed from KV as they are now. */
-  keys(parent?: string): Promise<string[]>;
   /** Creates `key` and returns its revision; null when it exists already (someone else holds it). */
   create(key: string, value: T): Promise<number | null>;
   /** Read, decide, write by revision; re-decides on a fresh read when someone wrote in between. */
@@ -26,22 +25,36 @@ export interface Table<T> {
 
 /**
  * A table's keys held in memory and kept current by a watch, so a request reads them without a
- * round trip. They can lag other hosts' writes by the watch's delay; `caughtUp` bounds that.
+ * round trip. They can lag other hosts' writes by the watch's delay; `caughtUp` and `upToDate`
+ * bound that.
  */
 export interface KeySet {
   /** Resolves once the first complete snapshot is in. */
   ready(): Promise<void>;
   /** Resolves once every write up to `revision` (of this table) is reflected; unavailable if that takes too long. */
   caughtUp(revision: number): Promise<void>;
-  keys(): string[];
+  /** Resolves once every write the table had when called is reflected (one round trip, no consumer). */
+  upToDate(): Promise<void>;
+  /** Every key, or only the direct children of `parent` (`parent.*`). */
+  keys(parent?: string): string[];
+}
+
+/** A KeySet with each key's value and revision. */
+export interface Mirror<T> extends KeySet {
+  get(key: string): Versioned<T> | undefined;
 }
 
 export interface IpamStore {
   pools: Table<PoolRecord>;
   blocks: Table<BlockRecord>;
   leases: Table<LeaseRecord>;
-  /** Every pool key of the mesh: the overlap check and the choice of default subnets read these. */
-  poolKeys: KeySet;
+  /**
+   * What this host knows of each table, from one watch per bucket started with the service.
+   * Listing keys instead would create a JetStream consumer per request, and in a freshly formed
+   * cluster creating one can stall for half a minute: after the start, no request creates one.
+   * The mirrors are hints, the tables the truth: every claim is still a create or CAS on KV.
+   */
+  mirrors: { pools: KeySet; blocks: Mirror<BlockRecord>; leases: Mirror<LeaseRecord> };
   /** Stops the watches. */
   close(): Promise<void>;
 }
@@ -50,22 +63,14 @@ export interface Entry<T> extends Versioned<T> {
   key: string;
 }
 
-/** Every child of `parent` with its value; a key deleted between listing and reading is skipped. */
-export async function entries<T>(t: Table<T>, parent: string): Promise<Array<Entry<T>>> {
-  const out: Array<Entry<T>> = [];
-  for (const key of await t.keys(parent)) {
-    const e = await t.get(key);
-    if (e) out.push({ key, ...e });
-  }
-  return out;
+/** The children of `parent` with their values, as the mirror has them now. */
+export function children<T>(m: Mirror<T>, parent: string): Array<Entry<T>> {
+  return m.keys(parent).flatMap((key) => {
+    const e = m.get(key);
+    return e ? [{ key, ...e }] : [];
+  });
 }
 
-/**
- * Blocks and leases are still listed per call (`entries`, views): those listings are of one pool's
- * children and must be complete when a pool is torn down, which a watch of another bucket cannot
- * promise without asking the server for its last revision anyway. Only the pool keys, read on
- * every RequestPool, come from a watch.
- */
 export async function openIpamStore(
   nc: NatsConnection,
   replicas: number,
@@ -74,14 +79,18 @@ export async function openIpamStore(
 ): Promise<IpamStore> {
   const bucket = (name: string) => openBucket(nc, name, { replicas });
   const [pools, blocks, leases] = await Promise.all([bucket(Buckets.ipamPools), bucket(Buckets.ipamBlocks), bucket(Buckets.ipamLeases)]);
-  // Not awaited: a watch slow to start delays the first RequestPool (which waits for it), not the service.
-  const poolKeys = mirrorKeys(pools, { log, ...watch });
+  // Not awaited: a watch slow to start delays the first request that needs it (which waits for
+  // it), not the service.
+  const o = { log, ...watch };
+  const mirrors = { pools: mirrorKeys(pools, o), blocks: mirrorKv(blocks, BlockRecord, o), leases: mirrorKv(leases, LeaseRecord, o) };
   return {
     pools: new KvTable(Buckets.ipamPools, pools, PoolRecord),
     blocks: new KvTable(Buckets.ipamBlocks, blocks, BlockRecord),
     leases: new KvTable(Buckets.ipamLeases, leases, LeaseRecord),
-    poolKeys,
-    close: () => poolKeys.stop(),
+    mirrors,
+    close: async () => {
+      await Promise.all(Object.values(mirrors).map((m) => m.stop()));
+    },
   };
 }
 
@@ -94,9 +103,6 @@ class KvTable<T> implements Table<T> {
 
   get(key: string) {
     return this.guard('read', key, () => kvGet(this.kv, key, this.schema));
-  }
-  keys(parent?: string) {
-    return this.guard('list', parent ?? '>', () => kvKeys(this.kv, parent === undefined ? '>' : `${parent}.*`));
   }
   create(key: string, value: T) {
     return this.guard('create', key, () => kvCreate(this.kv, key, value).then((rev): number | null => rev, ifConflict(null)));

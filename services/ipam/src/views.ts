@@ -4,14 +4,14 @@ import { PoolSpec, poolKey, valueOfChildKey } from './core/keys';
 import type { PoolRecord } from './core/records';
 import { blockOf } from './core/space';
 import type { IpamDeps } from './deps';
-import { entries } from './store';
+import { children } from './store';
 
 /**
- * What this host knows of one pool, so that handing out an address costs one KV create instead
- * of listing keys: its own blocks and every address it has seen leased. KV stays the truth (a
- * lease is only ours once its key is created), so a stale view can make us skip a free address,
- * never hand out a taken one. Loaded from KV on first use after a start, dropped when this host
- * joins or leaves the pool.
+ * What this host knows of one pool, so that handing out an address costs one KV create: its own
+ * blocks and every address it has seen leased. KV stays the truth (a lease is only ours once its
+ * key is created), so a stale view can make us skip a free address, never hand out a taken one.
+ * Loaded from the mirrors on first use after a start, dropped when this host joins or leaves the
+ * pool.
  */
 export interface PoolView {
   readonly key: string;
@@ -44,30 +44,41 @@ export class Views {
     this.cache.delete(key);
   }
 
-  /** Re-reads which addresses are leased: other hosts release static addresses in our blocks too. */
+  /**
+   * Re-reads which addresses are leased: other hosts release static addresses in our blocks too.
+   * Only before declaring the range full, so it waits for every release made so far.
+   */
   async resync(view: PoolView): Promise<void> {
+    await this.d.store.mirrors.leases.upToDate();
     view.used.clear();
-    for (const v of await this.leased(view.key, view.pool)) view.used.add(v);
+    for (const v of this.leased(view.key, view.pool)) view.used.add(v);
   }
 
+  /**
+   * From the mirrors, once they hold every write made before this call: as complete as the
+   * listing this replaced, for one stream info request per bucket (no consumer) once per pool
+   * and join. That request goes to the stream leader that the KV writes after it need too.
+   */
   private async load(key: string, pool: Cidr, poolId: string): Promise<PoolView> {
     const found = await this.d.store.pools.get(key);
     // A PoolID naming another ip-range than the record is a pool that was removed and re-created.
     if (!found || found.value.poolId !== poolId) throw new NotFoundError(`pool ${poolId} does not exist (was the network removed?)`);
     const record = found.value;
     const range = record.subPool ? parseCidr(record.subPool) : pool;
-    const own = (await entries(this.d.store.blocks, key))
+    const { blocks, leases } = this.d.store.mirrors;
+    await Promise.all([blocks.upToDate(), leases.upToDate()]);
+    const own = children(blocks, key)
       .filter((b) => b.value.owner === this.d.host && b.value.gen === record.gen)
       .flatMap((b) => {
         const base = valueOfChildKey(pool, b.key);
         return base === null ? [] : [blockOf(range, record.blockSize, base)];
       })
       .sort((a, b) => (a.base < b.base ? -1 : 1));
-    return { key, poolId, pool, range, record, own, used: new Set(await this.leased(key, pool)) };
+    return { key, poolId, pool, range, record, own, used: new Set(this.leased(key, pool)) };
   }
 
-  private async leased(key: string, pool: Cidr): Promise<bigint[]> {
-    return (await this.d.store.leases.keys(key)).flatMap((k) => {
+  private leased(key: string, pool: Cidr): bigint[] {
+    return this.d.store.mirrors.leases.keys(key).flatMap((k) => {
       const v = valueOfChildKey(pool, k);
       return v === null ? [] : [v];
     });

@@ -4,7 +4,7 @@ import { parseCidr } from '@weave/netaddr';
 import type { IpamDeps } from '../src/deps';
 import { StaticRoutes } from '../src/host-routes';
 import { Ipam } from '../src/ipam';
-import type { IpamStore, Table } from '../src/store';
+import type { IpamStore, KeySet, Table } from '../src/store';
 import { memoryStore } from '../src/store-memory';
 
 /**
@@ -52,7 +52,6 @@ function stalling(store: IpamStore, clock: Clock): IpamStore {
   const wrap = <T>(t: Table<T>): Table<T> => ({
     name: t.name,
     get: (k) => landed('read', t.get(k)),
-    keys: (p) => t.keys(p),
     create: (k, v) => landed('write', t.create(k, v)),
     mutate: (k, d) => landed('write', t.mutate(k, d)),
     deleteAt: (k, r) => t.deleteAt(k, r),
@@ -64,7 +63,7 @@ const pool = (p: string | null) => ({ addressSpace: 'weave-local', pool: p, subP
 const dyn = (poolId: string) => ({ poolId, address: null, kind: 'endpoint' as const });
 const gw = (poolId: string) => ({ poolId, address: null, kind: 'gateway' as const });
 const gaveUp = /finished after its caller gave up waiting at .*; what it took was given back, so a retry starts clean/;
-const rows = async (t: Table<unknown>) => (await t.keys()).sort();
+const rows = async (m: KeySet) => m.keys().sort();
 
 describe('a request that finishes after its caller gave up', () => {
   it('RequestPool that created the pool removes it again, and Docker\'s retry gets it', async () => {
@@ -74,7 +73,7 @@ describe('a request that finishes after its caller gave up', () => {
     const err = await h1.requestPool(pool('10.50.0.0/24'), inTime()).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnavailableError);
     expect((err as Error).message).toMatch(new RegExp(`^RequestPool for 10.50.0.0/24 ${gaveUp.source}`));
-    expect(await rows(store.pools)).toEqual([]);
+    expect(await rows(store.mirrors.pools)).toEqual([]);
     // Without the undo, this is "subnet … already used by another network on this host", for ever.
     expect(await h1.requestPool(pool('10.50.0.0/24'), inTime())).toMatchObject({ poolId: 'weave:10.50.0.0/24' });
   });
@@ -96,7 +95,7 @@ describe('a request that finishes after its caller gave up', () => {
     const h1 = instance('h1');
     clock.stall = 'write';
     await expect(h1.requestPool(pool(null), inTime())).rejects.toThrow(/^RequestPool for a default subnet finished after its caller gave up/);
-    expect(await rows(store.pools)).toEqual([]);
+    expect(await rows(store.mirrors.pools)).toEqual([]);
     expect((await h1.requestPool(pool(null), inTime())).pool).toBe('10.32.0.0/24');
   });
 
@@ -105,10 +104,10 @@ describe('a request that finishes after its caller gave up', () => {
     const h1 = instance('h1');
     const { poolId } = await h1.requestPool(pool('10.52.0.0/24'), inTime());
     await h1.requestAddress(gw(poolId), inTime());
-    const leasesBefore = await rows(store.leases);
+    const leasesBefore = await rows(store.mirrors.leases);
     clock.stall = 'write';
     await expect(h1.requestAddress(dyn(poolId), inTime())).rejects.toThrow(/^RequestAddress \(endpoint\) in weave:10.52.0.0\/24 finished after/);
-    expect(await rows(store.leases)).toEqual(leasesBefore);
+    expect(await rows(store.mirrors.leases)).toEqual(leasesBefore);
     expect(await h1.requestAddress(dyn(poolId), inTime())).toEqual({ address: '10.52.0.2/24' });
   });
 
@@ -118,7 +117,7 @@ describe('a request that finishes after its caller gave up', () => {
     const { poolId } = await h1.requestPool(pool('10.53.0.0/24'), inTime());
     clock.stall = 'write';
     await expect(h1.requestAddress(gw(poolId), inTime())).rejects.toThrow(gaveUp);
-    expect(await rows(store.leases)).toEqual([]);
+    expect(await rows(store.mirrors.leases)).toEqual([]);
     expect((await store.pools.get('v4-0a350000-24'))?.value.gateway).toBeNull();
 
     expect(await h1.requestAddress(gw(poolId), inTime())).toEqual({ address: '10.53.0.1/24' });
@@ -127,7 +126,7 @@ describe('a request that finishes after its caller gave up', () => {
     clock.stall = 'read';
     await expect(h2.requestAddress(gw(poolId), inTime())).rejects.toThrow(gaveUp);
     expect((await store.pools.get('v4-0a350000-24'))?.value.gateway).toBe('10.53.0.1');
-    expect(await rows(store.leases)).toEqual(['v4-0a350000-24.0a350001']);
+    expect(await rows(store.mirrors.leases)).toEqual(['v4-0a350000-24.0a350001']);
   });
 
   it('a request already past its deadline when its turn comes does nothing', async () => {
@@ -136,7 +135,7 @@ describe('a request that finishes after its caller gave up', () => {
     await expect(h1.requestPool(pool('10.54.0.0/24'), { deadline: clock.t - 1 })).rejects.toThrow(/^RequestPool for 10.54.0.0\/24: its caller gave up waiting at .*before its turn came; nothing was done/);
     // Too close to the deadline for the reply to arrive in time counts as past it.
     await expect(h1.requestPool(pool('10.54.0.0/24'), { deadline: clock.t + 50 })).rejects.toThrow(/before its turn came/);
-    expect(await rows(store.pools)).toEqual([]);
+    expect(await rows(store.mirrors.pools)).toEqual([]);
   });
 
   it('a caller that sent no deadline gets its answer however long it took', async () => {

@@ -341,7 +341,6 @@ describe('a caller that gave up', () => {
     const wrap = <T>(t: Table<T>): Table<T> => ({
       name: t.name,
       get: (k) => t.get(k),
-      keys: (p) => t.keys(p),
       create: (k, v) => landed(t.create(k, v)),
       mutate: (k, d) => landed(t.mutate(k, d)),
       deleteAt: (k, r) => t.deleteAt(k, r),

@@ -4,7 +4,7 @@ import { parseCidr } from '@weave/netaddr';
 import type { IpamDeps } from '../src/deps';
 import { StaticRoutes } from '../src/host-routes';
 import { Ipam } from '../src/ipam';
-import type { IpamStore, Table } from '../src/store';
+import type { IpamStore, KeySet, Table } from '../src/store';
 import { memoryStore } from '../src/store-memory';
 
 /** The handlers over the in-memory store: no nats-server, so every interleaving and crash is cheap. */
@@ -29,8 +29,8 @@ function instance(host: string, store: IpamStore, blockSize = 16) {
 const pool = (p: string, subPool: string | null = null) => ({ addressSpace: 'weave-local', pool: p, subPool, v6: p.includes(':'), options: {} });
 const dyn = (poolId: string) => ({ poolId, address: null, kind: 'endpoint' as const });
 const gw = (poolId: string, address: string | null = null) => ({ poolId, address, kind: 'gateway' as const });
-const keys = async (t: Table<unknown>) => (await t.keys()).sort();
-const dump = async (s: IpamStore) => ({ pools: await keys(s.pools), blocks: await keys(s.blocks), leases: await keys(s.leases) });
+const keys = async (m: KeySet) => m.keys().sort();
+const dump = async (s: IpamStore) => ({ pools: await keys(s.mirrors.pools), blocks: await keys(s.mirrors.blocks), leases: await keys(s.mirrors.leases) });
 
 describe('gateways and aux addresses belong to the network on every host', () => {
   it('the first host chooses the gateway, the others get the same one, and it lives while any host holds the pool', async () => {
@@ -107,7 +107,7 @@ describe('holders', () => {
     await h1.releasePool({ poolId });
     const s = (await h2.status()).pools[0]!;
     expect(s.blocks.map((b) => b.owner)).toEqual(['h2']);
-    expect(await keys(store.leases)).toEqual(['v4-0a5e0000-24.0a5e0001', `v4-0a5e0000-24.${hexOf(theirs.address)}`]);
+    expect(await keys(store.mirrors.leases)).toEqual(['v4-0a5e0000-24.0a5e0001', `v4-0a5e0000-24.${hexOf(theirs.address)}`]);
     expect(mine.address).not.toBe(theirs.address);
     await h1.releasePool({ poolId }); // repeated: nothing more to do
     expect((await h2.status()).pools[0]!.holders).toEqual({ h2: 1 });
@@ -121,8 +121,8 @@ describe('holders', () => {
     await store.pools.mutate('v4-0a5d0000-24', (cur) => ({ change: { put: { ...cur!, holders: {} } }, result: null })); // died right after leaving
     const h2 = instance('h2', store).ipam;
     await h2.requestPool(pool('10.93.0.0/24'));
-    expect(await keys(store.leases)).toEqual([]);
-    expect(await keys(store.blocks)).toEqual([]);
+    expect(await keys(store.mirrors.leases)).toEqual([]);
+    expect(await keys(store.mirrors.blocks)).toEqual([]);
     expect((await h2.requestAddress(dyn(poolId))).address).toBe('10.93.0.1/24');
   });
 });
@@ -169,7 +169,6 @@ describe('a process killed at any point', () => {
       return {
         name: t.name,
         get: (k) => t.get(k),
-        keys: (p) => t.keys(p),
         create: (k, v) => landed(t.create(k, v)),
         mutate: (k, d) => landed(t.mutate(k, d)),
         deleteAt: (k, r) => landed(t.deleteAt(k, r)),
