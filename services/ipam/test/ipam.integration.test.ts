@@ -10,7 +10,7 @@ import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
 import { z } from 'zod';
 import { StaticRoutes } from '../src/host-routes';
 import { startIpam } from '../src/service';
-import { IpamStore, openIpamStore, Table } from '../src/store';
+import { children, IpamStore, openIpamStore, Table } from '../src/store';
 
 /**
  * Several IPAM hosts on one real nats-server, each with its own connection, called over NATS
@@ -384,5 +384,119 @@ describe('a caller that gave up', () => {
     expect(await ask('tomorrow')).toEqual({ ok: false, error: { code: 'invalid', message: expect.stringMatching(/bad Weave-Deadline header/) } });
     expect(await allKeys()).toEqual({ pools: [], blocks: [], leases: [] });
     await h1.requestPool(pool('10.92.0.0/24'));
+  });
+});
+
+describe('blocks and leases from mirrors', () => {
+  const KEY = 'v4-0a440000-24'; // 10.68.0.0/24
+
+  /** A host whose store the test can look into; a watch of it that stops reopens only after 1.5 s. */
+  async function hostWithStore(name: string) {
+    let store: IpamStore | undefined;
+    const h = await host(name, new StaticRoutes(), { store: async (nc) => (store = await openIpamStore(nc, 1, silentLogger(), { reopenMs: 1500 })) });
+    return { h, store: store! };
+  }
+  /** The watches of a bucket: consumers somebody listens to (key listings leave idle ones behind). */
+  const watchesOf = async (bucket: string) => {
+    const names: string[] = [];
+    for await (const c of (await jetstreamManager(client)).consumers.list(`KV_${bucket}`)) if (c.push_bound) names.push(c.name);
+    return names;
+  };
+  /** Deletes a watch's consumer: its mirror then stays as it was until it reopens. */
+  const freeze = async (bucket: string, watch: string) => (await jetstreamManager(client)).consumers.delete(`KV_${bucket}`, watch);
+
+  /**
+   * Every request to create a JetStream consumer, from any connection: the JetStream API is plain
+   * NATS subjects, so a subscriber sees the requests themselves, also ones the server would stall.
+   */
+  async function consumerCreations() {
+    const seen: string[] = [];
+    const sub = client.subscribe('$JS.API.CONSUMER.>', {
+      callback: (_, m) => void (/^\$JS\.API\.CONSUMER\.(DURABLE\.)?CREATE\./.test(m.subject) && seen.push(m.subject)),
+    });
+    await client.flush();
+    return { seen, stop: () => sub.unsubscribe() };
+  }
+
+  test('after the start, no request creates a JetStream consumer, on any path that used to list keys', async () => {
+    const [h1, h2] = [await host('h1'), await host('h2')];
+    const creations = await consumerCreations();
+    try {
+      const { poolId } = await h1.requestPool(pool('10.68.0.0/24', '10.68.0.0/26'));
+      await h2.requestPool(pool('10.68.0.0/24', '10.68.0.0/26'));
+      await Promise.all([h1, h2].map((h) => h.requestAddress({ poolId, address: null, kind: 'gateway' })));
+      // h2 claims two blocks of the four, h1 the other two and then borrows from h2's.
+      await Promise.all(Array.from({ length: 20 }, () => h2.requestAddress(dyn(poolId))));
+      const h1s = await Promise.all(Array.from({ length: 40 }, () => h1.requestAddress(dyn(poolId))));
+      await h2.requestAddress(addr(poolId, '10.68.0.200'));
+      await h1.requestAddress(addr(poolId, '10.68.0.201', 'aux'));
+      await h1.releaseAddress({ poolId, address: bare(h1s[7]!) });
+      expect((await h2.status({})).pools[0]!.blocks.map((b) => b.owner)).toEqual(['h2', 'h2', 'h1', 'h1']);
+      await h1.releasePool({ poolId }); // h1 leaves: its blocks and leases go
+      await h2.releasePool({ poolId }); // the last holder drains the pool
+      const other = await h1.requestPool(pool(null));
+      await h1.releasePool({ poolId: other.poolId });
+      await client.flush();
+      expect(creations.seen).toEqual([]);
+
+      // The probe is not blind: a listing asks for a consumer.
+      expect(await allKeys()).toEqual({ pools: [], blocks: [], leases: [] });
+      await waitFor(() => creations.seen.length > 0, { what: 'the listing\'s consumer creation to be seen', timeoutMs: 5000 });
+    } finally {
+      creations.stop();
+    }
+  });
+
+  test('a second host\'s blocks and leases reach the first host\'s mirrors by themselves, and leave them when released', async () => {
+    const { h: h1, store: s1 } = await hostWithStore('h1');
+    const h2 = await host('h2');
+    const { poolId } = await h1.requestPool(pool('10.68.0.0/24'));
+    await h2.requestPool(pool('10.68.0.0/24'));
+    const theirs = await h2.requestAddress(dyn(poolId)); // h2 claims 10.68.0.0/28
+    await h2.requestAddress(addr(poolId, '10.68.0.100', 'aux'));
+    const { blocks, leases } = s1.mirrors;
+    await waitFor(() => leases.keys(KEY).length === 2, { what: 'h2\'s leases in h1\'s mirror', timeoutMs: 5000 });
+    expect(children(blocks, KEY).map((b) => [b.key, b.value.owner])).toEqual([[`${KEY}.0a440000`, 'h2']]);
+    expect(leases.get(`${KEY}.0a440001`)?.value).toMatchObject({ host: 'h2', kind: 'endpoint' });
+    expect(leases.get(`${KEY}.0a440064`)?.value).toMatchObject({ host: 'h2', kind: 'aux' });
+    // h1 claims the next block, not h2's.
+    expect(await h1.requestAddress(dyn(poolId))).toEqual({ address: '10.68.0.16/24' });
+
+    await h2.releaseAddress({ poolId, address: bare(theirs) });
+    await h2.releasePool({ poolId }); // its block goes; the aux address stays with the network
+    await waitFor(() => children(blocks, KEY).every((b) => b.value.owner === 'h1'), { what: 'h2\'s block to leave h1\'s mirror', timeoutMs: 5000 });
+    await waitFor(() => leases.keys(KEY).sort().join() === `${KEY}.0a440010,${KEY}.0a440064`, { what: 'h2\'s lease to leave h1\'s mirror', timeoutMs: 5000 });
+  });
+
+  test('a block claimed while this host\'s mirror lags is skipped when our create fails, never shared', async () => {
+    const { h: h1, store: s1 } = await hostWithStore('h1');
+    const [h1Blocks] = await watchesOf(Buckets.ipamBlocks);
+    const h2 = await host('h2');
+    const { poolId } = await h1.requestPool(pool('10.68.0.0/24'));
+    await h2.requestPool(pool('10.68.0.0/24'));
+    await h1.requestAddress({ poolId, address: null, kind: 'gateway' }); // loads h1's view of the pool
+    await freeze(Buckets.ipamBlocks, h1Blocks!);
+    expect(await h2.requestAddress(dyn(poolId))).toEqual({ address: '10.68.0.2/24' }); // claims 10.68.0.0/28
+    expect(s1.mirrors.blocks.keys(KEY)).toEqual([]); // h1 has not seen it
+    expect(await h1.requestAddress(dyn(poolId))).toEqual({ address: '10.68.0.16/24' });
+    expect((await h2.status({})).pools[0]!.blocks.map((b) => [b.block, b.owner])).toEqual([
+      ['10.68.0.0/28', 'h2'],
+      ['10.68.0.16/28', 'h1'],
+    ]);
+  });
+
+  test('the last holder\'s teardown removes keys its lagging mirror has not shown yet: it waits for the buckets\' last revisions', async () => {
+    const { h: h1, store: s1 } = await hostWithStore('h1');
+    const [h1Leases] = await watchesOf(Buckets.ipamLeases);
+    const h2 = await host('h2');
+    const { poolId } = await h1.requestPool(pool('10.68.0.0/24'));
+    await h2.requestPool(pool('10.68.0.0/24'));
+    await h1.requestAddress({ poolId, address: null, kind: 'gateway' });
+    await freeze(Buckets.ipamLeases, h1Leases!);
+    await h2.requestAddress(addr(poolId, '10.68.0.100', 'aux'));
+    await h2.releasePool({ poolId }); // the aux address stays: h1 still has the network
+    expect(s1.mirrors.leases.keys(KEY)).toEqual([`${KEY}.0a440001`]); // h1 has not seen the aux lease
+    await h1.releasePool({ poolId });
+    expect(await allKeys()).toEqual({ pools: [], blocks: [], leases: [] });
   });
 });
