@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { HostName } from '@weave/contracts';
 import { InvalidRequestError } from '@weave/errors';
 import { z } from 'zod';
+import { readNatsCredentials } from './secrets';
 
 /**
  * Reads environment variables through a zod schema. A bad value stops the service at start with
@@ -36,8 +37,11 @@ export function defaultHostName(): string {
 export const CommonEnv = z.object({
   WEAVE_HOST: HostName.default(() => defaultHostName()),
   WEAVE_NATS_URL: z.string().min(1).default('nats://127.0.0.1:4222'),
-  WEAVE_NATS_USER: z.string().optional(),
-  WEAVE_NATS_PASSWORD: z.string().optional(),
+  /**
+   * The JSON file with the local nats-server's client credentials (compose/host.yml mounts it
+   * read-only). Unset: connect without authentication (the test harnesses' servers).
+   */
+  WEAVE_NATS_CREDS_FILE: z.string().startsWith('/', 'must be an absolute path').optional(),
   /**
    * Copies of each KV bucket in a NATS cluster. Whoever creates a bucket first fixes it (opening
    * it later with another count silently keeps the first), so every host must use one value.
@@ -45,3 +49,13 @@ export const CommonEnv = z.object({
   WEAVE_KV_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
 });
 export type CommonEnv = z.output<typeof CommonEnv>;
+
+/**
+ * The user and password to connect to NATS with, read from WEAVE_NATS_CREDS_FILE now (so a bad
+ * file stops the process at start with the fix in the message); none when it is unset.
+ */
+export function natsAuth(env: Pick<CommonEnv, 'WEAVE_NATS_CREDS_FILE'>): { user?: string; pass?: string } {
+  if (!env.WEAVE_NATS_CREDS_FILE) return {};
+  const c = readNatsCredentials(env.WEAVE_NATS_CREDS_FILE);
+  return { user: c.user, pass: c.password };
+}

@@ -1,2 +1,4 @@
 export * from './env';
 export * from './run';
+export * from './nats-server';
+export * from './secrets';

@@ -1,10 +1,11 @@
-import type { NatsConnection } from '@nats-io/nats-core';
+import { AuthorizationError, type NatsConnection } from '@nats-io/nats-core';
+import { connect } from '@nats-io/transport-node';
 import { connectBus } from '@weave/bus';
 import type { ServiceName } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import { createLogger, Logger } from '@weave/log';
 import { z } from 'zod';
-import { CommonEnv, readEnv } from './env';
+import { CommonEnv, natsAuth, readEnv } from './env';
 
 export interface ServiceContext<E> {
   env: E;
@@ -23,19 +24,18 @@ export async function runService<T extends z.ZodObject>(
 ): Promise<void> {
   const bootLog = createLogger(service, process.env.WEAVE_HOST ?? '?');
   let env: z.output<T> & CommonEnv;
+  let auth: NatsAuth;
   try {
     env = readEnv(CommonEnv.extend(envSchema.shape)) as z.output<T> & CommonEnv;
+    auth = natsAuth(env);
   } catch (e) {
     bootLog.fatal(describeError(e));
     process.exit(2);
   }
   const log = createLogger(service, env.WEAVE_HOST);
-  const nc = await connectBus({
-    servers: env.WEAVE_NATS_URL.split(','),
-    name: `${service}@${env.WEAVE_HOST}`,
-    log,
-    user: env.WEAVE_NATS_USER,
-    pass: env.WEAVE_NATS_PASSWORD,
+  const servers = env.WEAVE_NATS_URL.split(',');
+  const nc = await whileWaiting(connectBus({ servers, name: `${service}@${env.WEAVE_HOST}`, log, ...auth }), async () => {
+    log.warn({ servers }, `not connected to NATS yet: ${await whyNoNats(servers, auth, env.WEAVE_NATS_CREDS_FILE)}`);
   });
   let stop: () => Promise<void>;
   try {
@@ -58,4 +58,37 @@ export async function runService<T extends z.ZodObject>(
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
+}
+
+type NatsAuth = ReturnType<typeof natsAuth>;
+
+/**
+ * Runs `report` every 10 s (first after 10 s) until `p` settles: connectBus waits for NATS for
+ * ever and silently, which would leave a service that is refused its credentials looking hung.
+ */
+async function whileWaiting<V>(p: Promise<V>, report: () => Promise<void>, everyMs = 10_000): Promise<V> {
+  let timer: NodeJS.Timeout | undefined;
+  const tick = (): void => {
+    timer = setTimeout(() => void report().finally(tick), everyMs);
+  };
+  tick();
+  try {
+    return await p;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** One plain connection attempt, to say why connectBus is still waiting. */
+async function whyNoNats(servers: string[], auth: NatsAuth, credsFile: string | undefined): Promise<string> {
+  try {
+    const nc = await connect({ servers, ...auth, maxReconnectAttempts: 0, timeout: 2000 });
+    await nc.close();
+    return 'it answers now';
+  } catch (e) {
+    if (!(e instanceof AuthorizationError)) return `${describeError(e)} (is nats-server up?)`;
+    return credsFile
+      ? `nats-server refuses the credentials in ${credsFile}: it was started with others (was the file remade?); restart it: docker compose -f compose/host.yml restart nats`
+      : 'nats-server wants credentials: set WEAVE_NATS_CREDS_FILE (compose/host.yml sets it)';
+  }
 }

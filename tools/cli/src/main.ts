@@ -1,16 +1,22 @@
-import { connect } from '@nats-io/transport-node';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { AuthorizationError, connect } from '@nats-io/transport-node';
 import { rpcClient, subscribeEvents } from '@weave/bus';
-import { CommonEnv, readEnv } from '@weave/config';
+import { CommonEnv, DEFAULT_SECRETS_DIR, NATS_CLIENT_SECRET_FILE, natsAuth, readEnv } from '@weave/config';
 import { ipamRpc, netwireRpc, routerRpc, Subjects } from '@weave/contracts';
 import { UnavailableError } from '@weave/errors';
 import { describeError } from '@weave/errors';
 import { z } from 'zod';
 import { eventLine, table } from './format';
 
+/** Where compose/host.yml keeps the client credentials by default: run as root, the CLI finds them. */
+const DEFAULT_CREDS = join(DEFAULT_SECRETS_DIR, NATS_CLIENT_SECRET_FILE);
+
 const USAGE = `usage: weave <command>
   events [--json] [host|host.service|host.service.kind]   print events as they happen
   status [--json]                                         networks, endpoints and address pools on this host
-environment: WEAVE_NATS_URL (default nats://127.0.0.1:4222), WEAVE_HOST (default: this machine)`;
+environment: WEAVE_NATS_URL (default nats://127.0.0.1:4222), WEAVE_HOST (default: this machine),
+  WEAVE_NATS_CREDS_FILE (default ${DEFAULT_CREDS} when it exists: the stack's, root's only)`;
 
 const Args = z.discriminatedUnion('command', [
   z.object({ command: z.literal('events'), json: z.boolean(), filter: z.string().regex(/^[A-Za-z0-9_.*>-]+$/, 'filter must be NATS subject tokens').optional() }),
@@ -30,7 +36,12 @@ function parseArgs(argv: string[]): z.output<typeof Args> {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const env = readEnv(CommonEnv);
-  const nc = await connect({ servers: env.WEAVE_NATS_URL.split(','), user: env.WEAVE_NATS_USER, pass: env.WEAVE_NATS_PASSWORD }).catch((e) => {
+  const auth = natsAuth({ WEAVE_NATS_CREDS_FILE: env.WEAVE_NATS_CREDS_FILE ?? (existsSync(DEFAULT_CREDS) ? DEFAULT_CREDS : undefined) });
+  const nc = await connect({ servers: env.WEAVE_NATS_URL.split(','), ...auth }).catch((e) => {
+    if (e instanceof AuthorizationError) {
+      const fix = auth.user ? 'the file is not the one the stack uses' : `run as root (the stack's are in ${DEFAULT_CREDS}) or set WEAVE_NATS_CREDS_FILE`;
+      throw new Error(`NATS at ${env.WEAVE_NATS_URL} refused ${auth.user ? `user ${auth.user}` : 'a connection without credentials'}: ${fix}`, { cause: e });
+    }
     throw new Error(`cannot reach NATS at ${env.WEAVE_NATS_URL}: is the stack up (npm start)?`, { cause: e });
   });
   if (args.command === 'events') {
