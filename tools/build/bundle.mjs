@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Bundles each service and the `weave` CLI into one self-contained JS file under dist/, so the
+// Bundles each service, the `weave` CLI and the NATS image's entry point into one self-contained JS file under dist/, so the
 // images need nothing but node: no npm, no node_modules, no registry at image build time.
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -13,6 +13,7 @@ export const bundles = {
   'dist/services/netwire/main.js': 'services/netwire/src/main.ts',
   'dist/services/router/main.js': 'services/router/src/main.ts',
   'dist/tools/cli/weave.js': 'tools/cli/src/main.ts',
+  'dist/nats/entrypoint.js': 'compose/nats/entrypoint.ts',
 };
 
 const nativeAddons = {
