@@ -10,10 +10,12 @@
  *                        and /etc/machine-id are host i's own (sources under /run/wvh<i>/).
  *   /var/lib/wvh<i>      host i's data root; /run/wvh<i> its exec root, socket, pidfile, plugins.
  *
- * Each host runs `docker compose -f compose/host.yml -p weave up -d` with WEAVE_HOST=host<i> and
- * WEAVE_PEERS=<the other hosts' underlay addresses>: services on network_mode host land in
- * wvh<i>, its nats-server joins the others' as a cluster. Images come from the machine's engine
- * (`docker save`, cached in IMAGE_CACHE by image ids, then `docker load` on each host).
+ * Each host runs `docker compose -f compose/host.yml -p weave up -d` with WEAVE_HOST=host<i>,
+ * WEAVE_PEERS=<the other hosts' underlay addresses> and WEAVE_SECRETS_DIR=/run/wvh<i>/weave (its
+ * NATS client credentials, and cluster.secret: one per mesh, copied to every host): services on
+ * network_mode host land in wvh<i>, its nats-server joins the others' as a cluster. Images come
+ * from the machine's engine (`docker save`, cached in IMAGE_CACHE by image ids, then `docker
+ * load` on each host).
  */
 import { ChildProcess, spawn, execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -243,6 +245,7 @@ export async function meshUp(o: MeshOptions = {}): Promise<MeshTimings> {
   });
   await step('dockerds', () => Promise.all(ns.map((n) => ensureDockerd(n))));
   await step('images', () => loadImages(ns, ids, log));
+  await step('secrets', async () => shareClusterSecret(ns));
   await step('stacks', () => Promise.all(ns.map((n) => composeUp(n, ns, o.env ?? {}))));
   await step('ready', () => Promise.all(ns.map((n) => waitReady(n, hosts))));
   t.total = Date.now() - t0;
@@ -401,9 +404,28 @@ async function loadImages(ns: number[], ids: Record<string, string>, log: (m: st
   await Promise.all(stale.map((n) => must('docker', ['load', '-q', '-i', tar], { timeoutMs: 300_000, env: { DOCKER_HOST: hostDocker(n) } })));
 }
 
+/** Host n's WEAVE_SECRETS_DIR: its NATS client credentials, and the mesh's cluster secret. */
+const hostSecrets = (n: number): string => `${hostRun(n)}/weave`;
+
+/**
+ * Gives every host the mesh's cluster secret, as an operator copies one file to each host: the one
+ * a host of this mesh already has (so a second `up` keeps the running servers' secret), else a new
+ * one. Root's only, like the rest of the secrets directory.
+ */
+function shareClusterSecret(ns: number[]): void {
+  const file = (n: number) => `${hostSecrets(n)}/cluster.secret`;
+  const existing = presentHosts().map(file).find((f) => existsSync(f));
+  const secret = existing ? readFileSync(existing, 'utf8').trim() : randomBytes(32).toString('hex');
+  for (const n of ns) {
+    mkdirSync(hostSecrets(n), { recursive: true, mode: 0o700 });
+    if (!existsSync(file(n))) writeFileSync(file(n), `${secret}\n`, { mode: 0o600 });
+  }
+}
+
 function composeEnv(n: number, ns: number[], extra: Record<string, string>): Record<string, string> {
   return {
     WEAVE_HOST: hostName(n),
+    WEAVE_SECRETS_DIR: hostSecrets(n),
     WEAVE_BASE_IMAGE: 'weave-base:local',
     WEAVE_PEERS: ns.filter((m) => m !== n).map(hostAddress).join(','),
     WEAVE_ADVERTISE_ADDR: hostAddress(n),
