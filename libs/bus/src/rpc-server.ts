@@ -43,7 +43,8 @@ export function serveRpc<S extends RpcService>(
     const method = msg.subject.slice(prefix.length);
     const started = performance.now();
     try {
-      const spec = methods[method];
+      // Own methods only: a subject token such as `constructor` must not find Object's.
+      const spec = Object.hasOwn(methods, method) ? methods[method] : undefined;
       if (!spec) throw new InvalidRequestError(`${def.service} has no method ${JSON.stringify(method)}`);
       const req = spec.req.safeParse(decodeJson(msg.data));
       if (!req.success) throw new InvalidRequestError(`bad ${def.service}.${method} request: ${z.prettifyError(req.error)}`);

@@ -59,6 +59,10 @@ describe('rpc', () => {
     }
     const unknown = await nc.request(Subjects.rpc('h1', 'ipam', 'dropTables'), '{}', { timeout: 2000 });
     expect(unknown.json()).toMatchObject({ ok: false, error: { code: 'invalid', message: expect.stringContaining('no method') } });
+    for (const inherited of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const m = await nc.request(Subjects.rpc('h1', 'ipam', inherited), '{}', { timeout: 2000 });
+      expect({ inherited, reply: m.json() }).toMatchObject({ inherited, reply: { ok: false, error: { code: 'invalid', message: expect.stringContaining('no method') } } });
+    }
     await expect(rpcClient(nc, 'h1', ipamRpc).releasePool({ poolId: 'p1' })).resolves.toEqual({});
   });
 
