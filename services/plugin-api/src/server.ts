@@ -1,10 +1,14 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer, IncomingMessage, Server, ServerResponse, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import { dirname } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { describeError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
 import type { Iface, Route } from './driver';
+
+const CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
 
 /** Docker's bodies are a few hundred bytes; anything this large is not Docker. */
 export const MAX_BODY_BYTES = 1 << 20;
@@ -19,7 +23,7 @@ export interface CallObserver {
  * for requests that are broken rather than refused.
  */
 export function pluginServer(table: Record<string, Route>, log: Logger, observe: CallObserver = () => {}): Server {
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     const started = performance.now();
     const method = (req.url ?? '').replace(/^\//, '').split('?')[0] ?? '';
     const done = (status: number, body: unknown, error?: string): void => {
@@ -31,6 +35,21 @@ export function pluginServer(table: Record<string, Route>, log: Logger, observe:
       (e) => done(500, { Err: `weave: ${describeError(e)}` }, describeError(e)),
     );
   });
+  server.on('clientError', refuseBrokenHttp);
+  return server;
+}
+
+/**
+ * Bytes that are not HTTP never reach a route; Node would answer them with a bare 400. They
+ * get Docker's error format all the same (and, as Node does, only while nothing was written).
+ */
+function refuseBrokenHttp(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || (socket as Socket).bytesWritten > 0) return void socket.destroy();
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const text = JSON.stringify({ Err: `weave: malformed HTTP request (${err.code ?? err.message})` });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+  );
 }
 
 interface Outcome {
@@ -40,7 +59,8 @@ interface Outcome {
 }
 
 async function serve(table: Record<string, Route>, method: string, req: IncomingMessage, log: Logger): Promise<Outcome> {
-  const route = table[method];
+  // Own routes only: a path such as /constructor must not find Object's.
+  const route = Object.hasOwn(table, method) ? table[method] : undefined;
   if (req.method !== 'POST' || !route) {
     req.resume();
     return { status: 404, body: { Err: `weave: no such plugin method ${req.method} /${method}` } };
@@ -103,7 +123,7 @@ function readBody(req: IncomingMessage): Promise<string | 'too-large'> {
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'Content-Type': CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
 

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +74,18 @@ function post(method: string, body: string | object = ''): Promise<{ status: num
     // EPIPE on the client's socket is expected then and is not the outcome under test.
     req.on('socket', (s) => s.on('error', () => {}));
     req.end(text);
+  });
+}
+
+/** Writes bytes as they are and reads until the server closes. */
+function raw(bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(socket);
+    let got = '';
+    sock.on('data', (d) => (got += d.toString('latin1')));
+    sock.on('close', () => resolve(got));
+    sock.on('error', reject);
+    sock.write(bytes);
   });
 }
 
@@ -219,6 +232,25 @@ describe('malformed input', () => {
     const r = await post('NetworkDriver.AllocateNetwork', { NetworkID: NID });
     expect(r.status).toBe(404);
     expect(r.json.Err).toMatch(/no such plugin method/);
+  });
+
+  it('answers paths naming inherited properties with 404, not as methods', async () => {
+    for (const method of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const r = await post(method, {});
+      expect({ method, status: r.status, err: r.json.Err }).toEqual({ method, status: 404, err: expect.stringMatching(/no such plugin method/) });
+    }
+  });
+
+  it('answers bytes that are not HTTP in Docker\'s error format', async () => {
+    for (const [bytes, status] of [
+      ['POST /IpamDriver.RequestPool HTTP/1.1\r\nContent-Length: abc\r\n\r\n', 400],
+      ['hello\r\n\r\n', 400],
+      [`POST /IpamDriver.RequestPool HTTP/1.1\r\nX: ${'a'.repeat(100_000)}\r\n\r\n`, 431],
+    ] as const) {
+      const answer = await raw(bytes);
+      expect(answer).toMatch(new RegExp(`^HTTP/1.1 ${status} [^]*\r\n\r\n\\{"Err":"weave: malformed HTTP request`));
+    }
+    expect(fake.calls).toEqual([]);
   });
 
   it('keeps serving after all that', async () => {
