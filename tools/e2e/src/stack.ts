@@ -5,35 +5,62 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { rpcClient } from '@weave/bus';
-import { ipamRpc, netwireRpc, ServiceName } from '@weave/contracts';
+import { ensureNatsCredentials, NATS_CLIENT_SECRET_FILE } from '@weave/config';
+import { ipamRpc, netwireRpc, routerRpc, ServiceName } from '@weave/contracts';
 import { pluginAnswers } from '@weave/docker-cli';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
 
 const root = join(__dirname, '..', '..', '..');
-type Svc = Exclude<ServiceName, 'router'>;
-const SERVICES: readonly Svc[] = ['ipam', 'netwire', 'plugin-api'];
+type Svc = ServiceName;
+// The router is left out unless asked for: it needs the native addon, and without a peer it has
+// nothing to do for the suites that use Docker.
+const DEFAULT_SERVICES: readonly Svc[] = ['ipam', 'netwire', 'plugin-api'];
+
+export interface StackOptions {
+  /** The services to run, in start order; stopped in reverse. */
+  services?: readonly Svc[];
+  /** Variables for one service only, on top of the stack's (a router of its own host identity, say). */
+  serviceEnv?: Partial<Record<Svc, Record<string, string>>>;
+}
 
 /**
  * One host's weave stack as real processes (the same entry points the images run) on a real
  * nats-server, under a plugin name and host identity of its own so it cannot disturb another
- * stack on the machine. Each service can be killed and restarted to test crashes.
+ * stack on the machine. Each service can be killed and restarted to test crashes. As installed,
+ * NATS asks for credentials, made as compose/host.yml's `secrets` service makes them, and the
+ * services read them from WEAVE_NATS_CREDS_FILE.
  */
 export class ProcessStack {
   readonly plugin = `wt${randomBytes(4).toString('hex')}`;
   readonly host = `e2e-${this.plugin}`;
   readonly socket = `/run/docker/plugins/${this.plugin}.sock`;
   private readonly logDir = mkdtempSync(join(tmpdir(), 'weave-e2e-'));
+  /** Root's only (mkdtemp makes it 0700), like /var/lib/weave. */
+  private readonly secretsDir = mkdtempSync(join(tmpdir(), 'weave-e2e-secrets-'));
   private readonly procs = new Map<Svc, ChildProcess>();
   nats!: NatsServer;
   nc!: NatsConnection;
 
-  constructor(private readonly extraEnv: Record<string, string> = {}) {}
+  private readonly services: readonly Svc[];
+
+  constructor(
+    private readonly extraEnv: Record<string, string> = {},
+    private readonly o: StackOptions = {},
+  ) {
+    this.services = o.services ?? DEFAULT_SERVICES;
+  }
 
   async start(): Promise<this> {
-    this.nats = await startNatsServer();
-    this.nc = await connect({ servers: this.nats.url });
-    for (const s of SERVICES) await this.startService(s);
+    const credentials = ensureNatsCredentials(this.secretsDir);
+    this.nats = await startNatsServer({ credentials });
+    this.nc = await connect({ servers: this.nats.url, user: credentials.user, pass: credentials.password });
+    for (const s of this.services) await this.startService(s);
     return this;
+  }
+
+  /** The host identity `s` runs as: the stack's, unless its own env says otherwise. */
+  hostOf(s: Svc): string {
+    return this.o.serviceEnv?.[s]?.WEAVE_HOST ?? this.host;
   }
 
   get ipam() {
@@ -41,6 +68,9 @@ export class ProcessStack {
   }
   get netwire() {
     return rpcClient(this.nc, this.host, netwireRpc);
+  }
+  get router() {
+    return rpcClient(this.nc, this.hostOf('router'), routerRpc);
   }
 
   async startService(s: Svc): Promise<void> {
@@ -52,9 +82,11 @@ export class ProcessStack {
         ...process.env,
         WEAVE_HOST: this.host,
         WEAVE_NATS_URL: this.nats.url,
+        WEAVE_NATS_CREDS_FILE: join(this.secretsDir, NATS_CLIENT_SECRET_FILE),
         WEAVE_PLUGIN_NAME: this.plugin,
         WEAVE_LOG_LEVEL: 'debug',
         ...this.extraEnv,
+        ...this.o.serviceEnv?.[s],
       },
     });
     closeSync(out);
@@ -68,7 +100,7 @@ export class ProcessStack {
 
   private async ready(s: Svc): Promise<boolean> {
     if (s === 'plugin-api') return pluginAnswers(this.socket);
-    const client = s === 'ipam' ? this.ipam : this.netwire;
+    const client = s === 'ipam' ? this.ipam : s === 'netwire' ? this.netwire : this.router;
     return client.status({}).then(() => true, () => false);
   }
 
@@ -96,7 +128,7 @@ export class ProcessStack {
 
   /** Stops every service gracefully (SIGTERM), then NATS; removes the socket and logs. */
   async stop(): Promise<void> {
-    for (const s of [...SERVICES].reverse()) {
+    for (const s of [...this.services].reverse()) {
       const p = this.procs.get(s);
       if (!p || p.exitCode !== null || p.signalCode !== null) continue;
       const exited = new Promise((r) => p.once('exit', r));
@@ -108,6 +140,7 @@ export class ProcessStack {
     await this.nc?.close();
     await this.nats?.stop();
     rmSync(this.socket, { force: true });
+    rmSync(this.secretsDir, { recursive: true, force: true });
     if (!process.env.WEAVE_E2E_KEEP_LOGS) rmSync(this.logDir, { recursive: true, force: true });
   }
 }
