@@ -58,7 +58,12 @@ export function serveRpc<S extends RpcService>(
       const err: WeaveError = asWeaveError(e);
       const level = err.code === 'internal' ? 'error' : 'warn';
       log[level]({ method, code: err.code, err: e }, `rpc ${def.service}.${method} failed: ${describeError(err)}`);
-      reply(msg, { ok: false, error: { code: err.code, message: describeError(err) } });
+      try {
+        reply(msg, { ok: false, error: { code: err.code, message: clip(describeError(err)) } });
+      } catch (sendErr) {
+        // Nothing may escape: an unhandled rejection would end the process.
+        log.error({ method, err: sendErr }, `rpc ${def.service}.${method}: could not send the error reply: ${describeError(sendErr)}`);
+      }
     }
   }
 
@@ -66,6 +71,15 @@ export function serveRpc<S extends RpcService>(
     if (msg.reply) msg.respond(encodeJson(body));
   }
 }
+
+/**
+ * Messages can quote the request (a pool id that is not one, a key no schema knows), and a
+ * request of nearly NATS's max_payload quoted with JSON escapes would make a reply too large to
+ * send. What the caller needs to read fits in far less.
+ */
+const MAX_MESSAGE_CHARS = 4096;
+
+const clip = (m: string): string => (m.length <= MAX_MESSAGE_CHARS ? m : `${m.slice(0, MAX_MESSAGE_CHARS)}… (${m.length} characters in all)`);
 
 /** The caller's deadline header, validated: absent is no deadline, malformed is a bad request. */
 function deadlineOf(msg: Msg): number | null {

@@ -66,6 +66,22 @@ describe('rpc', () => {
     await expect(rpcClient(nc, 'h1', ipamRpc).releasePool({ poolId: 'p1' })).resolves.toEqual({});
   });
 
+  it('cuts an error message that quotes a huge request, so the reply still fits and the service lives', async () => {
+    // 150,000 NULs: 900 kB as JSON, and the message quotes it escaped once more.
+    const poolId = '\u0000'.repeat(150_000);
+    const slow = serveRpc(nc, 'h2', ipamRpc, { ...handlers, releasePool: async (r) => { throw new InvalidRequestError(`${JSON.stringify(r.poolId)} is not a pool id`); } }, log);
+    try {
+      const m = await nc.request(Subjects.rpc('h2', 'ipam', 'releasePool'), JSON.stringify({ poolId }), { timeout: 5000 });
+      const reply = m.json<{ ok: false; error: { code: string; message: string } }>();
+      expect(reply.error.code).toBe('invalid');
+      expect(reply.error.message).toMatch(/characters in all\)$/);
+      expect(m.data.length).toBeLessThan(64 * 1024);
+      await expect(rpcClient(nc, 'h2', ipamRpc).status({})).resolves.toEqual({ pools: [] });
+    } finally {
+      slow.unsubscribe();
+    }
+  });
+
   it('rejects a bad request before sending it', async () => {
     const ipam = rpcClient(nc, 'h1', ipamRpc);
     await expect(ipam.releaseAddress({ poolId: 'p1', address: '300.1.1.1' })).rejects.toThrow(z.ZodError);
