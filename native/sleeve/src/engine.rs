@@ -620,8 +620,9 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
             }
             Ok(_) => {
                 cached.refresh(shared); // after waking: see the view current at receipt
+                let now = shared.clock.now(); // one reading per batch: it arrived at once
                 for (datagram, from) in batch.datagrams() {
-                    on_datagram(shared, &cached.view, datagram, from, &mut writer);
+                    on_datagram(shared, &cached.view, datagram, from, now, &mut writer);
                 }
                 writer.flush(&cached.view, &shared.stats);
             }
@@ -643,6 +644,7 @@ fn on_datagram<T: Tap, U, C: Clock>(
     view: &View<T>,
     bytes: &[u8],
     from: SocketAddr,
+    now: Duration,
     writer: &mut TapWriter,
 ) {
     let stats = &*shared.stats;
@@ -668,7 +670,6 @@ fn on_datagram<T: Tap, U, C: Clock>(
             Stats::inc(&stats.drop_local_only_source);
             continue;
         }
-        let now = shared.clock.now();
         let action = shared
             .macs
             .lock()

@@ -1,12 +1,15 @@
-//! Real TAPs and real UDP, in a throwaway network namespace owned by one thread made for it.
+//! Real TAPs and real UDP, in throwaway network namespaces owned by threads made for them.
 //! Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN): `cargo test -- --ignored`.
 //!
-//! Two engines in the namespace, peered over its loopback. A frame transmitted on TAP `wa7`
+//! Two engines in a namespace, peered over its loopback. A frame transmitted on TAP `wa7`
 //! (through an AF_PACKET socket, as the bridge would) is read by engine A, sent over UDP, written
-//! by engine B into TAP `wb7`, and seen arriving there by another AF_PACKET socket.
-//! The namespace, TAPs and sockets vanish when the thread and its descriptors end.
+//! by engine B into TAP `wb7`, and seen arriving there by another AF_PACKET socket. Then TCP:
+//! `wb7` is created in a second namespace, so a connection from the first namespace's `wa7`
+//! address to `wb7`'s crosses both engines with the kernel's TSO super-frames, UDP GSO and GRO.
+//! The namespaces, TAPs and sockets vanish when the threads and their descriptors end.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,6 +112,18 @@ fn engine(
     tap: &str,
     stats: Arc<Stats>,
 ) -> Engine<OsTapFactory, OsUdp, MonotonicClock> {
+    let udp = OsUdp::bind(format!("127.0.0.1:{port}").parse().unwrap(), POLL).unwrap();
+    engine_on(udp, local, peer, tap, stats)
+}
+
+/// An engine on an already bound socket: its TAP is created in the calling thread's namespace.
+fn engine_on(
+    udp: OsUdp,
+    local: u64,
+    peer: (u64, u16),
+    tap: &str,
+    stats: Arc<Stats>,
+) -> Engine<OsTapFactory, OsUdp, MonotonicClock> {
     let mut c = EngineConfig::new(local);
     c.peers.push(PeerConfig {
         id: peer.0,
@@ -119,7 +134,6 @@ fn engine(
         tap: tap.into(),
         local_macs: Vec::new(),
     });
-    let udp = OsUdp::bind(format!("127.0.0.1:{port}").parse().unwrap(), POLL).unwrap();
     Engine::start(
         &c,
         OsTapFactory { poll: POLL },
@@ -178,6 +192,148 @@ fn frame_crosses_two_real_taps_in_a_throwaway_netns() {
     let t = std::thread::Builder::new()
         .name("netns-test".into())
         .spawn(scenario)
+        .unwrap();
+    t.join()
+        .expect("scenario thread panicked")
+        .expect("scenario");
+}
+
+/// The calling thread's network namespace.
+fn current_netns() -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new("/proc/thread-self/ns/net").unwrap();
+    // SAFETY: plain open(2), owned at once.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new, empty network namespace, kept alive by the returned descriptor.
+fn new_netns() -> io::Result<OwnedFd> {
+    std::thread::spawn(|| {
+        // SAFETY: affects only this short-lived thread.
+        check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+        current_netns()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+fn enter(ns: &OwnedFd) -> io::Result<()> {
+    // SAFETY: setns on a namespace descriptor; this thread exists for the test.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map(|_| ())
+}
+
+#[repr(C)]
+struct IfReqAddr {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    addr: libc::sockaddr_in,
+    _pad: [u8; 8],
+}
+
+/// `ip addr add <ip>/24 dev <name>`, by ioctl (the /24 route comes with it).
+fn set_addr(name: &str, ip: Ipv4Addr) -> io::Result<()> {
+    // SAFETY: plain socket(2), owned at once.
+    let s =
+        unsafe { OwnedFd::from_raw_fd(check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0))?) };
+    let sin = |a: Ipv4Addr| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut req = IfReqAddr {
+        name: [0; libc::IFNAMSIZ],
+        addr: sin(ip),
+        _pad: [0; 8],
+    };
+    for (d, b) in req.name.iter_mut().zip(name.bytes()) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK read an ifreq we own.
+    unsafe {
+        check(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFADDR, &req))?;
+        req.addr = sin(Ipv4Addr::new(255, 255, 255, 0));
+        check(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFNETMASK, &req))?;
+    }
+    Ok(())
+}
+
+const TCP_BYTES: usize = 8 << 20;
+
+fn tcp_scenario() -> io::Result<()> {
+    // SAFETY: affects only this thread, which exists for this test.
+    check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+    set_up("lo")?;
+    let (host, other) = (current_netns()?, new_netns()?);
+    let (sa, sb) = (Arc::new(Stats::default()), Arc::new(Stats::default()));
+    let a = engine(1, 40001, (2, 40002), "wa7", sa.clone());
+    set_up("wa7")?;
+    set_addr("wa7", Ipv4Addr::new(10, 9, 0, 1))?;
+    // B's socket lives here, on loopback with A's; its TAP and the listener in `other`.
+    let udp_b = OsUdp::bind("127.0.0.1:40002".parse().unwrap(), POLL)?;
+    enter(&other)?;
+    let b = engine_on(udp_b, 2, (1, 40001), "wb7", sb.clone());
+    set_up("wb7")?;
+    set_addr("wb7", Ipv4Addr::new(10, 9, 0, 2))?;
+    let listener = TcpListener::bind("10.9.0.2:5201")?;
+    enter(&host)?;
+
+    let data: Vec<u8> = (0..TCP_BYTES).map(|i| (i % 251) as u8).collect();
+    let receiver = std::thread::spawn(move || -> io::Result<Vec<u8>> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut got = Vec::with_capacity(TCP_BYTES);
+        conn.read_to_end(&mut got)?;
+        Ok(got)
+    });
+    let target = SocketAddr::from(([10, 9, 0, 2], 5201));
+    let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    conn.write_all(&data)?;
+    drop(conn);
+    let got = receiver.join().expect("receiver thread")?;
+    let (ra, rb) = (sa.snapshot(), sb.snapshot());
+    let offloads = (a.udp_offloads(), b.udp_offloads());
+    a.stop();
+    b.stop();
+    eprintln!("tcp over two engines:\na={ra:?}\nb={rb:?}");
+    assert!(offloads.0.gso && offloads.1.gro, "{offloads:?}");
+    assert_eq!(ra.udp_gso_fallbacks, 0);
+    assert!(
+        got == data,
+        "{} of {} bytes arrived intact",
+        got.len(),
+        data.len()
+    );
+    assert!(
+        ra.tap_super_frames_in > 0,
+        "no TSO super-frame read: {ra:?}"
+    );
+    assert!(
+        rb.tap_super_frames_out > 0,
+        "no super-frame written: {rb:?}"
+    );
+    assert_eq!((ra.taps_without_offload, rb.taps_without_offload), (0, 0));
+    let dropped = |s: &sleeve::stats::StatsSnapshot| {
+        s.drop_offload_short_read
+            + s.drop_offload_unsupported_gso
+            + s.drop_offload_bad_checksum_offsets
+            + s.drop_offload_not_ip
+            + s.drop_offload_bad_ip_header
+            + s.drop_offload_bad_l4_header
+            + s.drop_offload_segment_too_large
+    };
+    assert_eq!((dropped(&ra), dropped(&rb)), (0, 0), "{ra:?} {rb:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: creates TAPs in throwaway network namespaces (cargo test -- --ignored)"]
+fn tcp_crosses_two_engines_as_tso_super_frames() {
+    let t = std::thread::Builder::new()
+        .name("netns-tcp-test".into())
+        .spawn(tcp_scenario)
         .unwrap();
     t.join()
         .expect("scenario thread panicked")

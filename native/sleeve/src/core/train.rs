@@ -18,7 +18,10 @@ pub const MAX_TRAIN_DATAGRAMS: usize = 64;
 pub const MAX_TRAIN_BYTES: usize = 65_000;
 
 pub struct Train {
+    /// Initialised once as it grows; `len` says how much is in use, so reuse writes over old
+    /// bytes instead of zeroing them again for every frame.
     buf: Vec<u8>,
+    len: usize,
     lens: Vec<u16>,
     /// Where the datagram being filled starts, and its frame count; `None` when all are closed.
     open: Option<(usize, u16)>,
@@ -58,6 +61,7 @@ impl Train {
             // A busy one grows to at most the train limit (or one lone datagram) once, and
             // `clear` keeps the capacity, so the steady state does not allocate.
             buf: Vec::with_capacity(target.max(HEADER_LEN + LEN_PREFIX + MAX_FRAME_LEN)),
+            len: 0,
             lens: Vec::with_capacity(MAX_TRAIN_DATAGRAMS),
             open: None,
             target,
@@ -81,7 +85,7 @@ impl Train {
             return Err(PushError::BadFrame);
         }
         if let Some((start, count)) = self.open {
-            if self.buf.len() - start + LEN_PREFIX + len > self.target || count == u16::MAX {
+            if self.len - start + LEN_PREFIX + len > self.target || count == u16::MAX {
                 self.close();
             }
         }
@@ -89,20 +93,24 @@ impl Train {
         let extra = LEN_PREFIX + len + if opening { HEADER_LEN } else { 0 };
         let alone = self.lens.is_empty();
         if !alone
-            && (self.buf.len() + extra > MAX_TRAIN_BYTES
+            && (self.len + extra > MAX_TRAIN_BYTES
                 || (opening && self.lens.len() == MAX_TRAIN_DATAGRAMS))
         {
             return Err(PushError::Full);
         }
-        if opening {
-            self.open = Some((self.buf.len(), 0));
-            self.buf
-                .extend_from_slice(&wire::header(self.network, self.sender, 0));
+        if self.buf.len() < self.len + extra {
+            self.buf.resize(self.len + extra, 0);
         }
-        let at = self.buf.len();
-        self.buf.resize(at + LEN_PREFIX + len, 0);
+        if opening {
+            self.open = Some((self.len, 0));
+            let header = wire::header(self.network, self.sender, 0);
+            self.buf[self.len..self.len + HEADER_LEN].copy_from_slice(&header);
+            self.len += HEADER_LEN;
+        }
+        let at = self.len;
+        self.len += LEN_PREFIX + len;
         self.buf[at..at + LEN_PREFIX].copy_from_slice(&(len as u16).to_be_bytes());
-        fill(&mut self.buf[at + LEN_PREFIX..]);
+        fill(&mut self.buf[at + LEN_PREFIX..self.len]);
         if let Some((_, count)) = &mut self.open {
             *count += 1;
         }
@@ -112,7 +120,7 @@ impl Train {
     fn close(&mut self) {
         if let Some((start, count)) = self.open.take() {
             wire::set_count(&mut self.buf[start..], count);
-            self.lens.push((self.buf.len() - start) as u16);
+            self.lens.push((self.len - start) as u16);
         }
     }
 
@@ -124,13 +132,13 @@ impl Train {
     pub fn datagrams(&mut self) -> Datagrams<'_> {
         self.close();
         Datagrams {
-            bytes: &self.buf,
+            bytes: &self.buf[..self.len],
             lens: &self.lens,
         }
     }
 
     pub fn clear(&mut self) {
-        self.buf.clear();
+        self.len = 0;
         self.lens.clear();
         self.open = None;
     }

@@ -4,14 +4,19 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::core::virtio::VirtioHdr;
 use crate::os::{Tap, TapFactory};
 
 /// The engine's end of a fake TAP: frames injected by the test come out of `recv`, frames the
 /// engine `send`s go to the test's [`TapHandle`].
+///
+/// An offloading one behaves like a TAP opened with `IFF_VNET_HDR`: what the test injects and
+/// what it reads back start with a virtio header (build them with `fake::packets`).
 pub struct ChannelTap {
     inbound: Mutex<Receiver<Vec<u8>>>,
     outbound: Sender<Vec<u8>>,
     poll: Duration,
+    vnet_hdr: bool,
 }
 
 /// The test's end: what the "bridge" would write into and read from the TAP.
@@ -22,6 +27,10 @@ pub struct TapHandle {
 
 impl ChannelTap {
     pub fn pair(poll: Duration) -> (ChannelTap, TapHandle) {
+        ChannelTap::pair_with(poll, false)
+    }
+
+    pub fn pair_with(poll: Duration, vnet_hdr: bool) -> (ChannelTap, TapHandle) {
         let (inject, inbound) = channel();
         let (outbound, written) = channel();
         (
@@ -29,9 +38,16 @@ impl ChannelTap {
                 inbound: Mutex::new(inbound),
                 outbound,
                 poll,
+                vnet_hdr,
             },
             TapHandle { inject, written },
         )
+    }
+
+    fn emit(&self, bytes: Vec<u8>) -> io::Result<()> {
+        self.outbound
+            .send(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "fake tap handle dropped"))
     }
 
     fn take(&self, buf: &mut [u8], wait: Option<Duration>) -> io::Result<Option<usize>> {
@@ -63,9 +79,23 @@ impl Tap for ChannelTap {
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        self.outbound
-            .send(frame.to_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "fake tap handle dropped"))
+        self.send_gso(&VirtioHdr::NONE, frame)
+    }
+
+    fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+
+    fn send_gso(&self, hdr: &VirtioHdr, frame: &[u8]) -> io::Result<()> {
+        if !self.vnet_hdr {
+            return match *hdr == VirtioHdr::NONE {
+                true => self.emit(frame.to_vec()),
+                false => Err(io::Error::from(io::ErrorKind::Unsupported)),
+            };
+        }
+        let mut bytes = hdr.encode().to_vec();
+        bytes.extend_from_slice(frame);
+        self.emit(bytes)
     }
 }
 
@@ -81,11 +111,19 @@ struct FactoryState {
     handles: HashMap<String, TapHandle>,
     failing: Vec<String>,
     preloaded: HashMap<String, Vec<Vec<u8>>>,
+    vnet_hdr: bool,
 }
 
 const FAKE_POLL: Duration = Duration::from_millis(5);
 
 impl ChannelTapFactory {
+    /// A factory whose TAPs behave as if opened with offloads.
+    pub fn offloading() -> Self {
+        let f = ChannelTapFactory::default();
+        f.inner.lock().expect("factory lock").vnet_hdr = true;
+        f
+    }
+
     /// Takes the test's end of the TAP opened under `name`.
     pub fn handle(&self, name: &str) -> Option<TapHandle> {
         self.inner
@@ -124,7 +162,7 @@ impl TapFactory for ChannelTapFactory {
                 format!("fake: cannot open {name}"),
             ));
         }
-        let (tap, handle) = ChannelTap::pair(FAKE_POLL);
+        let (tap, handle) = ChannelTap::pair_with(FAKE_POLL, s.vnet_hdr);
         for frame in s.preloaded.remove(name).unwrap_or_default() {
             handle.inject.send(frame).expect("receiver alive");
         }

@@ -1,13 +1,16 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::os::Udp;
+use crate::core::train::Datagrams;
+use crate::os::{RecvBatch, Sent, Slot, Udp};
 
-type Wire = Sender<(Vec<u8>, SocketAddr)>;
+type Datagram = (Vec<u8>, SocketAddr);
+/// What one send puts on the wire: a datagram, or a whole train at once (as GSO would).
+type Wire = Sender<Vec<Datagram>>;
 
 /// An in-memory UDP "network": sockets bound on it reach each other by address. Datagrams to
 /// an address nobody bound are dropped, as UDP would.
@@ -16,10 +19,32 @@ pub struct FakeNet {
     sockets: Arc<Mutex<HashMap<SocketAddr, Wire>>>,
 }
 
+struct Inbox {
+    rx: Receiver<Vec<Datagram>>,
+    /// Datagrams of an arrival not taken yet.
+    pending: VecDeque<Datagram>,
+}
+
+impl Inbox {
+    fn next(&mut self, wait: Option<Duration>) -> Option<Datagram> {
+        if self.pending.is_empty() {
+            let arrival = match wait {
+                Some(d) => match self.rx.recv_timeout(d) {
+                    Ok(a) => a,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+                },
+                None => self.rx.try_recv().ok()?,
+            };
+            self.pending.extend(arrival);
+        }
+        self.pending.pop_front()
+    }
+}
+
 pub struct FakeUdp {
     addr: SocketAddr,
     net: FakeNet,
-    inbox: Mutex<Receiver<(Vec<u8>, SocketAddr)>>,
+    inbox: Mutex<Inbox>,
     poll: Duration,
 }
 
@@ -30,7 +55,10 @@ impl FakeNet {
         FakeUdp {
             addr,
             net: self.clone(),
-            inbox: Mutex::new(rx),
+            inbox: Mutex::new(Inbox {
+                rx,
+                pending: VecDeque::new(),
+            }),
             poll: Duration::from_millis(5),
         }
     }
@@ -43,32 +71,70 @@ impl FakeUdp {
 
     /// Test helper: the next datagram, waiting up to `wait`.
     pub fn recv_within(&self, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
-        self.inbox
-            .lock()
-            .expect("fake udp lock")
-            .recv_timeout(wait)
-            .ok()
+        self.inbox.lock().expect("fake udp lock").next(Some(wait))
+    }
+
+    fn put(&self, to: SocketAddr, arrival: Vec<Datagram>) {
+        if let Some(wire) = self.net.sockets.lock().expect("fake net lock").get(&to) {
+            let _ = wire.send(arrival);
+        }
     }
 }
 
 impl Udp for FakeUdp {
     fn recv_from(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-        let rx = self.inbox.lock().expect("fake udp lock");
-        match rx.recv_timeout(self.poll) {
-            Ok((d, from)) => {
-                let n = d.len().min(buf.len());
-                buf[..n].copy_from_slice(&d[..n]);
-                Ok(Some((n, from)))
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => Ok(None),
+        let next = self
+            .inbox
+            .lock()
+            .expect("fake udp lock")
+            .next(Some(self.poll));
+        Ok(next.map(|(d, from)| {
+            let n = d.len().min(buf.len());
+            buf[..n].copy_from_slice(&d[..n]);
+            (n, from)
+        }))
+    }
+
+    /// Like `recvmmsg`: waits for the first datagram, then takes what is already queued.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let mut inbox = self.inbox.lock().expect("fake udp lock");
+        let slot_len = batch.slot_len();
+        let (buf, slots) = batch.parts_mut();
+        let mut n = 0;
+        while n < slots.len() {
+            let wait = (n == 0).then_some(self.poll);
+            let Some((d, from)) = inbox.next(wait) else {
+                break;
+            };
+            let len = d.len().min(slot_len);
+            buf[n * slot_len..n * slot_len + len].copy_from_slice(&d[..len]);
+            slots[n] = Slot {
+                len,
+                from,
+                segment: 0,
+            };
+            n += 1;
         }
+        drop(inbox);
+        batch.set_filled(n);
+        Ok(n)
     }
 
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        if let Some(wire) = self.net.sockets.lock().expect("fake net lock").get(&to) {
-            let _ = wire.send((datagram.to_vec(), self.addr));
-        }
+        self.put(to, vec![(datagram.to_vec(), self.addr)]);
         Ok(())
+    }
+
+    /// The whole train arrives at once, as a GSO send would reach a GRO socket.
+    fn send_train(&self, datagrams: Datagrams<'_>, to: SocketAddr) -> Sent {
+        let arrival: Vec<Datagram> = datagrams.iter().map(|d| (d.to_vec(), self.addr)).collect();
+        let sent = Sent {
+            ok: arrival.len(),
+            bytes: datagrams.bytes.len(),
+            ..Sent::default()
+        };
+        self.put(to, arrival);
+        sent
     }
 }
 
