@@ -23,7 +23,9 @@ export interface CallObserver {
  * for requests that are broken rather than refused.
  */
 export function pluginServer(table: Record<string, Route>, log: Logger, observe: CallObserver = () => {}): Server {
-  const server = createServer((req, res) => {
+  // Docker 20.10 sends an empty Host and newer ones plugin.moby.localhost; a missing one is no
+  // reason for Node's bare 400 either, which Docker could not show as an error.
+  const server = createServer({ requireHostHeader: false }, (req, res) => {
     const started = performance.now();
     const method = (req.url ?? '').replace(/^\//, '').split('?')[0] ?? '';
     const done = (status: number, body: unknown, error?: string): void => {

@@ -245,12 +245,18 @@ describe('malformed input', () => {
     for (const [bytes, status] of [
       ['POST /IpamDriver.RequestPool HTTP/1.1\r\nContent-Length: abc\r\n\r\n', 400],
       ['hello\r\n\r\n', 400],
+      ['POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: \r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n', 400],
       [`POST /IpamDriver.RequestPool HTTP/1.1\r\nX: ${'a'.repeat(100_000)}\r\n\r\n`, 431],
     ] as const) {
       const answer = await raw(bytes);
       expect(answer).toMatch(new RegExp(`^HTTP/1.1 ${status} [^]*\r\n\r\n\\{"Err":"weave: malformed HTTP request`));
     }
     expect(fake.calls).toEqual([]);
+  });
+
+  it('serves a request without a Host header like any other', async () => {
+    const answer = await raw('POST /Plugin.Activate HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1.1 200 [^]*"Implements"/);
   });
 
   it('keeps serving after all that', async () => {
