@@ -34,8 +34,13 @@ export async function runService<T extends z.ZodObject>(
   }
   const log = createLogger(service, env.WEAVE_HOST);
   const servers = env.WEAVE_NATS_URL.split(',');
+  const credsFile = env.WEAVE_NATS_CREDS_FILE;
   const nc = await whileWaiting(connectBus({ servers, name: `${service}@${env.WEAVE_HOST}`, log, ...auth }), async () => {
-    log.warn({ servers }, `not connected to NATS yet: ${await whyNoNats(servers, auth, env.WEAVE_NATS_CREDS_FILE)}`);
+    log.warn({ servers }, `not connected to NATS yet: ${await whyNoNats(servers, auth, credsFile)}`);
+  }).catch((e: unknown) => {
+    // connectBus waits out an absent server, but not a refusal: that needs a person.
+    log.fatal({ err: e, servers }, `cannot connect to NATS: ${natsFailure(e, credsFile)}`);
+    process.exit(1);
   });
   let stop: () => Promise<void>;
   try {
@@ -86,9 +91,14 @@ async function whyNoNats(servers: string[], auth: NatsAuth, credsFile: string | 
     await nc.close();
     return 'it answers now';
   } catch (e) {
-    if (!(e instanceof AuthorizationError)) return `${describeError(e)} (is nats-server up?)`;
-    return credsFile
-      ? `nats-server refuses the credentials in ${credsFile}: it was started with others (was the file remade?); restart it: docker compose -f compose/host.yml restart nats`
-      : 'nats-server wants credentials: set WEAVE_NATS_CREDS_FILE (compose/host.yml sets it)';
+    return natsFailure(e, credsFile);
   }
+}
+
+/** What a failed connection means, and what to do about it. */
+function natsFailure(e: unknown, credsFile: string | undefined): string {
+  if (!(e instanceof AuthorizationError)) return `${describeError(e)} (is nats-server up?)`;
+  return credsFile
+    ? `nats-server refuses the credentials in ${credsFile}: it was started with others (was the file remade?); restart it: docker compose -f compose/host.yml restart nats`
+    : 'nats-server wants credentials: set WEAVE_NATS_CREDS_FILE (compose/host.yml sets it)';
 }

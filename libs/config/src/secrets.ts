@@ -81,7 +81,7 @@ export function readNatsCredentials(path: string): NatsCredentials {
     throw new SecretFileError(
       `NATS credentials file ${path} does not exist: \`docker compose -f compose/host.yml up -d\` makes it (its \`secrets\` service); ` +
         'or leave WEAVE_NATS_CREDS_FILE unset for a nats-server without authentication',
-      { cause: e },
+      { cause: (e as Error).cause },
     );
   }
   let json: unknown;
