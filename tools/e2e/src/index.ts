@@ -2,3 +2,4 @@ export * from './stack';
 export * from './docker-scope';
 export * from './host-links';
 export * from './use-stack';
+export * from './listeners';
