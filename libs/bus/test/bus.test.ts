@@ -26,6 +26,7 @@ const handlers = {
     contexts.push(ctx);
     return { pools: [] };
   },
+  reconcileHost: async () => ({ released: [], spared: 0 }),
 };
 const contexts: RpcContext[] = [];
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
-import { AddressKind, ServiceName } from './rpc';
+import { AddressKind, ReleasedLease, RemovedEndpoint, ServiceName } from './rpc';
 
 /**
  * Every event kind each service publishes, with its payload. Subject:
@@ -19,6 +19,8 @@ export const EventKinds = {
     'network.replicated': z.object({ name: z.string(), createdBy: HostName }),
     'network.removed': z.object({ name: z.string(), removedBy: HostName }),
     'network.conflict': z.object({ name: z.string(), reason: z.string() }),
+    /** A reconciliation pass against Docker that dropped something (passes that drop nothing are not announced). */
+    'docker.reconciled': z.object({ networks: z.number().int(), endpoints: z.number().int(), releasedAddresses: z.number().int(), removedEndpoints: z.number().int() }),
   },
   ipam: {
     'service.started': Started,
@@ -28,6 +30,8 @@ export const EventKinds = {
     'block.released': z.object({ poolId: z.string(), block: CidrString }),
     'address.allocated': z.object({ poolId: z.string(), address: IpWithPrefix, kind: AddressKind }),
     'address.released': z.object({ poolId: z.string(), address: IpString }),
+    /** Leases of this host that Docker did not have, released by reconciliation (each also as address.released). */
+    'leases.reconciled': z.object({ released: z.array(ReleasedLease), spared: z.number().int() }),
   },
   netwire: {
     'service.started': Started,
@@ -37,6 +41,8 @@ export const EventKinds = {
     'endpoint.joined': z.object({ networkId: DockerId, endpointId: DockerId, sandboxKey: z.string() }),
     'endpoint.left': z.object({ networkId: DockerId, endpointId: DockerId }),
     'endpoint.deleted': z.object({ networkId: DockerId, endpointId: DockerId }),
+    /** Endpoints Docker did not have, removed by reconciliation (each also as endpoint.deleted). */
+    'endpoints.reconciled': z.object({ removed: z.array(RemovedEndpoint), spared: z.number().int() }),
     'reconciled': z.object({
       removedLinks: z.array(z.string()),
       restoredNetworks: z.array(DockerId),

@@ -31,6 +31,38 @@ export const PoolStatus = z.object({
   blocks: z.array(z.object({ block: CidrString, owner: HostName, used: z.number().int(), size: z.number().int() })),
 });
 
+/**
+ * Reconciliation against Docker, the authority on which endpoints exist on a host. plugin-api
+ * lists its Docker's weave networks, starting at `listedAt`, and asks ipam and netwire to drop
+ * what Docker does not have. `olderThan` (listedAt less a grace period) protects what is in
+ * flight: Docker records an endpoint only after RequestAddress and CreateEndpoint have answered,
+ * so a lease or endpoint record made shortly before the listing may be missing from it and still
+ * be about to exist. Only what was made before `olderThan` is dropped.
+ */
+export const ReconcileHostRequest = z.strictObject({
+  /** Each of this host's weave networks by subnet, with every address Docker has in it (endpoints, gateway, aux). */
+  pools: z.array(z.strictObject({ subnet: CidrString, keep: z.array(IpString).max(65_536) })).max(4096),
+  olderThan: z.iso.datetime(),
+});
+export const ReleasedLease = z.strictObject({ poolId: z.string(), address: IpString, leasedAt: z.iso.datetime() });
+export const ReconcileHostResult = z.strictObject({
+  released: z.array(ReleasedLease),
+  /** Leases Docker does not have, kept because they are younger than `olderThan` (perhaps in flight). */
+  spared: z.number().int().min(0),
+});
+
+export const ReconcileEndpointsRequest = z.strictObject({
+  /** Each of this host's weave networks with every endpoint Docker has on it. */
+  networks: z.array(z.strictObject({ networkId: DockerId, keep: z.array(DockerId).max(65_536) })).max(4096),
+  olderThan: z.iso.datetime(),
+});
+export const RemovedEndpoint = z.strictObject({ networkId: DockerId, endpointId: DockerId, hostVeth: z.string() });
+export const ReconcileEndpointsResult = z.strictObject({
+  removed: z.array(RemovedEndpoint),
+  /** Endpoints Docker does not have, kept because they are younger than `olderThan`. */
+  spared: z.number().int().min(0),
+});
+
 export const ipamRpc = {
   service: 'ipam',
   methods: {
@@ -56,6 +88,11 @@ export const ipamRpc = {
     },
     releaseAddress: { req: z.strictObject({ poolId: z.string().min(1), address: IpString }), res: Empty },
     status: { req: Empty, res: z.strictObject({ pools: z.array(PoolStatus) }) },
+    /**
+     * Releases this host's endpoint leases that Docker no longer has (see ReconcileHostRequest);
+     * plugin-api calls it with Docker's view of this host.
+     */
+    reconcileHost: { req: ReconcileHostRequest, res: ReconcileHostResult },
   },
 } as const satisfies RpcService;
 
@@ -122,6 +159,28 @@ export const netwireRpc = {
       req: Empty,
       res: z.strictObject({ networks: z.array(NetworkStatus), endpoints: z.array(EndpointStatus) }),
     },
+    /** Removes endpoints (record and veth) of the networks named that Docker does not have; see ReconcileHostRequest. */
+    reconcileEndpoints: { req: ReconcileEndpointsRequest, res: ReconcileEndpointsResult },
+  },
+} as const satisfies RpcService;
+
+/** One reconciliation pass of plugin-api against Docker, and what the services dropped in it. */
+export const DockerReconcileReport = z.strictObject({
+  listedAt: z.iso.datetime(),
+  olderThan: z.iso.datetime(),
+  networks: z.number().int().min(0),
+  endpoints: z.number().int().min(0),
+  /** Null when that service could not be asked (see `problems`). */
+  ipam: ReconcileHostResult.nullable(),
+  netwire: ReconcileEndpointsResult.nullable(),
+  problems: z.array(z.string()),
+});
+
+export const pluginApiRpc = {
+  service: 'plugin-api',
+  methods: {
+    /** Runs a reconciliation pass against Docker now (one already running is followed by one more) and reports it. */
+    reconcile: { req: Empty, res: DockerReconcileReport },
   },
 } as const satisfies RpcService;
 

@@ -25,8 +25,8 @@ export interface Granted {
  * even a static one inside another host's block. Dynamic addresses come from this host's blocks.
  *
  * A lease whose reply never reached Docker (the process died between the KV create and the
- * reply) stays leased: a leak, never a duplicate. Reconciling leases against Docker's endpoints
- * will reclaim those; it is not built yet.
+ * reply) stays leased: a leak, never a duplicate, until reconciliation against Docker's
+ * endpoints releases it (see LeaseSweeper).
  */
 export class Addresses {
   constructor(

@@ -11,6 +11,7 @@ import { poolStatus } from './core/status';
 import { undoneIfLate } from './deadline';
 import type { IpamDeps } from './deps';
 import { Pools } from './pools';
+import { LeaseSweeper } from './reconcile';
 import { children } from './store';
 import { Views } from './views';
 
@@ -29,11 +30,13 @@ export class Ipam {
   private readonly views: Views;
   private readonly pools: Pools;
   private readonly addresses: Addresses;
+  private readonly sweeper: LeaseSweeper;
 
   constructor(private readonly d: IpamDeps) {
     this.views = new Views(d);
     this.pools = new Pools(d, this.views);
     this.addresses = new Addresses(d, this.views);
+    this.sweeper = new LeaseSweeper(d, this.views, this.lock);
   }
 
   /**
@@ -49,7 +52,8 @@ export class Ipam {
    * other. Such leftovers now need a lost reply or a crash between the KV write and the reply; a
    * retry arriving while the late request still runs waits behind it (the pool's lock) and finds
    * it undone. Reclaiming real leftovers needs Docker's view of its networks, which plugin-api
-   * has: it belongs with the reconciliation of leases against Docker's endpoints (see Addresses).
+   * has: it belongs with the reconciliation against Docker, which so far covers endpoint leases
+   * (see LeaseSweeper), not pool references.
    */
   async requestPool(req: Req<'requestPool'>, ctx: RpcContext = NO_DEADLINE): Promise<Res<'requestPool'>> {
     if (req.pool === null) {
@@ -104,6 +108,11 @@ export class Ipam {
       await this.addresses.release(await this.views.get(spec, req.poolId), req.address);
       return {};
     });
+  }
+
+  /** Releases this host's endpoint leases Docker does not have (plugin-api sends Docker's view). */
+  reconcileHost(req: Req<'reconcileHost'>): Promise<Res<'reconcileHost'>> {
+    return this.sweeper.sweep(req);
   }
 
   /**

@@ -41,6 +41,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
     requestAddress: (r, ctx) => ipam.requestAddress(r, ctx),
     releaseAddress: (r) => ipam.releaseAddress(r),
     status: () => ipam.status(),
+    reconcileHost: (r) => ipam.reconcileHost(r),
   }, o.log);
   // Once the server has the subscription, callers on other connections can reach us.
   await o.nc.flush();

@@ -11,3 +11,4 @@ export * from './netwire';
 export * from './reconcile';
 export * from './service';
 export * from './store';
+export * from './sweep';

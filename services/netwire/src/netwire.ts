@@ -12,6 +12,7 @@ import { bridgeName, containerVethName, hostVethName } from './names';
 import { planReconcile } from './reconcile';
 import { Rollback, withRollback } from './rollback';
 import type { EndpointRecord, NetworkRecord, Store } from './store';
+import { planEndpointSweep } from './sweep';
 
 type Methods = (typeof netwireRpc)['methods'];
 type Req<M extends keyof Methods> = z.output<Methods[M]['req']>;
@@ -33,6 +34,7 @@ export interface NetwireDeps {
   /** The host-wide MTU (WEAVE_MTU), when set; otherwise it comes from the underlay. */
   mtu: number | null;
   random?: (n: number) => Uint8Array;
+  now?: () => Date;
 }
 
 /**
@@ -45,10 +47,14 @@ export class Netwire {
   private readonly mutex = new KeyedMutex();
   private readonly k: Kernel;
   private readonly log: Logger;
+  private readonly now: () => Date;
+  private readonly startedAt: Date;
 
   constructor(private readonly d: NetwireDeps) {
     this.k = d.kernel;
     this.log = d.log;
+    this.now = d.now ?? (() => new Date());
+    this.startedAt = this.now();
   }
 
   createNetwork(spec: Req<'createNetwork'>): Promise<Res<'createNetwork'>> {
@@ -122,6 +128,7 @@ export class Netwire {
         macGenerated: req.mac === null,
         hostVeth: hostVethName(req.endpointId),
         containerVeth: containerVethName(req.endpointId),
+        createdAt: this.now().toISOString(),
       };
       await withRollback(this.log, async (rb) => {
         // The bridge can have been removed behind our back; the network is still recorded, so
@@ -255,6 +262,48 @@ export class Netwire {
       if (problems > 0) this.log.warn({ problems }, 'reconcile left some things as they were; see the warnings above');
       return r;
     });
+  }
+
+  /**
+   * Removes the endpoints (veth, then record) of the networks named that Docker does not have
+   * and that are older than `olderThan` (see planEndpointSweep). Each network is swept under its
+   * lock, so no create or delete of its endpoints runs meanwhile; records are listed once and
+   * each is looked up again under the lock, so one deleted in between is not reported twice.
+   * A removal that fails is logged and left for the next pass.
+   */
+  async reconcileEndpoints(req: Req<'reconcileEndpoints'>): Promise<Res<'reconcileEndpoints'>> {
+    const olderThan = new Date(req.olderThan);
+    const all = await this.d.store.listEndpoints();
+    const out: Res<'reconcileEndpoints'> = { removed: [], spared: 0 };
+    for (const n of req.networks) {
+      const endpoints = all.filter((e) => e.networkId === n.networkId);
+      const plan = planEndpointSweep({ endpoints, keep: new Set(n.keep), olderThan, unknownAge: this.startedAt });
+      out.spared += plan.spared;
+      if (plan.remove.length === 0) continue;
+      await this.mutex.run(n.networkId, async () => {
+        for (const e of plan.remove) if (await this.sweepEndpoint(e)) out.removed.push({ networkId: e.networkId, endpointId: e.endpointId, hostVeth: e.hostVeth });
+      });
+    }
+    if (out.removed.length > 0) {
+      this.log.info({ removed: out.removed, spared: out.spared }, 'removed endpoints Docker does not have');
+      this.d.events.publish('endpoints.reconciled', out);
+    }
+    return out;
+  }
+
+  private async sweepEndpoint(e: EndpointRecord): Promise<boolean> {
+    try {
+      const now = await this.d.store.getEndpoint(e.endpointId);
+      if (!now || now.networkId !== e.networkId) return false;
+      // The veth first: a failure in between leaves a record, which the next pass finds again.
+      await this.k.deleteLink(e.hostVeth);
+      await this.d.store.deleteEndpoint(e.endpointId);
+    } catch (err) {
+      this.log.warn({ err, endpointId: e.endpointId }, `could not remove endpoint ${short(e.endpointId)}, which Docker does not have; the next pass tries again: ${describeError(err)}`);
+      return false;
+    }
+    this.d.events.publish('endpoint.deleted', { networkId: e.networkId, endpointId: e.endpointId });
+    return true;
   }
 
   /** Resolves once every operation started before it has finished (for a clean stop). */

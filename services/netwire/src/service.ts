@@ -53,5 +53,6 @@ export function handlers(n: Netwire): RpcHandlers<typeof netwireRpc> {
     leave: (r) => n.leave(r),
     deleteEndpoint: (r) => n.deleteEndpoint(r),
     status: () => n.status(),
+    reconcileEndpoints: (r) => n.reconcileEndpoints(r),
   };
 }

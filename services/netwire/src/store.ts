@@ -22,6 +22,11 @@ export const EndpointRecord = z.object({
   macGenerated: z.boolean(),
   hostVeth: z.string(),
   containerVeth: z.string(),
+  /**
+   * When netwire made it: reconciliation against Docker spares young endpoints, which Docker may
+   * not have recorded yet. Absent in records written before it existed.
+   */
+  createdAt: z.iso.datetime().optional(),
 });
 export type EndpointRecord = z.output<typeof EndpointRecord>;
 

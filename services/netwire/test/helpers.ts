@@ -33,11 +33,11 @@ export function networkSpec(o: Partial<NetworkSpec> = {}): NetworkSpec {
   };
 }
 
-export function fakeNetwire(o: { mtu?: number | null } = {}) {
+export function fakeNetwire(o: { mtu?: number | null; now?: () => Date } = {}) {
   const kernel = new FakeKernel();
   const store = new MemoryStore();
   const events = new RecordingEvents();
-  const netwire = new Netwire({ host: 'h1', kernel, store, events, log: silentLogger(), mtu: o.mtu ?? null, random: () => Uint8Array.from([0xff, 1, 2, 3, 4, 5]) });
+  const netwire = new Netwire({ host: 'h1', kernel, store, events, log: silentLogger(), mtu: o.mtu ?? null, random: () => Uint8Array.from([0xff, 1, 2, 3, 4, 5]), now: o.now });
   return { kernel, store, events, netwire };
 }
 
