@@ -1,24 +1,14 @@
 import { join } from 'node:path';
-import { EventPublisher, openBucket, rpcClient } from '@weave/bus';
+import { EventPublisher, openBucket, rpcClient, serveRpc } from '@weave/bus';
 import { runService } from '@weave/config';
-import { Buckets, ipamRpc, netwireRpc } from '@weave/contracts';
+import { Buckets, ipamRpc, netwireRpc, pluginApiRpc } from '@weave/contracts';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
 import { waitFor } from '@weave/sync';
-import { z } from 'zod';
 import { routes } from './driver';
+import { PluginApiEnv, reconcileSettings } from './env';
+import { DockerReconciler } from './reconcile/reconciler';
 import { listenOnSocket, pluginServer } from './server';
-
-const Env = z.object({
-  /** The driver name users pass to -d and --ipam-driver; it names the socket Docker looks for. */
-  WEAVE_PLUGIN_NAME: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/).default('weave'),
-  WEAVE_PLUGIN_DIR: z.string().min(1).default('/run/docker/plugins'),
-  WEAVE_RPC_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
-  WEAVE_BACKEND_WAIT_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
-  /** The mesh-wide network catalogue keeps this host's Docker in line with the other hosts'. */
-  WEAVE_CATALOGUE: z.enum(['on', 'off']).default('on'),
-  WEAVE_DOCKER_SOCKET: z.string().min(1).default('/var/run/docker.sock'),
-});
 
 /** True once every probe answers, false if they have not within `ms`. */
 const waitForBackends = (probes: Array<() => Promise<unknown>>, ms: number): Promise<boolean> =>
@@ -27,7 +17,8 @@ const waitForBackends = (probes: Array<() => Promise<unknown>>, ms: number): Pro
     () => false,
   );
 
-void runService('plugin-api', Env, async ({ env, log, nc }) => {
+void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
+  const reconcile = reconcileSettings(env);
   const events = new EventPublisher(nc, env.WEAVE_HOST, 'plugin-api', log);
   const opts = { timeoutMs: env.WEAVE_RPC_TIMEOUT_MS };
   const ipam = rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts);
@@ -46,13 +37,19 @@ void runService('plugin-api', Env, async ({ env, log, nc }) => {
   await listenOnSocket(server, socket);
   log.info({ socket }, 'plugin listening');
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
+  const engine = new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET);
+  const reconciler = new DockerReconciler({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, events, log, ...reconcile });
+  reconciler.start();
+  const rpc = serveRpc(nc, env.WEAVE_HOST, pluginApiRpc, { reconcile: () => reconciler.run() }, log);
   // After the socket: creating a network from the catalogue makes Docker call this plugin.
   const catalogue =
     env.WEAVE_CATALOGUE === 'on'
-      ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), kv: await openBucket(nc, Buckets.catalogue, { replicas: env.WEAVE_KV_REPLICAS }), events, log })
+      ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine, kv: await openBucket(nc, Buckets.catalogue, { replicas: env.WEAVE_KV_REPLICAS }), events, log })
       : null;
   await catalogue?.start();
   return async () => {
+    rpc.unsubscribe();
+    await reconciler.stop();
     await catalogue?.stop();
     await new Promise((r) => server.close(r));
   };

@@ -1,6 +1,8 @@
 import { request } from 'node:http';
 import { UnavailableError } from '@weave/errors';
 import { z } from 'zod';
+import type { DockerEndpoints, DockerNetworkView } from '../reconcile/plan';
+import { EndpointsInspect, networkView } from '../reconcile/docker-view';
 import { ActiveEntry, LocalNetwork, REPLICA_LABEL } from './plan';
 
 /** What the catalogue asks of the local Docker engine, and nothing more. */
@@ -26,14 +28,17 @@ const Inspect = z.looseObject({
 });
 const Listed = z.array(z.looseObject({ Id: z.string(), Driver: z.string() }));
 
-/** The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them). */
-export class SocketDockerEngine implements DockerEngine {
+/**
+ * The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them).
+ * Also what reconciliation reads of Docker (DockerEndpoints).
+ */
+export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
   constructor(private readonly socketPath = '/var/run/docker.sock') {}
 
   async networks(driver: string): Promise<LocalNetwork[]> {
-    const listed = Listed.parse(await this.call('GET', `/networks?filters=${encodeURIComponent(JSON.stringify({ driver: [driver] }))}`));
+    const listed = await this.listed(driver);
     const out: LocalNetwork[] = [];
-    for (const n of listed.filter((l) => l.Driver === driver)) {
+    for (const n of listed) {
       const i = Inspect.parse(await this.call('GET', `/networks/${n.Id}`));
       out.push({
         name: i.Name,
@@ -48,6 +53,24 @@ export class SocketDockerEngine implements DockerEngine {
       });
     }
     return out;
+  }
+
+  /** A network that goes between the listing and its inspection has no endpoints: it is left out. */
+  async endpoints(driver: string): Promise<DockerNetworkView[]> {
+    const out: DockerNetworkView[] = [];
+    for (const n of await this.listed(driver)) {
+      const raw = await this.call('GET', `/networks/${n.Id}`).catch((e: unknown) => {
+        if (e instanceof DockerApiError && e.status === 404) return undefined;
+        throw e;
+      });
+      if (raw !== undefined) out.push(networkView(EndpointsInspect.parse(raw)));
+    }
+    return out;
+  }
+
+  private async listed(driver: string): Promise<z.output<typeof Listed>> {
+    const listed = Listed.parse(await this.call('GET', `/networks?filters=${encodeURIComponent(JSON.stringify({ driver: [driver] }))}`));
+    return listed.filter((l) => l.Driver === driver);
   }
 
   async createNetwork(driver: string, e: ActiveEntry): Promise<void> {
