@@ -291,11 +291,25 @@ export async function ensureHostPackages(log = noop) {
 }
 
 /** What `npm run bench:mesh` needs besides node and the addon: iperf3 (and iproute2's ip). */
-export async function ensureBenchPackages(log = noop) {
-  const missing = [
+export function ensureBenchPackages(log = noop) {
+  return ensureCommands([
     ['iperf3', 'iperf3'],
     ['ip', 'iproute2'],
-  ].filter(([bin]) => !which(bin));
+  ], log);
+}
+
+/** What `npm run fuzz` needs besides node and the addon: nats-server, and ip and iptables for netwire. */
+export function ensureFuzzPackages(log = noop) {
+  return ensureCommands([
+    ['nats-server', 'nats-server'],
+    ['ip', 'iproute2'],
+    ['iptables', 'iptables'],
+  ], log);
+}
+
+/** Installs the packages of the [command, package] pairs whose command is missing. */
+async function ensureCommands(pairs, log) {
+  const missing = pairs.filter(([bin]) => !which(bin));
   if (missing.length === 0) return;
   const pkgs = missing.map(([, pkg]) => pkg);
   if (process.getuid && process.getuid() !== 0) throw new Error(`missing ${pkgs.join(', ')}; run as root to install them`);

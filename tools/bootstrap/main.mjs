@@ -1,18 +1,19 @@
 #!/usr/bin/env node
-// `npm start`, `npm stop`, `npm test`, `npm run bench:attach`, `npm run bench:mesh`: each does its
-// own set-up on a fresh machine (host packages, dockerd, node_modules, bundles, images) and is
-// harmless to run again.
+// `npm start`, `npm stop`, `npm test`, `npm run bench:attach`, `npm run bench:mesh`, `npm run fuzz`:
+// each does its own set-up on a fresh machine (host packages, dockerd, node_modules, bundles,
+// images) and is harmless to run again.
 // Dependency-free until node_modules exists; the steps themselves live in the modules it calls.
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ciPrep } from './ci-prep.mjs';
-import { ensureBenchPackages, ensureNatsServerBinary, hostEnv } from './host.mjs';
+import { ensureBenchPackages, ensureFuzzPackages, ensureNatsServerBinary, hostEnv } from './host.mjs';
 import { spawn, spawnSync } from 'node:child_process';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-// bench:mesh prints its result on stdout (`--json` is for machines), so its set-up talks on stderr.
+// bench:mesh and fuzz print their results on stdout (bench:mesh's `--json` is for machines), so
+// their set-up talks on stderr.
 let setupStdio = 'inherit';
 const log = (msg) => (setupStdio === 'inherit' ? console.log : console.error)(`[weave] ${msg}`);
 
@@ -121,6 +122,16 @@ const commands = {
     ensureNodeModules();
     buildNative();
     const code = await shUntilDone('node', ['--import', 'tsx', 'tools/bench/src/mesh.ts', ...process.argv.slice(3)]);
+    if (code !== 0) process.exit(code);
+  },
+  async fuzz() {
+    // No Docker: a nats-server and the services as processes, netwire in a namespace of the
+    // run's own, the router with its addon.
+    setupStdio = ['inherit', 2, 2];
+    await ensureFuzzPackages(log);
+    ensureNodeModules();
+    buildNative();
+    const code = await shUntilDone('node', ['--import', 'tsx', 'tools/fuzz/src/main.ts', ...process.argv.slice(3)]);
     if (code !== 0) process.exit(code);
   },
 };
