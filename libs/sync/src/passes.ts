@@ -13,6 +13,11 @@ export class CoalescedPasses {
     private readonly onError: (err: unknown) => void,
   ) {}
 
+  /** Resolves once no pass is running (at once when none is). */
+  async idle(): Promise<void> {
+    await this.running;
+  }
+
   request(): Promise<void> {
     if (this.running) {
       this.again = true;

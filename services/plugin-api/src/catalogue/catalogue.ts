@@ -2,6 +2,7 @@ import { KV, kvGet, KvMirror, kvMutate, mirrorKv } from '@weave/bus';
 import { CatalogueEntry } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
+import { CoalescedPasses } from '@weave/sync';
 import { DockerApiError, DockerEngine } from './docker-engine';
 import { ActiveEntry, CatalogueAction, isNewerThan, LocalNetwork, planCatalogue, RemovedEntry } from './plan';
 
@@ -33,8 +34,12 @@ const keyOf = (name: string): string => Buffer.from(name, 'utf8').toString('base
  * trigger during a pass (a Docker event, a catalogue change, the timer) makes exactly one more.
  */
 export class Catalogue {
-  private running: Promise<void> | null = null;
-  private again = false;
+  private readonly passes = new CoalescedPasses(
+    () => this.pass(),
+    (err) => {
+      if (!this.stopped) this.o.log.warn({ err }, `network catalogue pass failed: ${describeError(err)}`);
+    },
+  );
   private readonly stops: Array<() => void> = [];
   private stopped = false;
   private mirror: KvMirror<CatalogueEntry> | null = null;
@@ -64,7 +69,7 @@ export class Catalogue {
     for (const s of this.stops.splice(0)) s();
     // First, so a pass waiting for the catalogue gives up now rather than at its timeout.
     await this.mirror?.stop();
-    await this.running;
+    await this.passes.idle();
   }
 
   /**
@@ -81,20 +86,7 @@ export class Catalogue {
 
   /** Runs a pass now, or one more after the current pass; resolves when that pass is done. */
   trigger(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      do {
-        this.again = false;
-        await this.pass().catch((err) => {
-          if (!this.stopped) this.o.log.warn({ err }, `network catalogue pass failed: ${describeError(err)}`);
-        });
-      } while (this.again);
-      this.running = null;
-    })();
-    return this.running;
+    return this.passes.request();
   }
 
   private async onDockerEvent(action: string, name: string): Promise<void> {
