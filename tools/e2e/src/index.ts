@@ -1,5 +1,6 @@
 export * from './stack';
 export * from './docker-scope';
 export * from './host-links';
+export * from './host-state';
 export * from './use-stack';
 export * from './listeners';

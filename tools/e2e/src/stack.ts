@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { connect, NatsConnection } from '@nats-io/transport-node';
 import { rpcClient } from '@weave/bus';
 import { ensureNatsCredentials, NATS_CLIENT_SECRET_FILE } from '@weave/config';
-import { ipamRpc, netwireRpc, routerRpc, ServiceName } from '@weave/contracts';
+import { ipamRpc, netwireRpc, pluginApiRpc, routerRpc, ServiceName } from '@weave/contracts';
 import { pluginAnswers } from '@weave/docker-cli';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
 
@@ -53,7 +53,8 @@ export class ProcessStack {
   async start(): Promise<this> {
     const credentials = ensureNatsCredentials(this.secretsDir);
     this.nats = await startNatsServer({ credentials });
-    this.nc = await connect({ servers: this.nats.url, user: credentials.user, pass: credentials.password });
+    // Reconnecting for ever, like the services: a test may kill and restart the nats-server.
+    this.nc = await connect({ servers: this.nats.url, user: credentials.user, pass: credentials.password, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
     for (const s of this.services) await this.startService(s);
     return this;
   }
@@ -71,6 +72,9 @@ export class ProcessStack {
   }
   get router() {
     return rpcClient(this.nc, this.hostOf('router'), routerRpc);
+  }
+  get pluginApi() {
+    return rpcClient(this.nc, this.hostOf('plugin-api'), pluginApiRpc);
   }
 
   async startService(s: Svc): Promise<void> {
@@ -98,10 +102,15 @@ export class ProcessStack {
     });
   }
 
-  private async ready(s: Svc): Promise<boolean> {
+  /** Whether `s` answers now: its status over NATS, or Plugin.Activate on the socket for plugin-api. */
+  async ready(s: Svc): Promise<boolean> {
     if (s === 'plugin-api') return pluginAnswers(this.socket);
-    const client = s === 'ipam' ? this.ipam : s === 'netwire' ? this.netwire : this.router;
-    return client.status({}).then(() => true, () => false);
+    // A short timeout: a probe sent while NATS reconnects may never be answered, and waiting the
+    // default 10 s for it would make an outage look that much longer.
+    const o = { timeoutMs: 1000 };
+    const host = this.hostOf(s);
+    const probe = s === 'ipam' ? rpcClient(this.nc, host, ipamRpc, o).status({}) : s === 'netwire' ? rpcClient(this.nc, host, netwireRpc, o).status({}) : rpcClient(this.nc, host, routerRpc, o).status({});
+    return probe.then(() => true, () => false);
   }
 
   /** Kills one service the hard way, as a crash would (SIGKILL: no cleanup runs). */
