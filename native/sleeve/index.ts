@@ -146,6 +146,8 @@ export interface SleeveStats {
   udpRecvErrors: bigint;
   /** UDP GSO sends the kernel refused, resent one datagram per message. */
   udpGsoFallbacks: bigint;
+  /** Packet threads left at normal priority (no CAP_SYS_NICE): slower on a busy host. */
+  threadNiceRefused: bigint;
   dropUnknownPeer: bigint;
   dropSenderMismatch: bigint;
   dropUnknownNetwork: bigint;

@@ -12,6 +12,9 @@ pub const DEFAULT_MAC_MAX_AGE: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAC_CAPACITY: usize = 65_536;
 /// 1500-byte underlay MTU minus IPv4 and UDP headers.
 pub const DEFAULT_BATCH_BYTES: usize = 1472;
+/// Nice value the real data path asks for its packet threads (see `os::sched`): ahead of
+/// ordinary workloads, short of the -20 an administrator may want for something else.
+pub const DEFAULT_PACKET_THREAD_NICE: i32 = -10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
@@ -38,6 +41,8 @@ pub struct EngineConfig {
     pub mac_capacity: usize,
     /// Soft datagram size for batching frames.
     pub batch_bytes: usize,
+    /// Nice value for the packet threads; `None` leaves them as spawned (tests, fakes).
+    pub packet_thread_nice: Option<i32>,
 }
 
 impl EngineConfig {
@@ -49,6 +54,7 @@ impl EngineConfig {
             mac_max_age: DEFAULT_MAC_MAX_AGE,
             mac_capacity: DEFAULT_MAC_CAPACITY,
             batch_bytes: DEFAULT_BATCH_BYTES,
+            packet_thread_nice: None,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::core::segment::{self, Prepared, Segmenter};
 use crate::core::train::Train;
 use crate::core::wire::{Datagram, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::core::{NetworkId, PeerId};
-use crate::os::{RecvBatch, Tap, TapFactory, Udp, UdpOffloads};
+use crate::os::{sched, RecvBatch, Tap, TapFactory, Udp, UdpOffloads};
 use crate::stats::Stats;
 
 /// Frames read from a TAP per wake-up before the batches are flushed.
@@ -77,6 +77,7 @@ struct View<T> {
     taps: HashMap<NetworkId, (String, Arc<T>)>,
     local_macs: HashMap<NetworkId, Vec<Mac>>,
     batch_bytes: usize,
+    thread_nice: Option<i32>,
 }
 
 impl<T> View<T> {
@@ -164,6 +165,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             taps: HashMap::new(),
             local_macs: HashMap::new(),
             batch_bytes: config.batch_bytes,
+            thread_nice: config.packet_thread_nice,
         };
         let shared = Arc::new(Shared {
             udp,
@@ -229,6 +231,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
                 .map(|n| (n.id, n.local_macs.clone()))
                 .collect(),
             batch_bytes: config.batch_bytes,
+            thread_nice: config.packet_thread_nice,
         });
         self.reconcile_workers()
     }
@@ -417,6 +420,7 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
 ) {
     let mut buf = vec![0u8; READ_BUF];
     let mut cached = Cached::new(shared);
+    prioritise(cached.view.thread_nice, &shared.stats);
     let mut outbox = Outbox::new(network, &cached.view);
     while !stop.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
         let n = match tap.recv(&mut buf) {
@@ -464,6 +468,16 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
             }
         }
         outbox.flush(&shared.udp, &shared.stats);
+    }
+}
+
+/// Asks for the configured priority once, when a packet thread starts (a later change of the
+/// nice value applies to threads started after it).
+fn prioritise(nice: Option<i32>, stats: &Stats) {
+    if let Some(nice) = nice {
+        if sched::set_current_thread_nice(nice).is_err() {
+            Stats::inc(&stats.thread_nice_refused);
+        }
     }
 }
 
@@ -612,6 +626,7 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_LEN);
     let mut writer = TapWriter::new();
     let mut cached = Cached::new(shared);
+    prioritise(cached.view.thread_nice, &shared.stats);
     let mut last_sweep = shared.clock.now();
     while !shared.stop.load(Ordering::Acquire) {
         match shared.udp.recv_batch(&mut batch) {

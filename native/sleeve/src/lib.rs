@@ -18,7 +18,9 @@ use napi::bindgen_prelude::BigInt;
 use napi::{Error, Result, Status};
 use napi_derive::napi;
 
-use crate::config::{EngineConfig, NetworkConfig, PeerConfig, DEFAULT_LISTEN_PORT};
+use crate::config::{
+    EngineConfig, NetworkConfig, PeerConfig, DEFAULT_LISTEN_PORT, DEFAULT_PACKET_THREAD_NICE,
+};
 use crate::core::clock::MonotonicClock;
 use crate::engine::{Engine, EngineError};
 use crate::os::tap::OsTapFactory;
@@ -88,6 +90,7 @@ pub struct SleeveStats {
     pub udp_send_errors: BigInt,
     pub udp_recv_errors: BigInt,
     pub udp_gso_fallbacks: BigInt,
+    pub thread_nice_refused: BigInt,
     pub drop_unknown_peer: BigInt,
     pub drop_sender_mismatch: BigInt,
     pub drop_unknown_network: BigInt,
@@ -276,6 +279,7 @@ fn settings(c: &SleeveConfig) -> Result<Settings> {
     let port = c.listen_port.unwrap_or(DEFAULT_LISTEN_PORT as u32);
     let port = u16::try_from(port).map_err(|_| invalid(format!("listenPort {port} > 65535")))?;
     let mut engine = EngineConfig::new(peer_id(&c.peer_id, "peerId")?);
+    engine.packet_thread_nice = Some(DEFAULT_PACKET_THREAD_NICE);
     for p in &c.peers {
         let addr = p
             .address
@@ -340,6 +344,7 @@ fn to_js_stats(s: StatsSnapshot, offloads: Option<UdpOffloads>) -> SleeveStats {
         udp_send_errors: b(s.udp_send_errors),
         udp_recv_errors: b(s.udp_recv_errors),
         udp_gso_fallbacks: b(s.udp_gso_fallbacks),
+        thread_nice_refused: b(s.thread_nice_refused),
         drop_unknown_peer: b(s.drop_unknown_peer),
         drop_sender_mismatch: b(s.drop_sender_mismatch),
         drop_unknown_network: b(s.drop_unknown_network),

@@ -51,6 +51,9 @@ counters! {
     udp_recv_errors,
     /// UDP GSO sends the kernel refused, resent as one datagram per message.
     udp_gso_fallbacks,
+    /// Packet threads whose priority could not be raised (no CAP_SYS_NICE): they still run,
+    /// only wait longer for a CPU on a busy host.
+    thread_nice_refused,
     /// Datagrams from an address that is not a configured peer.
     drop_unknown_peer,
     /// Datagrams whose header names another sender than the peer at that address.

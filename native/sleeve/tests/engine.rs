@@ -480,3 +480,37 @@ mod offload {
         assert_eq!(a.stats().tap_frames_in, 3);
     }
 }
+
+/// The nice values of this process's threads called `name` (field 19 of /proc/.../stat).
+fn thread_nices(name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name, which may hold spaces: state is field 3.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn packet_threads_take_the_configured_nice_value() {
+    let (net, clock) = (FakeNet::default(), FakeClock::default());
+    let mut c = config(1, &[(2, B)], &[(41, "t41")]);
+    // Raising the value needs no privilege, so the test runs as any user.
+    c.packet_thread_nice = Some(7);
+    let a = node(&net, A, &clock, &c);
+    let deadline = Instant::now() + WAIT;
+    while thread_nices("sleeve-tap-41").is_empty() || thread_nices("sleeve-udp").is_empty() {
+        assert!(Instant::now() < deadline, "threads did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(QUIET); // past the threads' first lines
+    assert_eq!(thread_nices("sleeve-tap-41"), [7]);
+    assert!(thread_nices("sleeve-udp").contains(&7));
+    assert_eq!(a.stats().thread_nice_refused, 0);
+}

@@ -12,6 +12,7 @@ use crate::core::train::Datagrams;
 use crate::core::virtio::VirtioHdr;
 
 pub mod batch;
+pub mod sched;
 mod sockaddr;
 pub mod tap;
 pub mod udp;
