@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
-import { AddressKind, ReleasedLease, RemovedEndpoint, ServiceName } from './rpc';
+import { AddressKind, ReleasedLease, RemovedEndpoint, RemovedNetwork, ServiceName } from './rpc';
 
 /**
  * Every event kind each service publishes, with its payload. Subject:
@@ -20,7 +20,13 @@ export const EventKinds = {
     'network.removed': z.object({ name: z.string(), removedBy: HostName }),
     'network.conflict': z.object({ name: z.string(), reason: z.string() }),
     /** A reconciliation pass against Docker that dropped something (passes that drop nothing are not announced). */
-    'docker.reconciled': z.object({ networks: z.number().int(), endpoints: z.number().int(), releasedAddresses: z.number().int(), removedEndpoints: z.number().int() }),
+    'docker.reconciled': z.object({
+      networks: z.number().int(),
+      endpoints: z.number().int(),
+      releasedAddresses: z.number().int(),
+      removedEndpoints: z.number().int(),
+      removedNetworks: z.number().int(),
+    }),
   },
   ipam: {
     'service.started': Started,
@@ -41,8 +47,8 @@ export const EventKinds = {
     'endpoint.joined': z.object({ networkId: DockerId, endpointId: DockerId, sandboxKey: z.string() }),
     'endpoint.left': z.object({ networkId: DockerId, endpointId: DockerId }),
     'endpoint.deleted': z.object({ networkId: DockerId, endpointId: DockerId }),
-    /** Endpoints Docker did not have, removed by reconciliation (each also as endpoint.deleted). */
-    'endpoints.reconciled': z.object({ removed: z.array(RemovedEndpoint), spared: z.number().int() }),
+    /** Endpoints and networks Docker did not have, removed by reconciliation (each also as endpoint.deleted / network.deleted). */
+    'endpoints.reconciled': z.object({ removed: z.array(RemovedEndpoint), removedNetworks: z.array(RemovedNetwork), spared: z.number().int() }),
     'reconciled': z.object({
       removedLinks: z.array(z.string()),
       restoredNetworks: z.array(DockerId),

@@ -52,14 +52,20 @@ export const ReconcileHostResult = z.strictObject({
 });
 
 export const ReconcileEndpointsRequest = z.strictObject({
-  /** Each of this host's weave networks with every endpoint Docker has on it. */
+  /**
+   * Every weave network Docker has on this host, with every endpoint Docker has on it. A network
+   * netwire has that is not here is gone from Docker (removed while netwire was down): it goes
+   * too, with its endpoints, bridge and rules, under the same `olderThan`.
+   */
   networks: z.array(z.strictObject({ networkId: DockerId, keep: z.array(DockerId).max(65_536) })).max(4096),
   olderThan: z.iso.datetime(),
 });
 export const RemovedEndpoint = z.strictObject({ networkId: DockerId, endpointId: DockerId, hostVeth: z.string() });
+export const RemovedNetwork = z.strictObject({ networkId: DockerId, bridge: z.string() });
 export const ReconcileEndpointsResult = z.strictObject({
   removed: z.array(RemovedEndpoint),
-  /** Endpoints Docker does not have, kept because they are younger than `olderThan`. */
+  removedNetworks: z.array(RemovedNetwork),
+  /** Endpoints and networks Docker does not have, kept because they are younger than `olderThan`. */
   spared: z.number().int().min(0),
 });
 
@@ -159,7 +165,7 @@ export const netwireRpc = {
       req: Empty,
       res: z.strictObject({ networks: z.array(NetworkStatus), endpoints: z.array(EndpointStatus) }),
     },
-    /** Removes endpoints (record and veth) of the networks named that Docker does not have; see ReconcileHostRequest. */
+    /** Removes the endpoints (record and veth) and networks Docker does not have; see ReconcileEndpointsRequest. */
     reconcileEndpoints: { req: ReconcileEndpointsRequest, res: ReconcileEndpointsResult },
   },
 } as const satisfies RpcService;

@@ -12,7 +12,7 @@ import { bridgeName, containerVethName, hostVethName } from './names';
 import { planReconcile } from './reconcile';
 import { Rollback, withRollback } from './rollback';
 import type { EndpointRecord, NetworkRecord, Store } from './store';
-import { planEndpointSweep } from './sweep';
+import { planEndpointSweep, planNetworkSweep } from './sweep';
 
 type Methods = (typeof netwireRpc)['methods'];
 type Req<M extends keyof Methods> = z.output<Methods[M]['req']>;
@@ -72,7 +72,7 @@ export class Netwire {
         return { bridge, mtu: existing.mtu };
       }
       const mtu = existing?.mtu ?? (await this.mtuFor(spec));
-      const record: NetworkRecord = { spec, bridge, mtu };
+      const record: NetworkRecord = { spec, bridge, mtu, createdAt: existing?.createdAt ?? this.now().toISOString() };
       await withRollback(this.log, async (rb) => {
         // A link with our name but no record is a crash leftover: start from a clean bridge.
         if (present) await this.k.deleteLink(bridge);
@@ -265,16 +265,17 @@ export class Netwire {
   }
 
   /**
-   * Removes the endpoints (veth, then record) of the networks named that Docker does not have
-   * and that are older than `olderThan` (see planEndpointSweep). Each network is swept under its
-   * lock, so no create or delete of its endpoints runs meanwhile; records are listed once and
-   * each is looked up again under the lock, so one deleted in between is not reported twice.
-   * A removal that fails is logged and left for the next pass.
+   * Makes netwire agree with Docker's view of this host: removes the endpoints (veth, then record)
+   * of Docker's networks that Docker does not have, and the networks (with whatever they still
+   * hold) Docker does not have at all, each only if older than `olderThan` (see sweep.ts). Each
+   * network is swept under its lock, so no create or delete in it runs meanwhile; records are
+   * listed once and each is looked up again under the lock, so one deleted in between is not
+   * reported twice. A removal that fails is logged and left for the next pass.
    */
   async reconcileEndpoints(req: Req<'reconcileEndpoints'>): Promise<Res<'reconcileEndpoints'>> {
     const olderThan = new Date(req.olderThan);
-    const all = await this.d.store.listEndpoints();
-    const out: Res<'reconcileEndpoints'> = { removed: [], spared: 0 };
+    const [all, networks] = await Promise.all([this.d.store.listEndpoints(), this.d.store.listNetworks()]);
+    const out: Res<'reconcileEndpoints'> = { removed: [], removedNetworks: [], spared: 0 };
     for (const n of req.networks) {
       const endpoints = all.filter((e) => e.networkId === n.networkId);
       const plan = planEndpointSweep({ endpoints, keep: new Set(n.keep), olderThan, unknownAge: this.startedAt });
@@ -284,11 +285,28 @@ export class Netwire {
         for (const e of plan.remove) if (await this.sweepEndpoint(e)) out.removed.push({ networkId: e.networkId, endpointId: e.endpointId, hostVeth: e.hostVeth });
       });
     }
-    if (out.removed.length > 0) {
-      this.log.info({ removed: out.removed, spared: out.spared }, 'removed endpoints Docker does not have');
+    const gone = planNetworkSweep({ networks, keep: new Set(req.networks.map((n) => n.networkId)), olderThan, unknownAge: this.startedAt });
+    out.spared += gone.spared;
+    for (const n of gone.remove) if (await this.sweepNetwork(n)) out.removedNetworks.push({ networkId: n.spec.networkId, bridge: n.bridge });
+    if (out.removed.length + out.removedNetworks.length > 0) {
+      this.log.info({ ...out }, 'removed endpoints and networks Docker does not have');
       this.d.events.publish('endpoints.reconciled', out);
     }
     return out;
+  }
+
+  /** Docker forgot the network (DeleteNetwork failed while we were down): tear it down as DeleteNetwork would. */
+  private async sweepNetwork(n: NetworkRecord): Promise<boolean> {
+    const id = n.spec.networkId;
+    try {
+      // Looked up again: a DeleteNetwork since the listing has done the work already.
+      if (!(await this.d.store.getNetwork(id))) return false;
+      await this.deleteNetwork({ networkId: id });
+      return true;
+    } catch (err) {
+      this.log.warn({ err, networkId: id }, `could not remove network ${short(id)}, which Docker does not have; the next pass tries again: ${describeError(err)}`);
+      return false;
+    }
   }
 
   private async sweepEndpoint(e: EndpointRecord): Promise<boolean> {

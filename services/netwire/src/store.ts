@@ -9,7 +9,13 @@ import { z } from 'zod';
  * host. Docker never replays CreateNetwork, so without these a restart would strand every
  * network; reconcile also uses them to tell our live links from leftovers.
  */
-export const NetworkRecord = z.object({ spec: NetworkSpec, bridge: z.string(), mtu: Mtu });
+export const NetworkRecord = z.object({
+  spec: NetworkSpec,
+  bridge: z.string(),
+  mtu: Mtu,
+  /** When netwire made it (see EndpointRecord.createdAt); absent in records written before it existed. */
+  createdAt: z.iso.datetime().optional(),
+});
 export type NetworkRecord = z.output<typeof NetworkRecord>;
 
 export const EndpointRecord = z.object({

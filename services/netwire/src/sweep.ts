@@ -1,4 +1,4 @@
-import type { EndpointRecord } from './store';
+import type { EndpointRecord, NetworkRecord } from './store';
 
 export interface EndpointSweepInput {
   /** This host's endpoint records of one network. */
@@ -26,11 +26,29 @@ export interface EndpointSweep {
  * (written before records had one) counts as made at `unknownAge`, which errs towards keeping it.
  */
 export function planEndpointSweep(i: EndpointSweepInput): EndpointSweep {
-  const out: EndpointSweep = { remove: [], spared: 0 };
-  for (const e of i.endpoints) {
-    if (i.keep.has(e.endpointId)) continue;
-    const createdAt = e.createdAt === undefined ? i.unknownAge.getTime() : Date.parse(e.createdAt);
-    if (createdAt < i.olderThan.getTime()) out.remove.push(e);
+  return sweep(i.endpoints, (e) => e.endpointId, i);
+}
+
+/**
+ * Which networks Docker has forgotten: a DeleteNetwork Docker sent while netwire was down (Docker
+ * removes the network regardless). `keep` is every network Docker has on this host. The same
+ * race as for endpoints: Docker stores a network only once CreateNetwork has answered.
+ */
+export function planNetworkSweep(i: { networks: readonly NetworkRecord[]; keep: ReadonlySet<string>; olderThan: Date; unknownAge: Date }): { remove: NetworkRecord[]; spared: number } {
+  return sweep(i.networks, (n) => n.spec.networkId, i);
+}
+
+function sweep<T extends { createdAt?: string | undefined }>(
+  records: readonly T[],
+  idOf: (r: T) => string,
+  i: { keep: ReadonlySet<string>; olderThan: Date; unknownAge: Date },
+): { remove: T[]; spared: number } {
+  const out = { remove: [] as T[], spared: 0 };
+  for (const r of records) {
+    if (i.keep.has(idOf(r))) continue;
+    // A time that does not parse (NaN) is never older than anything: kept, as we cannot tell.
+    const createdAt = r.createdAt === undefined ? i.unknownAge.getTime() : Date.parse(r.createdAt);
+    if (createdAt < i.olderThan.getTime()) out.remove.push(r);
     else out.spared++;
   }
   return out;

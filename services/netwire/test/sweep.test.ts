@@ -1,4 +1,4 @@
-import { bridgeName, EndpointRecord, hostVethName, planEndpointSweep } from '../src';
+import { bridgeName, EndpointRecord, hostVethName, NetworkRecord, planEndpointSweep, planNetworkSweep } from '../src';
 import { endpointReq, fakeNetwire, networkSpec, newId } from './helpers';
 
 /**
@@ -39,6 +39,26 @@ describe('planEndpointSweep', () => {
   });
 });
 
+describe('planNetworkSweep', () => {
+  const net = (networkId: string, createdAt?: string): NetworkRecord => ({
+    spec: networkSpec({ networkId }),
+    bridge: bridgeName(networkId),
+    mtu: 1450,
+    ...(createdAt === undefined ? {} : { createdAt }),
+  });
+  const [known, gone, young, legacy] = [newId(), newId(), newId(), newId()];
+  it('removes old networks Docker does not have, spares young ones, keeps what Docker has', () => {
+    const plan = planNetworkSweep({
+      networks: [net(known, '2026-11-29T11:00:00.000Z'), net(gone, '2026-11-29T11:00:00.000Z'), net(young, '2026-11-29T11:59:10.000Z'), net(legacy)],
+      keep: new Set([known]),
+      olderThan,
+      unknownAge,
+    });
+    expect(plan.remove.map((n) => n.spec.networkId)).toEqual([gone, legacy]);
+    expect(plan.spared).toBe(1);
+  });
+});
+
 describe('Netwire.reconcileEndpoints', () => {
   let clock = new Date('2026-11-29T11:00:00.000Z');
   beforeEach(() => {
@@ -63,9 +83,9 @@ describe('Netwire.reconcileEndpoints', () => {
     const young = endpointReq(t.a, { address: '10.77.0.4/24' });
     await t.netwire.createEndpoint(young);
 
-    const r = await t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [live.endpointId] }], olderThan: olderThan.toISOString() });
+    const r = await t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [live.endpointId] }, { networkId: t.b, keep: [] }], olderThan: olderThan.toISOString() });
     const gone = { networkId: t.a, endpointId: leaked.endpointId, hostVeth: hostVethName(leaked.endpointId) };
-    expect(r).toEqual({ removed: [gone], spared: 1 });
+    expect(r).toEqual({ removed: [gone], removedNetworks: [], spared: 1 });
     expect(t.kernel.links.has(hostVethName(leaked.endpointId))).toBe(false);
     expect([...t.store.endpoints.keys()].sort()).toEqual([live.endpointId, young.endpointId].sort());
     expect(t.events.of('endpoint.deleted')).toEqual([{ networkId: t.a, endpointId: leaked.endpointId }]);
@@ -73,14 +93,34 @@ describe('Netwire.reconcileEndpoints', () => {
     expect(t.kernel.links.get(bridgeName(t.a))?.kind).toBe('bridge');
   });
 
-  it('touches only the networks named; a pass with nothing to remove publishes nothing', async () => {
+  it('a network Docker does not have at all goes with its endpoints, bridge and rules; a pass with nothing to remove publishes nothing', async () => {
     const t = await twoNetworks();
     const onB = endpointReq(t.b, { address: '10.78.0.2/24' });
     await t.netwire.createEndpoint(onB);
     const r = await t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [] }], olderThan: olderThan.toISOString() });
-    expect(r).toEqual({ removed: [], spared: 0 });
-    expect(t.store.endpoints.has(onB.endpointId)).toBe(true);
-    expect(t.events.of('endpoints.reconciled')).toEqual([]);
+    expect(r).toEqual({ removed: [], removedNetworks: [{ networkId: t.b, bridge: bridgeName(t.b) }], spared: 0 });
+    expect(t.store.endpoints.has(onB.endpointId)).toBe(false);
+    expect(t.store.networks.has(t.b)).toBe(false);
+    expect(t.kernel.links.has(bridgeName(t.b))).toBe(false);
+    expect(t.kernel.links.has(hostVethName(onB.endpointId))).toBe(false);
+    expect(t.kernel.firewall.has(bridgeName(t.b))).toBe(false);
+    expect(t.events.of('network.deleted')).toEqual([{ networkId: t.b, bridge: bridgeName(t.b) }]);
+    expect(t.events.of('endpoints.reconciled')).toEqual([r]);
+
+    const again = await t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [] }], olderThan: olderThan.toISOString() });
+    expect(again).toEqual({ removed: [], removedNetworks: [], spared: 0 });
+    expect(t.events.of('endpoints.reconciled')).toHaveLength(1);
+    expect(t.kernel.links.get(bridgeName(t.a))?.kind).toBe('bridge');
+  });
+
+  it('a network made within the grace period is spared though Docker does not list it yet (CreateNetwork in flight)', async () => {
+    const t = await twoNetworks();
+    clock = new Date('2026-11-29T11:59:30.000Z');
+    const fresh = networkSpec({ ipv4: [{ pool: '10.79.0.0/24', gateway: '10.79.0.1/24' }] });
+    await t.netwire.createNetwork(fresh);
+    const r = await t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [] }, { networkId: t.b, keep: [] }], olderThan: olderThan.toISOString() });
+    expect(r).toEqual({ removed: [], removedNetworks: [], spared: 1 });
+    expect(t.store.networks.has(fresh.networkId)).toBe(true);
   });
 
   it('an endpoint Docker deletes while the sweep waits for the network is not reported twice', async () => {
@@ -89,7 +129,7 @@ describe('Netwire.reconcileEndpoints', () => {
     await t.netwire.createEndpoint(e);
     t.kernel.delayMs = 5;
     const [r] = await Promise.all([
-      t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [] }], olderThan: olderThan.toISOString() }),
+      t.netwire.reconcileEndpoints({ networks: [{ networkId: t.a, keep: [] }, { networkId: t.b, keep: [] }], olderThan: olderThan.toISOString() }),
       t.netwire.deleteEndpoint({ networkId: t.a, endpointId: e.endpointId }),
     ]);
     expect(r.removed).toEqual([]);
@@ -103,7 +143,7 @@ describe('Netwire.reconcileEndpoints', () => {
     await t.netwire.createEndpoint(e1);
     await t.netwire.createEndpoint(e2);
     t.kernel.failOn('deleteLink', hostVethName(e1.endpointId));
-    const req = { networks: [{ networkId: t.a, keep: [] }], olderThan: olderThan.toISOString() };
+    const req = { networks: [{ networkId: t.a, keep: [] }, { networkId: t.b, keep: [] }], olderThan: olderThan.toISOString() };
     expect((await t.netwire.reconcileEndpoints(req)).removed.map((x) => x.endpointId)).toEqual([e2.endpointId]);
     expect(t.store.endpoints.has(e1.endpointId)).toBe(true);
     expect((await t.netwire.reconcileEndpoints(req)).removed.map((x) => x.endpointId)).toEqual([e1.endpointId]);

@@ -124,7 +124,7 @@ describe('DockerReconciler', () => {
         reconcileEndpoints: async () => {
           calls.push('netwire');
           await new Promise<void>((res) => (release = res));
-          return { removed: [], spared: 1 };
+          return { removed: [], removedNetworks: [], spared: 1 };
         },
       },
       events: { publish: (_kind, data) => void published.push(data) },
@@ -151,11 +151,11 @@ describe('DockerReconciler', () => {
       networks: 1,
       endpoints: 1,
       ipam: { released: [{ poolId: 'weave:10.40.0.0/24', address: '10.40.0.9', leasedAt: '2026-11-29T11:00:00.000Z' }], spared: 0 },
-      netwire: { removed: [], spared: 1 },
+      netwire: { removed: [], removedNetworks: [], spared: 1 },
       problems: [],
     });
     expect(t.calls).toEqual(['docker', 'ipam 2026-11-29T11:59:00.000Z', 'netwire']);
-    expect(t.published).toEqual([{ networks: 1, endpoints: 1, releasedAddresses: 1, removedEndpoints: 0 }]);
+    expect(t.published).toEqual([{ networks: 1, endpoints: 1, releasedAddresses: 1, removedEndpoints: 0, removedNetworks: 0 }]);
   });
 
   it('a service that does not answer is a problem in the report; the other is still asked', async () => {
@@ -164,7 +164,7 @@ describe('DockerReconciler', () => {
     await t.finishNetwire();
     const report = await run;
     expect(report.ipam).toBeNull();
-    expect(report.netwire).toEqual({ removed: [], spared: 1 });
+    expect(report.netwire).toEqual({ removed: [], removedNetworks: [], spared: 1 });
     expect(report.problems).toEqual(['ipam: the ipam service on host h1 is not running (no responder for reconcileHost)']);
     expect(t.published).toEqual([]);
   });

@@ -9,7 +9,7 @@ import { DockerEndpoints, planReconcile } from './plan';
 export type Report = z.output<typeof DockerReconcileReport>;
 
 export interface ReconcilerEvents {
-  publish(kind: 'docker.reconciled', data: { networks: number; endpoints: number; releasedAddresses: number; removedEndpoints: number }): void;
+  publish(kind: 'docker.reconciled', data: { networks: number; endpoints: number; releasedAddresses: number; removedEndpoints: number; removedNetworks: number }): void;
 }
 
 export interface ReconcilerOptions {
@@ -100,9 +100,10 @@ export class DockerReconciler {
   private announce(r: Report): void {
     const releasedAddresses = r.ipam?.released.length ?? 0;
     const removedEndpoints = r.netwire?.removed.length ?? 0;
-    const summary = { networks: r.networks, endpoints: r.endpoints, releasedAddresses, removedEndpoints };
-    if (releasedAddresses + removedEndpoints === 0) return this.o.log.debug(summary, 'reconciled with Docker: nothing to drop');
-    this.o.log.info({ ...summary, released: r.ipam?.released, removed: r.netwire?.removed }, 'reconciled with Docker: dropped what it does not have');
+    const removedNetworks = r.netwire?.removedNetworks.length ?? 0;
+    const summary = { networks: r.networks, endpoints: r.endpoints, releasedAddresses, removedEndpoints, removedNetworks };
+    if (releasedAddresses + removedEndpoints + removedNetworks === 0) return this.o.log.debug(summary, 'reconciled with Docker: nothing to drop');
+    this.o.log.info({ ...summary, released: r.ipam?.released, removed: r.netwire?.removed, removedNetworks: r.netwire?.removedNetworks }, 'reconciled with Docker: dropped what it does not have');
     this.o.events.publish('docker.reconciled', summary);
   }
 }
