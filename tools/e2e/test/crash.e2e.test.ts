@@ -1,7 +1,7 @@
 import { subscribeEvents } from '@weave/bus';
 import { docker, dockerResult } from '@weave/docker-cli';
 import { freePort, waitFor } from '@weave/testing';
-import { DockerEndpoint, dockerEndpoints, DockerScope, E2E_ENV, ipamLeases, Link, ProcessStack, weaveLinkDetails } from '../src';
+import { DockerEndpoint, dockerEndpoints, DockerScope, E2E_ENV, ipamLeases, Link, ProcessStack, weaveLinkDetails, weaveRules } from '../src';
 
 /**
  * Crashes lose nothing. A stream of container starts and removals runs on a weave network while
@@ -249,6 +249,29 @@ test(`${OPS} container starts and removals with every service killed in turn: on
   } finally {
     sub.unsubscribe();
   }
+});
+
+test('a network removed while netwire is down: Docker forgets it anyway, and reconciliation removes its bridge, rules and record', async () => {
+  const net = await scope.network(stack.plugin, ['--subnet', '10.251.51.0/24']);
+  const { networkId } = await dockerEndpoints(net);
+  const bridge = (await stack.netwire.status({})).networks.find((n) => n.networkId === networkId)!.bridge;
+  await stack.kill('netwire');
+  // DeleteNetwork fails (no responder); Docker only logs that and removes the network.
+  await scope.removeNetwork(net);
+  await stack.startService('netwire');
+  expect(weaveLinkDetails().some((l) => l.name === bridge && l.owner === stack.host)).toBe(true);
+
+  // Spared until it is older than the grace period, then removed.
+  await waitFor(
+    async () => {
+      const r = await stack.pluginApi.reconcile({});
+      return r.netwire?.removedNetworks.some((n) => n.networkId === networkId);
+    },
+    { what: `reconciliation to remove ${bridge}`, timeoutMs: 60_000, intervalMs: 1000 },
+  );
+  expect(weaveLinkDetails().filter((l) => l.name === bridge)).toEqual([]);
+  expect(weaveRules(bridge)).toEqual([]);
+  expect((await stack.netwire.status({})).networks.filter((n) => n.networkId === networkId)).toEqual([]);
 });
 
 /**
