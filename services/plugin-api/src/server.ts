@@ -63,11 +63,10 @@ interface Outcome {
 async function serve(table: Record<string, Route>, method: string, req: IncomingMessage, log: Logger): Promise<Outcome> {
   // Own routes only: a path such as /constructor must not find Object's.
   const route = Object.hasOwn(table, method) ? table[method] : undefined;
-  if (req.method !== 'POST' || !route) {
-    req.resume();
-    return { status: 404, body: { Err: `weave: no such plugin method ${req.method} /${method}` } };
-  }
+  // Read first, also what is refused unread: answering (and closing) while the caller still
+  // writes can make it see a broken pipe instead of the answer.
   const raw = await readBody(req);
+  if (req.method !== 'POST' || !route) return { status: 404, body: { Err: `weave: no such plugin method ${req.method} /${method}` } };
   if (raw === 'too-large') return fail(413, `request body larger than ${MAX_BODY_BYTES} bytes`);
   let body: unknown = undefined;
   if (route.body) {

@@ -234,6 +234,20 @@ describe('malformed input', () => {
     expect(r.json.Err).toMatch(/no such plugin method/);
   });
 
+  it('answers an unknown method only once its body is read, so a caller still writing gets the answer', async () => {
+    const sock = connect(socket);
+    let got = '';
+    sock.on('data', (d) => (got += d.toString()));
+    const closed = new Promise((r) => sock.on('close', r));
+    sock.write('POST /Nope.Nothing HTTP/1.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n12345');
+    // Once a later request is answered, the server has seen the first one's head too.
+    expect((await post('Plugin.Activate')).status).toBe(200);
+    expect(got).toBe('');
+    sock.end('67890');
+    await closed;
+    expect(got).toMatch(/^HTTP\/1.1 404 [^]*no such plugin method/);
+  });
+
   it('answers paths naming inherited properties with 404, not as methods', async () => {
     for (const method of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
       const r = await post(method, {});
