@@ -7,13 +7,23 @@
 /// Adds `bytes` to `initial`. Parts may be summed separately and added, if every part but the
 /// last has an even length.
 pub fn sum(bytes: &[u8], initial: u64) -> u64 {
-    // Fold first so the u32 additions below cannot overflow: 64 KiB is 16 Ki words at most.
-    let mut acc = u64::from(fold32(initial));
-    let mut words = bytes.chunks_exact(4);
+    // Eight bytes per step, their two 32-bit halves in two accumulators: twice as fast as one
+    // 32-bit word per step (the loop shows in profiles of cutting and joining), and each
+    // accumulator takes 2^32 steps of at most 2^32 before it could overflow. Folding the initial
+    // value first keeps that true whatever it holds.
+    let (mut lo, mut hi) = (u64::from(fold32(initial)), 0u64);
+    let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        let v = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        lo += v & 0xffff_ffff;
+        hi += v >> 32;
     }
+    let mut acc = u64::from(fold32(lo)) + u64::from(fold32(hi));
     let mut tail = words.remainder();
+    if tail.len() >= 4 {
+        acc += u64::from(u32::from_ne_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        tail = &tail[4..];
+    }
     if tail.len() >= 2 {
         acc += u64::from(u16::from_ne_bytes([tail[0], tail[1]]));
         tail = &tail[2..];
@@ -114,6 +124,10 @@ mod tests {
         let mut b = xorshift(101, 3);
         let whole = sum(&b, 0);
         assert_eq!(fold(sum(&b[40..], sum(&b[..40], 0))), fold(whole));
+        // Parts that end inside an 8-byte word (the tail paths) add up too.
+        for cut in [2, 6, 42, 46, 100] {
+            assert_eq!(fold(sum(&b[cut..], sum(&b[..cut], 0))), fold(whole), "cut {cut}");
+        }
         b[10] = 0;
         b[11] = 0;
         let c = finish(sum(&b, 0));
