@@ -1,4 +1,4 @@
-import type { ErrorCode } from '@weave/contracts';
+import { type ErrorCode, Subjects } from '@weave/contracts';
 import { acceptsPluginBody, acceptsRpc, PLUGIN_MAX_BODY } from './oracle';
 import { malformed, Payload } from './mutate';
 import { caseRng, Rng } from './rng';
@@ -71,7 +71,7 @@ function caseFor(r: Rng, t: Target): Draft | null {
     case 'rpc-unknown': {
       const method = r.chance(0.8) ? r.pick(ODD_METHODS) : `m${r.int(1e6)}`;
       const data = Buffer.from(r.pick(['{}', '', 'null', '{"poolId":"x"}', '\u0000']));
-      return nats(`weave.rpc.${t.host}.${t.service}.${method}`, FAR_DEADLINE, data, `method ${JSON.stringify(method)}`, { kind: 'rpc-refusal', codes: ['invalid'] });
+      return nats(Subjects.rpc(t.host, t.service, method), FAR_DEADLINE, data, `method ${JSON.stringify(method)}`, { kind: 'rpc-refusal', codes: ['invalid'] });
     }
     case 'publish': {
       const p = malformed(r, t.schema, t.seed, NATS_MAX_PAYLOAD);
@@ -82,7 +82,7 @@ function caseFor(r: Rng, t: Target): Draft | null {
 }
 
 function rpcCase(r: Rng, t: Extract<Target, { kind: 'rpc' }>): Draft | null {
-  const subject = `weave.rpc.${t.host}.${t.service}.${t.method}`;
+  const subject = Subjects.rpc(t.host, t.service, t.method);
   // A valid body with a malformed deadline: refused before the handler runs, or state changes.
   if (r.chance(0.05)) {
     const d = r.pick(BAD_DEADLINES);

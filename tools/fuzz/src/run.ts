@@ -60,7 +60,7 @@ export async function runCases(env: FuzzStack, o: FuzzOptions): Promise<FuzzRepo
     await Promise.all(batch.map(async (c) => record(report, c, verdict(c, await send(endpoints, c)))));
     const dead = FUZZED_SERVICES.filter((s) => !env.stack.isAlive(s));
     if (dead.length > 0) {
-      for (const s of dead) report.crashes.push(`${s} died during cases ${batch[0]!.index}-${batch[batch.length - 1]!.index}:\n${env.stack.logTail(s, 15)}`);
+      for (const s of dead) report.crashes.push(`${s} died during cases ${batch[0]!.index}-${batch[batch.length - 1]!.index}:\n${logTail(env, s, 15)}`);
       break;
     }
     const done = Math.min(at + o.concurrency, indexes.length);
@@ -71,9 +71,13 @@ export async function runCases(env: FuzzStack, o: FuzzOptions): Promise<FuzzRepo
     }
   }
   report.elapsedMs = performance.now() - started;
-  if (failed(report)) for (const s of FUZZED_SERVICES) report.logs[s] = env.stack.logTail(s, 10);
+  if (failed(report)) for (const s of FUZZED_SERVICES) report.logs[s] = logTail(env, s, 10);
   return report;
 }
+
+/** A service's last log lines, each cut short: a refusal's line can quote a megabyte of input. */
+const logTail = (env: FuzzStack, s: (typeof FUZZED_SERVICES)[number], lines: number): string =>
+  env.stack.logTail(s, lines).split('\n').map((l) => l.slice(0, 240)).join('\n');
 
 function record(report: FuzzReport, c: Case, problem: string | null): void {
   const t = report.targets[c.target]!;

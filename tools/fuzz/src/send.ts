@@ -1,5 +1,4 @@
 import { connect as connectSocket } from 'node:net';
-import { request } from 'node:http';
 import { headers as natsHeaders, NatsConnection } from '@nats-io/nats-core';
 import { RpcHeaders } from '@weave/contracts';
 import type { Case } from './cases';
@@ -28,34 +27,31 @@ export function send(e: Endpoints, c: Case): Promise<Outcome> {
   }
 }
 
-/** As Docker does: a fresh connection, one request. */
+/**
+ * As Docker does: a fresh connection, one request. Written by hand rather than with Node's client,
+ * which reports EPIPE instead of the answer when the server answers and closes while the last of
+ * a large body is still being handed over (as Go's client, Docker's, does not).
+ */
 function postHttp(e: Endpoints, c: Extract<Case, { to: 'plugin' }>): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const headers = c.chunked ? c.headers : { ...c.headers, 'Content-Length': String(c.body.length) };
-    const req = request({ socketPath: e.socket, path: c.path, method: c.verb, agent: false, headers, timeout: e.timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (d: Buffer) => chunks.push(d));
-      res.on('end', () => resolve({ kind: 'http', status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', (err) => resolve({ kind: 'failed', error: `reading the answer: ${err.message}` }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${e.timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ kind: 'failed', error: err.message }));
-    if (c.chunked) {
-      // Two writes without a length: Node sends them as chunks.
-      req.write(c.body.subarray(0, c.body.length >> 1));
-      req.end(c.body.subarray(c.body.length >> 1));
-    } else req.end(c.body);
-  });
+  const head = [`${c.verb} ${c.path} HTTP/1.1`, ...Object.entries(c.headers).map(([k, v]) => `${k}: ${v}`), 'Connection: close'];
+  if (!c.chunked) return rawHttp(e, Buffer.concat([Buffer.from([...head, `Content-Length: ${c.body.length}`, '', ''].join('\r\n'), 'latin1'), c.body]));
+  // Two chunks and the last, empty one.
+  const half = c.body.length >> 1;
+  const chunk = (b: Buffer) => (b.length === 0 ? [] : [Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]);
+  const body = [...chunk(c.body.subarray(0, half)), ...chunk(c.body.subarray(half)), Buffer.from('0\r\n\r\n')];
+  return rawHttp(e, Buffer.concat([Buffer.from([...head, 'Transfer-Encoding: chunked', '', ''].join('\r\n'), 'latin1'), ...body]));
 }
 
 /**
- * Bytes straight onto the socket, for requests Node's client refuses to write. Reads one answer:
- * its head, then as many bytes as its Content-Length says (the plugin always sends one).
+ * Bytes straight onto the socket. Reads one answer: its head, then as many bytes as its
+ * Content-Length says (the plugin always sends one). An answer counts even if writing failed
+ * after it came: the server may answer a request it could refuse before reading all of it.
  */
 function rawHttp(e: Endpoints, bytes: Buffer): Promise<Outcome> {
   return new Promise((resolve) => {
     const sock = connectSocket(e.socket);
     let got = Buffer.alloc(0);
+    let socketError = '';
     const finish = (o: Outcome) => {
       clearTimeout(timer);
       sock.destroy();
@@ -64,7 +60,7 @@ function rawHttp(e: Endpoints, bytes: Buffer): Promise<Outcome> {
     const timer = setTimeout(() => finish({ kind: 'failed', error: `no answer within ${e.timeoutMs} ms` }), e.timeoutMs);
     const parse = (closed: boolean) => {
       const end = got.indexOf('\r\n\r\n');
-      if (end < 0) return closed && finish({ kind: 'failed', error: `connection closed after ${got.length} bytes, no HTTP answer` });
+      if (end < 0) return closed && finish({ kind: 'failed', error: `connection closed after ${got.length} bytes, no HTTP answer${socketError}` });
       const head = got.subarray(0, end).toString('latin1');
       const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
       const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? -1);
@@ -74,7 +70,8 @@ function rawHttp(e: Endpoints, bytes: Buffer): Promise<Outcome> {
     };
     sock.on('data', (d: Buffer) => ((got = Buffer.concat([got, d])), parse(false)));
     sock.on('close', () => parse(true));
-    sock.on('error', () => undefined); // the close that follows reports it
+    // The close that follows reports what was answered, if anything.
+    sock.on('error', (err) => (socketError = ` (${err.message})`));
     sock.write(bytes);
   });
 }
