@@ -1,34 +1,40 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuthorizationError, connect } from '@nats-io/transport-node';
-import { rpcClient, subscribeEvents } from '@weave/bus';
+import { subscribeEvents } from '@weave/bus';
 import { CommonEnv, DEFAULT_SECRETS_DIR, NATS_CLIENT_SECRET_FILE, natsAuth, readEnv } from '@weave/config';
-import { ipamRpc, netwireRpc, routerRpc, Subjects } from '@weave/contracts';
-import { UnavailableError } from '@weave/errors';
+import { Subjects } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import { z } from 'zod';
-import { eventLine, table } from './format';
+import { eventLine } from './format';
+import { meshReports, reportOf } from './reports';
+import { HostReport, networksView, peersView, psView, statusView } from './views';
 
 /** Where compose/host.yml keeps the client credentials by default: run as root, the CLI finds them. */
 const DEFAULT_CREDS = join(DEFAULT_SECRETS_DIR, NATS_CLIENT_SECRET_FILE);
 
-const USAGE = `usage: weave <command>
-  events [--json] [host|host.service|host.service.kind]   print events as they happen
-  status [--json]                                         networks, endpoints and address pools on this host
+const USAGE = `usage: weave <command> [--json]
+  status [--all]     this host (or, with --all, every host of the mesh): peers, paths, networks, address pools, problems
+  peers              the peers this host's router knows, with their path and MTU
+  networks           every weave network once, with its endpoints per host, across the mesh
+  ps                 every weave endpoint across the mesh, with its addresses
+  events [host|host.service|host.service.kind]   print events as they happen
 environment: WEAVE_NATS_URL (default nats://127.0.0.1:4222), WEAVE_HOST (default: this machine),
   WEAVE_NATS_CREDS_FILE (default ${DEFAULT_CREDS} when it exists: the stack's, root's only)`;
 
 const Args = z.discriminatedUnion('command', [
   z.object({ command: z.literal('events'), json: z.boolean(), filter: z.string().regex(/^[A-Za-z0-9_.*>-]+$/, 'filter must be NATS subject tokens').optional() }),
-  z.object({ command: z.literal('status'), json: z.boolean() }),
+  z.object({ command: z.literal('status'), json: z.boolean(), all: z.boolean() }),
+  z.object({ command: z.enum(['peers', 'networks', 'ps']), json: z.boolean() }),
 ]);
 
 function parseArgs(argv: string[]): z.output<typeof Args> {
-  const json = argv.includes('--json');
-  const [command, filter, ...rest] = argv.filter((a) => a !== '--json');
-  const unknownFlag = argv.find((a) => a.startsWith('-') && a !== '--json');
-  if (unknownFlag || rest.length) throw new Error(`unexpected argument ${unknownFlag ?? rest[0]}\n${USAGE}`);
-  const r = Args.safeParse({ command, json, ...(filter ? { filter } : {}) });
+  const flags = new Set(argv.filter((a) => a.startsWith('-')));
+  const [command, filter, ...rest] = argv.filter((a) => !a.startsWith('-'));
+  const allowed = new Set(['--json', ...(command === 'status' ? ['--all'] : [])]);
+  const unknownFlag = [...flags].find((f) => !allowed.has(f));
+  if (unknownFlag || rest.length || (filter && command !== 'events')) throw new Error(`unexpected argument ${unknownFlag ?? rest[0] ?? filter}\n${USAGE}`);
+  const r = Args.safeParse({ command, json: flags.has('--json'), all: flags.has('--all'), ...(filter ? { filter } : {}) });
   if (!r.success) throw new Error(`${z.prettifyError(r.error)}\n${USAGE}`);
   return r.data;
 }
@@ -55,41 +61,32 @@ async function main(): Promise<void> {
     process.on('SIGINT', () => void nc.close().then(() => process.exit(0)));
     return;
   }
-  const [ipam, wire, router] = await Promise.all([
-    rpcClient(nc, env.WEAVE_HOST, ipamRpc).status({}),
-    rpcClient(nc, env.WEAVE_HOST, netwireRpc).status({}),
-    // A single host runs without a router; its absence is not an error.
-    rpcClient(nc, env.WEAVE_HOST, routerRpc, { timeoutMs: 2000 }).status({}).catch((e: unknown) => {
-      if (e instanceof UnavailableError) return null;
-      throw e;
-    }),
-  ]);
-  if (args.json) console.log(JSON.stringify({ host: env.WEAVE_HOST, ipam, netwire: wire, router }, null, 2));
-  else {
-    console.log(`host ${env.WEAVE_HOST}${router ? ` (${router.address}:${router.port})` : ''}\n`);
-    if (router) {
-      console.log(
-        table(
-          ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'SINCE', 'LAST SEEN'],
-          router.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), p.since, p.lastSeen]),
-        ),
-      );
-      const c = router.sleeve;
-      const drops = Object.entries(c).filter(([k, v]) => /^(drop|malformed)/.test(k) && v !== '0');
-      console.log(`\nsleeve: ${c.tapFramesIn ?? 0} frames out to peers, ${c.framesFromPeers ?? 0} in; dropped: ${drops.map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}\n`);
+  const now = new Date();
+  const print = (json: unknown, text: () => string) => console.log(args.json ? JSON.stringify(json, null, 2) : text());
+  switch (args.command) {
+    case 'status': {
+      const reports = args.all ? await meshReports(nc, env.WEAVE_HOST) : [await reportOf(nc, env.WEAVE_HOST)];
+      print(args.all ? reports : reports[0], () => reports.map((r) => statusView(r, now)).join('\n\n'));
+      // Scripts (and the mesh's readiness check) rely on it: a host whose ipam or netwire did not answer is not up.
+      if (reports.some((r) => !r.ipam || !r.netwire)) process.exitCode = 1;
+      break;
     }
-    const tapOf = new Map((router?.networks ?? []).map((n) => [n.networkId, n]));
-    console.log(
-      table(
-        ['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS', 'WIRE ID', 'SLEEVE TAP'],
-        wire.networks.map((n) => {
-          const t = tapOf.get(n.networkId);
-          return [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints), `0x${n.wireId.toString(16).padStart(8, '0')}`, t ? `${t.tap}${t.attached ? '' : ' (not attached)'}` : '-'];
-        }),
-      ),
-    );
-    console.log();
-    console.log(table(['POOL', 'RANGE', 'HOLDERS', 'BLOCKS (owner used/size)'], ipam.pools.map((p) => [p.pool, p.subPool ?? '-', Object.entries(p.holders).map(([h, n]) => `${h}:${n}`).join(','), p.blocks.map((b) => `${b.block} ${b.owner} ${b.used}/${b.size}`).join('; ')])));
+    case 'peers': {
+      const r = await reportOf(nc, env.WEAVE_HOST);
+      if (!r.router) throw new Error(`no router answered on ${env.WEAVE_HOST}: ${r.problems.join('; ') || 'is the stack up?'}`);
+      print(r.router.peers, () => peersView(r.router!, now));
+      break;
+    }
+    case 'networks': {
+      const reports = await meshReports(nc, env.WEAVE_HOST);
+      print(reports.map((r) => ({ host: r.host, networks: r.netwire?.networks ?? null, problems: r.problems })), () => withProblems(networksView(reports), reports));
+      break;
+    }
+    case 'ps': {
+      const reports = await meshReports(nc, env.WEAVE_HOST);
+      print(reports.map((r) => ({ host: r.host, endpoints: r.netwire?.endpoints ?? null, problems: r.problems })), () => withProblems(psView(reports), reports));
+      break;
+    }
   }
   await nc.close();
 }
@@ -98,3 +95,9 @@ main().catch((e: Error) => {
   console.error(`weave: ${describeError(e)}`);
   process.exit(1);
 });
+
+/** A mesh-wide table, then the hosts that did not (fully) answer, so a gap is never silent. */
+function withProblems(view: string, reports: readonly HostReport[]): string {
+  const problems = reports.flatMap((r) => r.problems);
+  return [view, ...problems.map((p, i) => `${i === 0 ? '\n' : ''}problem: ${p}`)].join('\n');
+}

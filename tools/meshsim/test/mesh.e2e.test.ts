@@ -159,6 +159,17 @@ test('containers on different hosts are on one L2 segment: ARP, ping, TCP, UDP a
   expect(answered).toEqual(new Set([p2.ip, p3.ip]));
 }, 120_000);
 
+test('weave ps and weave networks on one host show the whole mesh', async () => {
+  const ps = JSON.parse(await weaveCli(1, ['ps', '--json'])) as Array<{ host: string; endpoints: Array<{ address: string | null }> | null }>;
+  expect(ps.map((r) => r.host).sort()).toEqual(hosts.map(hostName));
+  for (const p of probes) {
+    const there = ps.find((r) => r.host === hostName(p.host))!.endpoints!.map((e) => e.address);
+    expect(there).toContain(`${p.ip}/24`);
+  }
+  const table = await weaveCli(2, ['networks']);
+  expect(table).toMatch(new RegExp(`^${SUBNET.replace(/\./g, '\\.')}\\s+0x[0-9a-f]{8}\\s+\\d+\\s+host1:\\d+ host2:\\d+ host3:\\d+$`, 'm'));
+});
+
 test('a second network is a separate segment: its containers reach each other and nothing of the first', async () => {
   await on(2, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', NET2]);
   for (const n of [1, 3]) await waitFor(async () => (await tryOn(n, ['network', 'inspect', NET2])).ok, { what: `${NET2} on ${hostName(n)}`, timeoutMs: 5000 });

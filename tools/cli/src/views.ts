@@ -1,0 +1,125 @@
+import type { ResOf } from '@weave/contracts';
+import type { ipamRpc, netwireRpc, routerRpc } from '@weave/contracts';
+import { table } from './format';
+
+export type IpamStatus = ResOf<typeof ipamRpc, 'status'>;
+export type NetwireStatus = ResOf<typeof netwireRpc, 'status'>;
+export type RouterStatus = ResOf<typeof routerRpc, 'status'>;
+
+/** What one host says about itself; any part may be missing when that service did not answer. */
+export interface HostReport {
+  host: string;
+  ipam: IpamStatus | null;
+  netwire: NetwireStatus | null;
+  router: RouterStatus | null;
+  /** Why a part is missing, for the reader. */
+  problems: string[];
+}
+
+/** "4s ago", "3m ago": how long since `iso`, as a person reads it at a glance. */
+export function ago(iso: string, now: Date): string {
+  const s = Math.max(0, Math.round((now.getTime() - Date.parse(iso)) / 1000));
+  if (s < 120) return `${s}s ago`;
+  if (s < 7200) return `${Math.round(s / 60)}m ago`;
+  return `${Math.round(s / 3600)}h ago`;
+}
+
+const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+
+/** `weave peers`: every peer this router knows, with the path its traffic takes. */
+export function peersView(r: RouterStatus, now: Date): string {
+  return table(
+    ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'LAST HEARD', 'SINCE'],
+    r.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), ago(p.lastSeen, now), ago(p.since, now)]),
+  );
+}
+
+/** `weave networks`: each weave network once, with its endpoints on every host that answered. */
+export function networksView(reports: readonly HostReport[]): string {
+  const byWire = new Map<number, { subnets: string; mtu: Set<number>; perHost: Map<string, number> }>();
+  for (const r of reports) {
+    for (const n of r.netwire?.networks ?? []) {
+      const e = byWire.get(n.wireId) ?? { subnets: n.subnets.join(','), mtu: new Set<number>(), perHost: new Map<string, number>() };
+      e.mtu.add(n.mtu);
+      e.perHost.set(r.host, n.endpoints);
+      byWire.set(n.wireId, e);
+    }
+  }
+  const rows = [...byWire.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([wireId, e]) => [
+      e.subnets,
+      hex(wireId),
+      [...e.mtu].sort().join(','),
+      [...e.perHost.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([h, c]) => `${h}:${c}`).join(' '),
+    ]);
+  return table(['SUBNETS', 'WIRE ID', 'MTU', 'ENDPOINTS PER HOST'], rows);
+}
+
+/** `weave ps`: every weave endpoint on every host that answered, with its addresses. */
+export function psView(reports: readonly HostReport[]): string {
+  const rows = reports.flatMap((r) => {
+    const subnets = new Map((r.netwire?.networks ?? []).map((n) => [n.networkId, n.subnets.join(',')]));
+    return (r.netwire?.endpoints ?? []).map((e) => [
+      r.host,
+      e.endpointId.slice(0, 12),
+      subnets.get(e.networkId) ?? e.networkId.slice(0, 12),
+      [e.address, e.addressV6].filter(Boolean).join(' ') || '-',
+      e.mac,
+      e.present ? 'up' : 'veth missing',
+    ]);
+  });
+  rows.sort((a, b) => a[0]!.localeCompare(b[0]!) || a[3]!.localeCompare(b[3]!, undefined, { numeric: true }));
+  return table(['HOST', 'ENDPOINT', 'NETWORK', 'ADDRESS', 'MAC', 'STATE'], rows);
+}
+
+/** `weave status`: one host's peers, data path, networks and address pools, then its problems. */
+export function statusView(r: HostReport, now: Date): string {
+  const out: string[] = [`host ${r.host}${r.router ? ` (${r.router.address}:${r.router.port})` : ''}`];
+  if (r.router) {
+    out.push('', peersView(r.router, now));
+    const c = r.router.sleeve;
+    const drops = Object.entries(c).filter(([k, v]) => /^(drop|malformed)/.test(k) && v !== '0');
+    out.push('', `sleeve: ${c.framesToPeers ?? '0'} frames to peers, ${c.framesFromPeers ?? '0'} from peers; dropped: ${drops.map(([k, v]) => `${k} ${v}`).join(', ') || 'none'}`);
+  }
+  if (r.netwire) {
+    const taps = new Map((r.router?.networks ?? []).map((n) => [n.networkId, n]));
+    out.push(
+      '',
+      table(
+        ['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS', 'WIRE ID', 'SLEEVE TAP'],
+        r.netwire.networks.map((n) => {
+          const t = taps.get(n.networkId);
+          return [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints), hex(n.wireId), t ? `${t.tap}${t.attached ? '' : ' (not attached)'}` : '-'];
+        }),
+      ),
+    );
+  }
+  if (r.ipam) {
+    out.push(
+      '',
+      table(
+        ['POOL', 'RANGE', 'HOLDERS', 'BLOCKS (owner used/size)'],
+        r.ipam.pools.map((p) => [
+          p.pool,
+          p.subPool ?? '-',
+          Object.entries(p.holders).map(([h, n]) => `${h}:${n}`).join(','),
+          p.blocks.map((b) => `${b.block} ${b.owner} ${b.used}/${b.size}`).join('; '),
+        ]),
+      ),
+    );
+  }
+  out.push(...problemsOf(r, now).map((p, i) => `${i === 0 ? '\n' : ''}problem: ${p}`));
+  return out.join('\n');
+}
+
+/** Plain statements of what is wrong, for the end of `weave status`. */
+export function problemsOf(r: HostReport, now: Date): string[] {
+  const out = [...r.problems];
+  for (const p of r.router?.peers ?? []) {
+    if (p.state === 'lost') out.push(`${p.host} unreachable for ${ago(p.since, now).replace(' ago', '')} (last heard ${ago(p.lastSeen, now)})`);
+  }
+  for (const n of r.router?.networks ?? []) if (!n.attached) out.push(`network ${n.networkId.slice(0, 12)}'s sleeve TAP ${n.tap} is not on bridge ${n.bridge}: no traffic to other hosts`);
+  for (const e of r.netwire?.endpoints ?? []) if (!e.present) out.push(`endpoint ${e.endpointId.slice(0, 12)} (${e.address ?? '-'}) has lost its veth ${e.hostVeth}`);
+  return out;
+}

@@ -1,0 +1,89 @@
+import { HostReport, networksView, peersView, problemsOf, psView, statusView } from '../src/views';
+
+/** Golden tests: the tables a person reads, exactly. */
+const now = new Date('2026-01-01T00:10:00.000Z');
+const NET = 'a'.repeat(64);
+const EP = (c: string) => c.repeat(64);
+
+const report = (host: string, endpoints: Array<[string, string, boolean]>, extra: Partial<HostReport> = {}): HostReport => ({
+  host,
+  ipam: { pools: [{ poolId: 'weave:10.32.0.0/24', pool: '10.32.0.0/24', subPool: null, gateway: '10.32.0.1', holders: { [host]: 1 }, blocks: [{ block: '10.32.0.0/26', owner: host, used: 3, size: 63 }] }] },
+  netwire: {
+    networks: [{ networkId: NET, bridge: 'wvbaaaaaaaaaaaa', wireId: 0x0a200000, gatewayMac: '7a:57:0a:20:00:00', mtu: 1436, internal: false, subnets: ['10.32.0.0/24'], endpoints: endpoints.length }],
+    endpoints: endpoints.map(([c, address, present]) => ({ networkId: NET, endpointId: EP(c), address, addressV6: null, mac: '02:42:0a:20:00:02', hostVeth: `wvh${c.repeat(11)}`, present })),
+  },
+  router: null,
+  problems: [],
+  ...extra,
+});
+
+const router = {
+  host: 'host1',
+  address: '10.254.254.11',
+  port: 6784,
+  peers: [
+    { host: 'host2', address: '10.254.254.12', port: 6784, state: 'connected' as const, lastSeen: '2026-01-01T00:09:59.000Z', since: '2026-01-01T00:00:00.000Z', path: 'sleeve' as const, mtu: 1436 },
+    { host: 'host3', address: '10.254.254.13', port: 6784, state: 'lost' as const, lastSeen: '2026-01-01T00:09:00.000Z', since: '2026-01-01T00:09:20.000Z', path: null, mtu: null },
+  ],
+  networks: [{ networkId: NET, wireId: 0x0a200000, tap: 'wvs0a200000', bridge: 'wvbaaaaaaaaaaaa', attached: true }],
+  sleeve: { framesToPeers: '12', framesFromPeers: '9', dropUnknownPeer: '2', malformedTruncated: '0' },
+};
+
+test('weave peers', () => {
+  expect(peersView(router, now)).toBe(
+    [
+      'PEER   ADDRESS             STATE      PATH    MTU   LAST HEARD  SINCE',
+      'host2  10.254.254.12:6784  connected  sleeve  1436  1s ago      10m ago',
+      'host3  10.254.254.13:6784  lost       -       -     60s ago     40s ago',
+    ].join('\n'),
+  );
+});
+
+test('weave networks: one row per network across hosts', () => {
+  const reports = [report('host1', [['b', '10.32.0.2/24', true]]), report('host2', [['c', '10.32.0.64/24', true], ['d', '10.32.0.65/24', true]])];
+  expect(networksView(reports)).toBe(['SUBNETS       WIRE ID     MTU   ENDPOINTS PER HOST', '10.32.0.0/24  0x0a200000  1436  host1:1 host2:2'].join('\n'));
+});
+
+test('weave ps: every endpoint of the mesh, by host and address', () => {
+  const reports = [report('host2', [['d', '10.32.0.65/24', true], ['c', '10.32.0.64/24', false]]), report('host1', [['b', '10.32.0.2/24', true]])];
+  expect(psView(reports)).toBe(
+    [
+      'HOST   ENDPOINT      NETWORK       ADDRESS        MAC                STATE',
+      'host1  bbbbbbbbbbbb  10.32.0.0/24  10.32.0.2/24   02:42:0a:20:00:02  up',
+      'host2  cccccccccccc  10.32.0.0/24  10.32.0.64/24  02:42:0a:20:00:02  veth missing',
+      'host2  dddddddddddd  10.32.0.0/24  10.32.0.65/24  02:42:0a:20:00:02  up',
+    ].join('\n'),
+  );
+});
+
+test('weave status: the host, its peers, sleeve counters, networks, pools, then problems said plainly', () => {
+  const r = report('host1', [['b', '10.32.0.2/24', true]], { router, problems: ['ipam of host1 did not answer: timed out'] });
+  expect(statusView(r, now)).toBe(
+    [
+      'host host1 (10.254.254.11:6784)',
+      '',
+      'PEER   ADDRESS             STATE      PATH    MTU   LAST HEARD  SINCE',
+      'host2  10.254.254.12:6784  connected  sleeve  1436  1s ago      10m ago',
+      'host3  10.254.254.13:6784  lost       -       -     60s ago     40s ago',
+      '',
+      'sleeve: 12 frames to peers, 9 from peers; dropped: dropUnknownPeer 2',
+      '',
+      'NETWORK       BRIDGE           SUBNETS       MTU   INTERNAL  ENDPOINTS  WIRE ID     SLEEVE TAP',
+      'aaaaaaaaaaaa  wvbaaaaaaaaaaaa  10.32.0.0/24  1436  false     1          0x0a200000  wvs0a200000',
+      '',
+      'POOL          RANGE  HOLDERS  BLOCKS (owner used/size)',
+      '10.32.0.0/24  -      host1:1  10.32.0.0/26 host1 3/63',
+      '',
+      'problem: ipam of host1 did not answer: timed out',
+      'problem: host3 unreachable for 40s (last heard 60s ago)',
+    ].join('\n'),
+  );
+});
+
+test('problems: a detached TAP and a lost veth are named', () => {
+  const r = report('host1', [['b', '10.32.0.2/24', false]], { router: { ...router, peers: [], networks: [{ ...router.networks[0]!, attached: false }] } });
+  expect(problemsOf(r, now)).toEqual([
+    "network aaaaaaaaaaaa's sleeve TAP wvs0a200000 is not on bridge wvbaaaaaaaaaaaa: no traffic to other hosts",
+    'endpoint bbbbbbbbbbbb (10.32.0.2/24) has lost its veth wvhbbbbbbbbbbb',
+  ]);
+});
