@@ -636,8 +636,10 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
             Ok(_) => {
                 cached.refresh(shared); // after waking: see the view current at receipt
                 let now = shared.clock.now(); // one reading per batch: it arrived at once
+                let mut seen = Seen::default(); // per batch: the view and `now` are fixed
                 for (datagram, from) in batch.datagrams() {
-                    on_datagram(shared, &cached.view, datagram, from, now, &mut writer);
+                    let at = (datagram, from, now);
+                    on_datagram(shared, &cached.view, at, &mut seen, &mut writer);
                 }
                 writer.flush(&cached.view, &shared.stats);
             }
@@ -654,18 +656,46 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
     }
 }
 
+/// What the previous datagrams of one receive batch already settled, so that the segments of a
+/// train (one sender, one network, one source MAC) do not each hash the same keys and take the
+/// MAC table's lock again. Only valid for one batch: one view, one clock reading.
+#[derive(Default)]
+struct Seen {
+    /// The last sender address and the peer it is.
+    peer: Option<(SocketAddr, PeerId)>,
+    /// The last source learnt: forwarding another frame of it would learn the same entry at the
+    /// same time, and it already passed the local-only check.
+    learnt: Option<(NetworkId, PeerId, Mac)>,
+}
+
+impl Seen {
+    fn peer<T>(&mut self, view: &View<T>, from: SocketAddr) -> Option<PeerId> {
+        match self.peer {
+            Some((addr, peer)) if addr == from => Some(peer),
+            _ => {
+                let peer = *view.by_addr.get(&from)?;
+                self.peer = Some((from, peer));
+                Some(peer)
+            }
+        }
+    }
+
+    fn learnt(&self, network: NetworkId, peer: PeerId, frame: &[u8]) -> bool {
+        frame.len() >= MIN_FRAME_LEN && self.learnt == Some((network, peer, src_mac(frame)))
+    }
+}
+
 fn on_datagram<T: Tap, U, C: Clock>(
     shared: &Shared<T, U, C>,
     view: &View<T>,
-    bytes: &[u8],
-    from: SocketAddr,
-    now: Duration,
+    (bytes, from, now): (&[u8], SocketAddr, Duration),
+    seen: &mut Seen,
     writer: &mut TapWriter,
 ) {
     let stats = &*shared.stats;
     Stats::inc(&stats.datagrams_in);
     Stats::add(&stats.bytes_in, bytes.len() as u64);
-    let Some(&peer) = view.by_addr.get(&from) else {
+    let Some(peer) = seen.peer(view, from) else {
         return Stats::inc(&stats.drop_unknown_peer);
     };
     let datagram = match Datagram::parse(bytes) {
@@ -681,6 +711,10 @@ fn on_datagram<T: Tap, U, C: Clock>(
     };
     for frame in datagram.frames() {
         Stats::inc(&stats.frames_from_peers);
+        if seen.learnt(network, peer, frame) {
+            writer.write(view, network, &**tap, frame, stats);
+            continue;
+        }
         if view.is_local_only(network, frame) {
             Stats::inc(&stats.drop_local_only_source);
             continue;
@@ -691,7 +725,10 @@ fn on_datagram<T: Tap, U, C: Clock>(
             .expect("mac lock")
             .from_peer(network, peer, frame, now);
         match action {
-            Action::WriteToTap { .. } => writer.write(view, network, &**tap, frame, stats),
+            Action::WriteToTap { .. } => {
+                seen.learnt = Some((network, peer, src_mac(frame)));
+                writer.write(view, network, &**tap, frame, stats);
+            }
             Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
             Action::SendToPeer { .. } | Action::Flood { .. } => {} // never returned for peer input
         }
