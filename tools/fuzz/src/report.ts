@@ -1,14 +1,15 @@
-import type { Finding, FuzzReport } from './run';
+import type { Finding, FuzzReport, TargetFigures } from './run';
 
 /** The figures as a table, then the violations grouped by target and kind, each example with its replay. */
 export function formatReport(r: FuzzReport, examples = 3): string {
-  const rows = Object.entries(r.targets).map(([name, t]) => [name, String(t.cases), String(t.answered), String(t.violations)]);
-  const total = Object.values(r.targets).reduce((s, t) => ({ cases: s.cases + t.cases, answered: s.answered + t.answered, violations: s.violations + t.violations }), { cases: 0, answered: 0, violations: 0 });
-  const table = [['target', 'cases', 'answered', 'violations'], ...rows, ['total', String(total.cases), String(total.answered), String(total.violations)]];
+  const columns = ['cases', 'answered', 'unanswerable', 'violations'] as const;
+  const row = (name: string, t: TargetFigures) => [name, ...columns.map((c) => String(t[c]))];
+  const total = Object.values(r.targets).reduce((s, t) => ({ cases: s.cases + t.cases, answered: s.answered + t.answered, unanswerable: s.unanswerable + t.unanswerable, violations: s.violations + t.violations }));
+  const table = [['target', ...columns], ...Object.entries(r.targets).map(([name, t]) => row(name, t)), row('total', total)];
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
   const line = (row: string[]) => row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const out = [
-    `fuzz: seed ${r.seed}, ${r.cases} cases (answered counts the cases that expect an answer; presence and events have none)`,
+    `fuzz: seed ${r.seed}, ${r.cases} cases (unanswerable: sent without a reply subject, so only checked for crashes and changes)`,
     '',
     ...table.map(line),
     '',

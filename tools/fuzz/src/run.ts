@@ -20,7 +20,10 @@ export interface FuzzOptions {
 
 export interface TargetFigures {
   cases: number;
+  /** Cases that expect an answer and got one, in whatever format. */
   answered: number;
+  /** Cases sent without a reply subject (presence, events, some RPCs): nobody answers those. */
+  unanswerable: number;
   violations: number;
 }
 
@@ -49,7 +52,7 @@ export const failed = (r: FuzzReport): boolean => r.violations.length + r.crashe
 export async function runCases(env: FuzzStack, o: FuzzOptions): Promise<FuzzReport> {
   const targets = allTargets(env.fixture);
   const report: FuzzReport = { seed: o.seed, cases: 0, elapsedMs: 0, targets: {}, violations: [], crashes: [], stateChanges: [], logs: {} };
-  for (const t of targets) report.targets[t.name] = { cases: 0, answered: 0, violations: 0 };
+  for (const t of targets) report.targets[t.name] = { cases: 0, answered: 0, unanswerable: 0, violations: 0 };
   const endpoints = { socket: env.stack.socket, nc: env.stack.nc, timeoutMs: o.timeoutMs };
   const indexes = o.only ?? Array.from({ length: o.cases }, (_, i) => i);
   let baseline = await snapshot(env.stack);
@@ -83,7 +86,8 @@ function record(report: FuzzReport, c: Case, problem: string | null): void {
   const t = report.targets[c.target]!;
   report.cases++;
   t.cases++;
-  if (c.expect.kind !== 'no-reply' && !problem?.startsWith('no answer')) t.answered++;
+  if (c.expect.kind === 'no-reply') t.unanswerable++;
+  else if (!problem?.startsWith('no answer')) t.answered++;
   if (problem === null) return;
   t.violations++;
   report.violations.push({ index: c.index, target: c.target, what: c.what, problem });
