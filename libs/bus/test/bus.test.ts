@@ -26,7 +26,7 @@ const handlers = {
     contexts.push(ctx);
     return { pools: [] };
   },
-  reconcileHost: async () => ({ released: [], spared: 0 }),
+  reconcileHost: async () => ({ released: [], releasedPools: [], spared: 0 }),
 };
 const contexts: RpcContext[] = [];
 

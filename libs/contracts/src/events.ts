@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
-import { AddressKind, ReleasedLease, RemovedEndpoint, RemovedNetwork, ServiceName } from './rpc';
+import { AddressKind, ReleasedLease, ReleasedPool, RemovedEndpoint, RemovedNetwork, ServiceName } from './rpc';
 
 /**
  * Every event kind each service publishes, with its payload. Subject:
@@ -24,6 +24,7 @@ export const EventKinds = {
       networks: z.number().int(),
       endpoints: z.number().int(),
       releasedAddresses: z.number().int(),
+      releasedPools: z.number().int(),
       removedEndpoints: z.number().int(),
       removedNetworks: z.number().int(),
     }),
@@ -36,8 +37,8 @@ export const EventKinds = {
     'block.released': z.object({ poolId: z.string(), block: CidrString }),
     'address.allocated': z.object({ poolId: z.string(), address: IpWithPrefix, kind: AddressKind }),
     'address.released': z.object({ poolId: z.string(), address: IpString }),
-    /** Leases of this host that Docker did not have, released by reconciliation (each also as address.released). */
-    'leases.reconciled': z.object({ released: z.array(ReleasedLease), spared: z.number().int() }),
+    /** Leases and pool references of this host that Docker did not have, released by reconciliation (each also as address.released / pool.released). */
+    'leases.reconciled': z.object({ released: z.array(ReleasedLease), releasedPools: z.array(ReleasedPool), spared: z.number().int() }),
   },
   netwire: {
     'service.started': Started,

@@ -40,14 +40,20 @@ export const PoolStatus = z.object({
  * be about to exist. Only what was made before `olderThan` is dropped.
  */
 export const ReconcileHostRequest = z.strictObject({
-  /** Each of this host's weave networks by subnet, with every address Docker has in it (endpoints, gateway, aux). */
+  /**
+   * The subnets of every network on this host that uses weave's IPAM, each with every address
+   * Docker has in it (endpoints, gateway, aux). A pool this host holds that is not here lost its
+   * network while ipam was down (a missed ReleasePool): its reference goes too.
+   */
   pools: z.array(z.strictObject({ subnet: CidrString, keep: z.array(IpString).max(65_536) })).max(4096),
   olderThan: z.iso.datetime(),
 });
 export const ReleasedLease = z.strictObject({ poolId: z.string(), address: IpString, leasedAt: z.iso.datetime() });
+export const ReleasedPool = z.strictObject({ poolId: z.string(), pool: CidrString });
 export const ReconcileHostResult = z.strictObject({
   released: z.array(ReleasedLease),
-  /** Leases Docker does not have, kept because they are younger than `olderThan` (perhaps in flight). */
+  releasedPools: z.array(ReleasedPool),
+  /** Leases and pool references Docker does not have, kept because they are younger than `olderThan` (perhaps in flight). */
   spared: z.number().int().min(0),
 });
 

@@ -26,7 +26,7 @@ export interface Granted {
  *
  * A lease whose reply never reached Docker (the process died between the KV create and the
  * reply) stays leased: a leak, never a duplicate, until reconciliation against Docker's
- * endpoints releases it (see LeaseSweeper).
+ * endpoints releases it (see HostSweeper).
  */
 export class Addresses {
   constructor(

@@ -11,7 +11,7 @@ import { poolStatus } from './core/status';
 import { undoneIfLate } from './deadline';
 import type { IpamDeps } from './deps';
 import { Pools } from './pools';
-import { LeaseSweeper } from './reconcile';
+import { HostSweeper } from './reconcile';
 import { children } from './store';
 import { Views } from './views';
 
@@ -30,13 +30,13 @@ export class Ipam {
   private readonly views: Views;
   private readonly pools: Pools;
   private readonly addresses: Addresses;
-  private readonly sweeper: LeaseSweeper;
+  private readonly sweeper: HostSweeper;
 
   constructor(private readonly d: IpamDeps) {
     this.views = new Views(d);
     this.pools = new Pools(d, this.views);
     this.addresses = new Addresses(d, this.views);
-    this.sweeper = new LeaseSweeper(d, this.views, this.lock);
+    this.sweeper = new HostSweeper(d, this.views, this.pools, this.lock);
   }
 
   /**
@@ -52,8 +52,7 @@ export class Ipam {
    * other. Such leftovers now need a lost reply or a crash between the KV write and the reply; a
    * retry arriving while the late request still runs waits behind it (the pool's lock) and finds
    * it undone. Reclaiming real leftovers needs Docker's view of its networks, which plugin-api
-   * has: it belongs with the reconciliation against Docker, which so far covers endpoint leases
-   * (see LeaseSweeper), not pool references.
+   * has: reconciliation against Docker releases them once older than its grace (see HostSweeper).
    */
   async requestPool(req: Req<'requestPool'>, ctx: RpcContext = NO_DEADLINE): Promise<Res<'requestPool'>> {
     if (req.pool === null) {
@@ -110,7 +109,7 @@ export class Ipam {
     });
   }
 
-  /** Releases this host's endpoint leases Docker does not have (plugin-api sends Docker's view). */
+  /** Releases this host's endpoint leases and pool references Docker does not have (plugin-api sends Docker's view). */
   reconcileHost(req: Req<'reconcileHost'>): Promise<Res<'reconcileHost'>> {
     return this.sweeper.sweep(req);
   }

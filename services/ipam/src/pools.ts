@@ -211,7 +211,7 @@ export class Pools {
   }
 
   private newPool(spec: PoolSpec): NewPool {
-    return { spec, poolId: poolIdOf(spec), host: this.d.host, blockSize: this.d.config.blockSize, gen: this.d.newId() };
+    return { spec, poolId: poolIdOf(spec), host: this.d.host, blockSize: this.d.config.blockSize, gen: this.d.newId(), at: this.d.now().toISOString() };
   }
 
   private requested(record: PoolRecord): void {

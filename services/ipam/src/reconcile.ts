@@ -2,9 +2,11 @@ import type { ReconcileHostRequest, ReconcileHostResult } from '@weave/contracts
 import { Cidr, contains, formatIp, parseCidr, parseIp } from '@weave/netaddr';
 import type { KeyedMutex } from '@weave/sync';
 import type { z } from 'zod';
-import { leaseKey, poolKey, valueOfChildKey } from './core/keys';
-import { LeaseEntry, leaseVerdict, planLeaseSweep } from './core/reconcile';
+import { cidrOfPoolKey, leaseKey, parsePoolId, poolKey, valueOfChildKey } from './core/keys';
+import { LeaseEntry, leaseVerdict, planLeaseSweep, planPoolSweep, poolVerdict } from './core/reconcile';
+import type { PoolRecord } from './core/records';
 import type { IpamDeps } from './deps';
+import type { Pools } from './pools';
 import { children } from './store';
 import type { Views } from './views';
 
@@ -12,21 +14,27 @@ type Request = z.output<typeof ReconcileHostRequest>;
 type Result = z.output<typeof ReconcileHostResult>;
 
 /**
- * Releases this host's endpoint leases that Docker does not have (see leaseVerdict for which and
- * why). Each pool is swept under the pool's lock, so no request of this process allocates in it
- * meanwhile, and every lease is decided again on a fresh read and deleted by its revision: a
- * lease the mirror showed that was released and leased again since is never taken.
+ * Releases this host's endpoint leases and pool references that Docker does not have (see
+ * leaseVerdict and poolVerdict for which and why). Each pool is swept under the pool's lock, so
+ * no request of this process changes it meanwhile, and everything is decided again on a fresh
+ * read and changed by revision: a lease the mirror showed that was released and leased again
+ * since is never taken.
  */
-export class LeaseSweeper {
+export class HostSweeper {
+  private readonly startedAt: Date;
+
   constructor(
     private readonly d: IpamDeps,
     private readonly views: Views,
+    private readonly pools: Pools,
     private readonly lock: KeyedMutex,
-  ) {}
+  ) {
+    this.startedAt = d.now();
+  }
 
   async sweep(req: Request): Promise<Result> {
     const olderThan = new Date(req.olderThan);
-    const out: Result = { released: [], spared: 0 };
+    const out: Result = { released: [], releasedPools: [], spared: 0 };
     for (const p of req.pools) {
       const pool = parseCidr(p.subnet);
       const key = poolKey(pool);
@@ -35,14 +43,41 @@ export class LeaseSweeper {
       out.released.push(...r.released);
       out.spared += r.spared;
     }
-    if (out.released.length > 0) {
-      this.d.log.info({ released: out.released, spared: out.spared }, 'released leases Docker does not have');
+    const docker = new Set(req.pools.map((p) => poolKey(parseCidr(p.subnet))));
+    const pools = await this.sweepPools(docker, olderThan);
+    out.releasedPools = pools.released;
+    out.spared += pools.spared;
+    if (out.released.length + out.releasedPools.length > 0) {
+      this.d.log.info({ ...out }, 'released leases and pool references Docker does not have');
       this.d.events.publish('leases.reconciled', out);
     }
     return out;
   }
 
-  private async sweepPool(key: string, pool: Cidr, keep: ReadonlySet<bigint>, olderThan: Date): Promise<Result> {
+  private async sweepPools(docker: ReadonlySet<string>, olderThan: Date): Promise<{ released: Result['releasedPools']; spared: number }> {
+    const context = { host: this.d.host, docker, olderThan, unknownAge: this.startedAt };
+    const m = this.d.store.mirrors.pools;
+    await m.upToDate();
+    const held: Array<{ key: string; record: PoolRecord }> = [];
+    for (const key of m.keys()) {
+      const record = cidrOfPoolKey(key) && (await this.d.store.pools.get(key))?.value;
+      if (record) held.push({ key, record });
+    }
+    const plan = planPoolSweep({ ...context, pools: held });
+    const released: Result['releasedPools'] = [];
+    for (const p of plan.release) {
+      const done = await this.lock.run(p.key, async () => {
+        const now = (await this.d.store.pools.get(p.key))?.value;
+        if (!now || now.poolId !== p.record.poolId || poolVerdict({ key: p.key, record: now }, context) !== 'release') return false;
+        await this.pools.release(parsePoolId(now.poolId), now.poolId);
+        return true;
+      });
+      if (done) released.push({ poolId: p.record.poolId, pool: p.record.pool });
+    }
+    return { released, spared: plan.spared };
+  }
+
+  private async sweepPool(key: string, pool: Cidr, keep: ReadonlySet<bigint>, olderThan: Date): Promise<Pick<Result, 'released' | 'spared'>> {
     const record = (await this.d.store.pools.get(key))?.value;
     // No such pool (any more): nothing of ours can be in it that its teardown does not remove.
     if (!record) return { released: [], spared: 0 };

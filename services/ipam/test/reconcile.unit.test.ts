@@ -1,7 +1,7 @@
 import { silentLogger } from '@weave/log';
 import { parseCidr } from '@weave/netaddr';
-import { LeaseEntry, leaseVerdict, LeaseVerdict, planLeaseSweep } from '../src/core/reconcile';
-import type { LeaseRecord } from '../src/core/records';
+import { LeaseEntry, leaseVerdict, LeaseVerdict, planLeaseSweep, poolVerdict } from '../src/core/reconcile';
+import type { LeaseRecord, PoolRecord } from '../src/core/records';
 import type { IpamDeps } from '../src/deps';
 import { StaticRoutes } from '../src/host-routes';
 import { Ipam } from '../src/ipam';
@@ -54,6 +54,34 @@ describe('planLeaseSweep', () => {
   });
 });
 
+describe('poolVerdict', () => {
+  const record = (o: Partial<PoolRecord> = {}): PoolRecord => ({
+    poolId: 'weave:10.99.0.0/24',
+    pool: '10.99.0.0/24',
+    subPool: null,
+    v6: false,
+    gateway: '10.99.0.1',
+    blockSize: 16,
+    gen: 'g1',
+    holders: { h1: 1 },
+    since: { h1: '2026-11-29T11:00:00.000Z' },
+    ...o,
+  });
+  const key = 'v4-0a630000-24';
+  const unknownAge = new Date('2026-11-29T10:00:00.000Z');
+  const cases: Array<{ what: string; record: PoolRecord; docker: string[]; verdict: LeaseVerdict; started?: Date }> = [
+    { what: 'a pool Docker has a network for: kept', record: record(), docker: [key], verdict: 'keep' },
+    { what: 'an old reference Docker has no network for (ReleasePool missed): released', record: record(), docker: [], verdict: 'release' },
+    { what: 'a reference taken within the grace period (network being created): spared', record: record({ since: { h1: '2026-11-29T11:59:30.000Z' } }), docker: [], verdict: 'spare' },
+    { what: "a pool only other hosts hold: not this host's to judge", record: record({ holders: { h2: 1 }, since: { h2: '2026-11-29T11:00:00.000Z' } }), docker: [], verdict: 'keep' },
+    { what: 'a reference without a time, ipam started long ago: released', record: record({ since: undefined }), docker: [], verdict: 'release' },
+    { what: 'a reference without a time, ipam started within the grace period: spared', record: record({ since: undefined }), docker: [], verdict: 'spare', started: new Date('2026-11-29T11:59:50.000Z') },
+  ];
+  it.each(cases)('$what', ({ record: r, docker, verdict, started }) => {
+    expect(poolVerdict({ key, record: r }, { host: 'h1', docker: new Set(docker), olderThan, unknownAge: started ?? unknownAge })).toBe(verdict);
+  });
+});
+
 describe('Ipam.reconcileHost over the in-memory store', () => {
   let clock = new Date('2026-11-29T11:00:00.000Z');
   let ids = 0;
@@ -90,7 +118,7 @@ describe('Ipam.reconcileHost over the in-memory store', () => {
     const inFlight = await addr(ipam, poolId); // 10.99.0.4: Docker has not recorded it yet
 
     const r = await ipam.reconcileHost({ pools: [{ subnet: '10.99.0.0/24', keep: [gateway, live, aux] }], olderThan: '2026-11-29T11:59:00.000Z' });
-    expect(r).toEqual({ released: [{ poolId, address: leaked, leasedAt: '2026-11-29T11:00:00.000Z' }], spared: 1 });
+    expect(r).toEqual({ released: [{ poolId, address: leaked, leasedAt: '2026-11-29T11:00:00.000Z' }], releasedPools: [], spared: 1 });
     expect(events.filter((e) => e.kind === 'address.released')).toEqual([{ kind: 'address.released', data: { poolId, address: leaked } }]);
     expect(events.filter((e) => e.kind === 'leases.reconciled')).toEqual([{ kind: 'leases.reconciled', data: r }]);
 
@@ -108,7 +136,7 @@ describe('Ipam.reconcileHost over the in-memory store', () => {
     await h2.ipam.requestPool(net);
     await addr(h2.ipam, poolId);
     const r = await h1.ipam.reconcileHost({ pools: [{ subnet: '10.99.0.0/24', keep: [] }], olderThan: '2026-11-29T12:00:00.000Z' });
-    expect(r).toEqual({ released: [], spared: 0 });
+    expect(r).toEqual({ released: [], releasedPools: [], spared: 0 });
     expect(store.mirrors.leases.keys()).toHaveLength(1);
     expect(h1.events.some((e) => e.kind === 'leases.reconciled')).toBe(false);
   });
@@ -121,7 +149,7 @@ describe('Ipam.reconcileHost over the in-memory store', () => {
       pools: [{ subnet: '10.98.0.0/24', keep: [] }, { subnet: '10.99.0.0/24', keep: ['10.98.0.5', 'fd00::1', a] }],
       olderThan: '2026-11-29T12:00:00.000Z',
     });
-    expect(r).toEqual({ released: [], spared: 0 });
+    expect(r).toEqual({ released: [], releasedPools: [], spared: 0 });
   });
 
   it('a lease released and leased again after the mirror was read is not taken (decided again on a fresh read)', async () => {
@@ -145,5 +173,43 @@ describe('Ipam.reconcileHost over the in-memory store', () => {
     const r = await ipam.reconcileHost({ pools: [{ subnet: '10.99.0.0/24', keep: [] }], olderThan: '2026-11-29T11:59:00.000Z' });
     expect(r.released).toEqual([]);
     expect((await get(key))?.value.time).toBe('2026-11-29T12:00:01.000Z');
+  });
+
+  it('a pool whose network Docker removed while ipam was down is released: the subnet can be used again', async () => {
+    const { ipam, events, store } = instance('h1');
+    const { poolId } = await ipam.requestPool(net);
+    await ipam.requestAddress({ poolId, address: null, kind: 'gateway' });
+    await addr(ipam, poolId);
+    const r = await ipam.reconcileHost({ pools: [], olderThan: '2026-11-29T11:59:00.000Z' });
+    expect(r).toEqual({ released: [], releasedPools: [{ poolId, pool: '10.99.0.0/24' }], spared: 0 });
+    expect({ pools: store.mirrors.pools.keys(), blocks: store.mirrors.blocks.keys(), leases: store.mirrors.leases.keys() }).toEqual({ pools: [], blocks: [], leases: [] });
+    expect(events.filter((e) => e.kind === 'pool.released')).toHaveLength(1);
+    await expect(ipam.requestPool(net)).resolves.toMatchObject({ pool: '10.99.0.0/24' });
+  });
+
+  it("another host still holding the pool keeps it, its gateway and its leases; only this host's reference and endpoint leases go", async () => {
+    const store = memoryStore();
+    const h1 = instance('h1', store);
+    const h2 = instance('h2', store);
+    const { poolId } = await h1.ipam.requestPool(net);
+    await h1.ipam.requestAddress({ poolId, address: null, kind: 'gateway' });
+    await h2.ipam.requestPool(net);
+    const mine = await addr(h1.ipam, poolId);
+    const theirs = await addr(h2.ipam, poolId);
+    const r = await h1.ipam.reconcileHost({ pools: [], olderThan: '2026-11-29T11:59:00.000Z' });
+    expect(r.releasedPools).toEqual([{ poolId, pool: '10.99.0.0/24' }]);
+    const status = (await h2.ipam.status()).pools[0]!;
+    expect(status).toMatchObject({ holders: { h2: 1 }, gateway: '10.99.0.1' });
+    expect(status.blocks.every((b) => b.owner === 'h2')).toBe(true);
+    expect(store.mirrors.leases.keys()).toHaveLength(2); // the gateway and h2's
+    expect(mine).not.toBe(theirs);
+  });
+
+  it('a pool requested within the grace period is spared though Docker has no network for it yet', async () => {
+    const { ipam } = instance('h1');
+    clock = new Date('2026-11-29T11:59:30.000Z');
+    await ipam.requestPool(net);
+    const r = await ipam.reconcileHost({ pools: [], olderThan: '2026-11-29T11:59:00.000Z' });
+    expect(r).toEqual({ released: [], releasedPools: [], spared: 1 });
   });
 });

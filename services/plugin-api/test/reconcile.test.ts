@@ -36,6 +36,8 @@ describe("Docker's view of a network", () => {
     expect(v).toEqual({
       id: raw.Id,
       name: 'weave:foo',
+      driver: 'weave',
+      ipamDriver: 'weave',
       subnets: ['10.40.0.0/24', 'fd40::/64'],
       reserved: ['10.40.0.1', '10.40.0.200', 'fd40::1'],
       endpoints: [
@@ -61,13 +63,22 @@ describe("Docker's view of a network", () => {
 });
 
 describe('planReconcile', () => {
-  const net = (o: Partial<DockerNetworkView> = {}): DockerNetworkView => ({ id: id(), name: 'weave:a', subnets: ['10.40.0.0/24'], reserved: ['10.40.0.1'], endpoints: [], ...o });
+  const net = (o: Partial<DockerNetworkView> = {}): DockerNetworkView => ({
+    id: id(),
+    name: 'weave:a',
+    driver: 'weave',
+    ipamDriver: 'weave',
+    subnets: ['10.40.0.0/24'],
+    reserved: ['10.40.0.1'],
+    endpoints: [],
+    ...o,
+  });
 
   it('keeps every address and endpoint Docker has, per network, and dates the cut-off from the start of the listing', () => {
     const [e1, e2] = [id(), id()];
     const a = net({ endpoints: [{ endpointId: e1, addresses: ['10.40.0.2'] }, { endpointId: e2, addresses: [] }] });
     const b = net({ name: 'weave:b', subnets: ['10.41.0.0/24', 'fd41::/64'], reserved: ['10.41.0.1', '10.41.0.50'], endpoints: [] });
-    const p = planReconcile([a, b], listedAt, 60_000);
+    const p = planReconcile('weave', [a, b], listedAt, 60_000);
     expect(p.ipam).toEqual({
       pools: [
         { subnet: '10.40.0.0/24', keep: ['10.40.0.1', '10.40.0.2'] },
@@ -83,8 +94,16 @@ describe('planReconcile', () => {
     ReconcileEndpointsRequest.parse(p.netwire);
   });
 
-  it('names no network Docker does not list: its leases and records are left alone', () => {
-    expect(planReconcile([], listedAt, 60_000)).toEqual({
+  it('a network of another driver on our IPAM (-d bridge --ipam-driver weave) is for ipam only', () => {
+    const e = id();
+    const bridged = net({ driver: 'bridge', subnets: ['10.42.0.0/24'], reserved: ['10.42.0.1'], endpoints: [{ endpointId: e, addresses: ['10.42.0.2'] }] });
+    const p = planReconcile('weave', [bridged], listedAt, 60_000);
+    expect(p.ipam.pools).toEqual([{ subnet: '10.42.0.0/24', keep: ['10.42.0.1', '10.42.0.2'] }]);
+    expect(p.netwire.networks).toEqual([]);
+  });
+
+  it('names no network Docker does not list: their leases and records are left alone', () => {
+    expect(planReconcile('weave', [], listedAt, 60_000)).toEqual({
       ipam: { pools: [], olderThan: '2026-11-29T11:59:00.000Z' },
       netwire: { networks: [], olderThan: '2026-11-29T11:59:00.000Z' },
       endpoints: 0,
@@ -108,7 +127,7 @@ describe('DockerReconciler', () => {
     const calls: string[] = [];
     const published: unknown[] = [];
     const endpointId = id();
-    const view: DockerNetworkView = { id: id(), name: 'weave:a', subnets: ['10.40.0.0/24'], reserved: [], endpoints: [{ endpointId, addresses: ['10.40.0.2'] }] };
+    const view: DockerNetworkView = { id: id(), name: 'weave:a', driver: 'weave', ipamDriver: 'weave', subnets: ['10.40.0.0/24'], reserved: [], endpoints: [{ endpointId, addresses: ['10.40.0.2'] }] };
     let release = () => {};
     const r = new DockerReconciler({
       driver: 'weave',
@@ -117,7 +136,7 @@ describe('DockerReconciler', () => {
         reconcileHost: async (req) => {
           calls.push(`ipam ${req.olderThan}`);
           if (o.ipamFails) throw new UnavailableError('the ipam service on host h1 is not running (no responder for reconcileHost)');
-          return { released: [{ poolId: 'weave:10.40.0.0/24', address: '10.40.0.9', leasedAt: '2026-11-29T11:00:00.000Z' }], spared: 0 };
+          return { released: [{ poolId: 'weave:10.40.0.0/24', address: '10.40.0.9', leasedAt: '2026-11-29T11:00:00.000Z' }], releasedPools: [], spared: 0 };
         },
       },
       netwire: {
@@ -150,12 +169,12 @@ describe('DockerReconciler', () => {
       olderThan: '2026-11-29T11:59:00.000Z',
       networks: 1,
       endpoints: 1,
-      ipam: { released: [{ poolId: 'weave:10.40.0.0/24', address: '10.40.0.9', leasedAt: '2026-11-29T11:00:00.000Z' }], spared: 0 },
+      ipam: { released: [{ poolId: 'weave:10.40.0.0/24', address: '10.40.0.9', leasedAt: '2026-11-29T11:00:00.000Z' }], releasedPools: [], spared: 0 },
       netwire: { removed: [], removedNetworks: [], spared: 1 },
       problems: [],
     });
     expect(t.calls).toEqual(['docker', 'ipam 2026-11-29T11:59:00.000Z', 'netwire']);
-    expect(t.published).toEqual([{ networks: 1, endpoints: 1, releasedAddresses: 1, removedEndpoints: 0, removedNetworks: 0 }]);
+    expect(t.published).toEqual([{ networks: 1, endpoints: 1, releasedAddresses: 1, releasedPools: 0, removedEndpoints: 0, removedNetworks: 0 }]);
   });
 
   it('a service that does not answer is a problem in the report; the other is still asked', async () => {

@@ -1,4 +1,4 @@
-import type { LeaseRecord } from './records';
+import { heldBy, LeaseRecord, PoolRecord } from './records';
 
 /** A lease as the mirror or the table has it: the address it holds, its record and revision. */
 export interface LeaseEntry {
@@ -55,4 +55,40 @@ export function planLeaseSweep(i: LeaseSweepInput): LeaseSweep {
     else if (v === 'spare') out.spared++;
   }
   return out;
+}
+
+export interface PoolSweepInput {
+  host: string;
+  pools: ReadonlyArray<{ key: string; record: PoolRecord }>;
+  /** The pool keys of every network on this host that uses our IPAM, as Docker has them. */
+  docker: ReadonlySet<string>;
+  olderThan: Date;
+  /** When a reference without a time counts as taken: this process's start. */
+  unknownAge: Date;
+}
+
+/**
+ * Which of this host's pool references Docker has no network for: a ReleasePool Docker sent
+ * while ipam was down (Docker removes the network regardless), or a RequestPool whose reply was
+ * lost. Left alone, the subnet stays taken on this host for good ("already used by another
+ * network on this host"). The same race as for leases: Docker stores a network only after
+ * RequestPool, RequestAddress for its gateway and CreateNetwork have answered, so only
+ * references taken before `olderThan` go. A reference without a time (`since`, written before
+ * records had one) counts as taken at `unknownAge`, which errs towards keeping it.
+ */
+export function planPoolSweep(i: PoolSweepInput): { release: Array<{ key: string; record: PoolRecord }>; spared: number } {
+  const out = { release: [] as Array<{ key: string; record: PoolRecord }>, spared: 0 };
+  for (const p of i.pools) {
+    const v = poolVerdict(p, i);
+    if (v === 'release') out.release.push(p);
+    else if (v === 'spare') out.spared++;
+  }
+  return out;
+}
+
+export function poolVerdict(p: { key: string; record: PoolRecord }, i: Omit<PoolSweepInput, 'pools'>): LeaseVerdict {
+  if (heldBy(p.record, i.host) === 0 || i.docker.has(p.key)) return 'keep';
+  const since = p.record.since?.[i.host];
+  const takenAt = since === undefined ? i.unknownAge.getTime() : Date.parse(since);
+  return takenAt < i.olderThan.getTime() ? 'release' : 'spare';
 }

@@ -26,6 +26,11 @@ export const PoolRecord = z.object({
   gen: z.string().min(1),
   /** How many networks on each host use the pool. No holder left: the pool is being torn down. */
   holders: z.record(HostName, z.number().int().positive()),
+  /**
+   * When each holder last took a reference: reconciliation against Docker spares a reference
+   * younger than its grace (a network being created). Absent in records written before it existed.
+   */
+  since: z.record(HostName, z.iso.datetime()).optional(),
 });
 export type PoolRecord = z.output<typeof PoolRecord>;
 
@@ -47,11 +52,16 @@ export const holderTotal = (r: PoolRecord): number => Object.values(r.holders).r
 export const heldBy = (r: PoolRecord, host: string): number => r.holders[host] ?? 0;
 export const heldByOthers = (r: PoolRecord, host: string): boolean => Object.keys(r.holders).some((h) => h !== host);
 
-function withHolder(r: PoolRecord, host: string, count: number): PoolRecord {
+/** `at`: when the host took the reference it now adds; without it, `since` is left as it is. */
+function withHolder(r: PoolRecord, host: string, count: number, at?: string): PoolRecord {
   const holders = { ...r.holders };
+  const since = { ...r.since };
   if (count > 0) holders[host] = count;
   else delete holders[host];
-  return { ...r, holders };
+  if (count === 0) delete since[host];
+  else if (at !== undefined) since[host] = at;
+  const { since: _old, ...rest } = r;
+  return { ...rest, holders, ...(Object.keys(since).length > 0 ? { since } : {}) };
 }
 
 export interface NewPool {
@@ -60,6 +70,8 @@ export interface NewPool {
   host: string;
   blockSize: number;
   gen: string;
+  /** When the reference is taken (ISO time). */
+  at?: string;
 }
 
 export const newPoolRecord = (n: NewPool): PoolRecord => ({
@@ -71,6 +83,7 @@ export const newPoolRecord = (n: NewPool): PoolRecord => ({
   blockSize: n.blockSize,
   gen: n.gen,
   holders: { [n.host]: 1 },
+  ...(n.at === undefined ? {} : { since: { [n.host]: n.at } }),
 });
 
 export type JoinResult = { kind: 'created' | 'joined'; record: PoolRecord } | { kind: 'draining'; record: PoolRecord };
@@ -94,7 +107,7 @@ export function decideJoin(cur: PoolRecord | null, n: NewPool): Decision<JoinRes
     const theirs = cur.subPool ? `--ip-range ${cur.subPool}` : 'no --ip-range';
     throw new ConflictError(`subnet ${pool} is already used with ${theirs} on host(s) ${Object.keys(cur.holders).join(', ')}; ask for the same range`);
   }
-  const record = withHolder(cur, n.host, heldBy(cur, n.host) + 1);
+  const record = withHolder(cur, n.host, heldBy(cur, n.host) + 1, n.at);
   return { change: { put: record }, result: { kind: 'joined', record } };
 }
 

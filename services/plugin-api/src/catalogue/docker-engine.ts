@@ -26,7 +26,7 @@ const Inspect = z.looseObject({
   Labels: z.record(z.string(), z.string()).nullish(),
   Containers: z.record(z.string(), z.unknown()).nullish(),
 });
-const Listed = z.array(z.looseObject({ Id: z.string(), Driver: z.string() }));
+const Listed = z.array(z.looseObject({ Id: z.string(), Driver: z.string(), IPAM: z.looseObject({ Driver: z.string().optional() }).nullish() }));
 
 /**
  * The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them).
@@ -55,10 +55,15 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
     return out;
   }
 
-  /** A network that goes between the listing and its inspection has no endpoints: it is left out. */
+  /**
+   * Networks of `driver`, and networks of other drivers that use it as their IPAM driver
+   * (`-d bridge --ipam-driver weave`): their pools and leases are ours too. A network that goes
+   * between the listing and its inspection has no endpoints: it is left out.
+   */
   async endpoints(driver: string): Promise<DockerNetworkView[]> {
+    const all = Listed.parse(await this.call('GET', '/networks'));
     const out: DockerNetworkView[] = [];
-    for (const n of await this.listed(driver)) {
+    for (const n of all.filter((l) => l.Driver === driver || l.IPAM?.Driver === driver)) {
       const raw = await this.call('GET', `/networks/${n.Id}`).catch((e: unknown) => {
         if (e instanceof DockerApiError && e.status === 404) return undefined;
         throw e;

@@ -11,7 +11,9 @@ const Address = z.union([z.literal(''), IpWithPrefix]);
 export const EndpointsInspect = z.looseObject({
   Id: DockerId,
   Name: z.string(),
+  Driver: z.string(),
   IPAM: z.looseObject({
+    Driver: z.string().optional(),
     Config: z
       .array(
         z.looseObject({
@@ -34,6 +36,8 @@ export function networkView(i: EndpointsInspect): DockerNetworkView {
   return {
     id: i.Id,
     name: i.Name,
+    driver: i.Driver,
+    ipamDriver: i.IPAM.Driver ?? null,
     subnets: configs.flatMap((c) => (c.Subnet ? [c.Subnet] : [])),
     reserved: configs.flatMap((c) => [...(c.Gateway ? [c.Gateway] : []), ...Object.values(c.AuxiliaryAddresses ?? {})]),
     endpoints: Object.values(i.Containers ?? {}).map((c) => ({ endpointId: c.EndpointID, addresses: [...bare(c.IPv4Address), ...bare(c.IPv6Address)] })),

@@ -5,6 +5,9 @@ import { ipamRpc, netwireRpc } from '@weave/contracts';
 export interface DockerNetworkView {
   id: string;
   name: string;
+  /** The network driver, and the IPAM driver: either may be ours. */
+  driver: string;
+  ipamDriver: string | null;
   subnets: string[];
   /** Gateways and aux addresses: leased through us, but no endpoint's. */
   reserved: string[];
@@ -13,7 +16,7 @@ export interface DockerNetworkView {
 
 /** What reconciliation reads of Docker, and nothing more. */
 export interface DockerEndpoints {
-  /** This host's networks of `driver` with their endpoints. */
+  /** This host's networks of `driver`, or with `driver` as their IPAM driver, with their endpoints. */
   endpoints(driver: string): Promise<DockerNetworkView[]>;
 }
 
@@ -38,18 +41,22 @@ export interface ReconcileRequests {
  * record's own time, on the same host's clock, so a pass needs no memory of earlier passes.
  *
  * Also kept: everything in a network Docker lists (its endpoints' addresses, gateways, aux).
- * Networks Docker does not list are not named at all, so their leases and records are left
- * alone: a network being created may not be listed yet either.
+ * ipam hears of every network that uses our IPAM, whatever its network driver (a pool no such
+ * network has is a reference a missed ReleasePool left); netwire of the networks of our driver
+ * only, the ones it makes bridges for.
  */
-export function planReconcile(networks: readonly DockerNetworkView[], listedAt: Date, graceMs: number): ReconcileRequests {
+export function planReconcile(driver: string, networks: readonly DockerNetworkView[], listedAt: Date, graceMs: number): ReconcileRequests {
   const olderThan = new Date(listedAt.getTime() - graceMs).toISOString();
-  const pools = networks.flatMap((n) => {
-    const keep = [...n.reserved, ...n.endpoints.flatMap((e) => e.addresses)];
-    return n.subnets.map((subnet) => ({ subnet, keep }));
-  });
+  const pools = networks
+    .filter((n) => n.ipamDriver === driver)
+    .flatMap((n) => {
+      const keep = [...n.reserved, ...n.endpoints.flatMap((e) => e.addresses)];
+      return n.subnets.map((subnet) => ({ subnet, keep }));
+    });
+  const wired = networks.filter((n) => n.driver === driver);
   return {
     ipam: { pools, olderThan },
-    netwire: { networks: networks.map((n) => ({ networkId: n.id, keep: n.endpoints.map((e) => e.endpointId) })), olderThan },
+    netwire: { networks: wired.map((n) => ({ networkId: n.id, keep: n.endpoints.map((e) => e.endpointId) })), olderThan },
     endpoints: networks.reduce((sum, n) => sum + n.endpoints.length, 0),
   };
 }

@@ -9,7 +9,7 @@ import { DockerEndpoints, planReconcile } from './plan';
 export type Report = z.output<typeof DockerReconcileReport>;
 
 export interface ReconcilerEvents {
-  publish(kind: 'docker.reconciled', data: { networks: number; endpoints: number; releasedAddresses: number; removedEndpoints: number; removedNetworks: number }): void;
+  publish(kind: 'docker.reconciled', data: { networks: number; endpoints: number; releasedAddresses: number; releasedPools: number; removedEndpoints: number; removedNetworks: number }): void;
 }
 
 export interface ReconcilerOptions {
@@ -85,7 +85,7 @@ export class DockerReconciler {
     const networks = await this.o.docker.endpoints(this.o.driver).catch((e: unknown) => {
       throw new UnavailableError(`cannot list this host's ${this.o.driver} networks and their endpoints in Docker`, { cause: e });
     });
-    const plan = planReconcile(networks, listedAt, this.o.graceMs);
+    const plan = planReconcile(this.o.driver, networks, listedAt, this.o.graceMs);
     const problems: string[] = [];
     const ask = <R>(who: string, f: () => Promise<R>): Promise<R | null> =>
       f().catch((e: unknown) => (problems.push(`${who}: ${describeError(e)}`), null));
@@ -99,11 +99,12 @@ export class DockerReconciler {
 
   private announce(r: Report): void {
     const releasedAddresses = r.ipam?.released.length ?? 0;
+    const releasedPools = r.ipam?.releasedPools.length ?? 0;
     const removedEndpoints = r.netwire?.removed.length ?? 0;
     const removedNetworks = r.netwire?.removedNetworks.length ?? 0;
-    const summary = { networks: r.networks, endpoints: r.endpoints, releasedAddresses, removedEndpoints, removedNetworks };
-    if (releasedAddresses + removedEndpoints + removedNetworks === 0) return this.o.log.debug(summary, 'reconciled with Docker: nothing to drop');
-    this.o.log.info({ ...summary, released: r.ipam?.released, removed: r.netwire?.removed, removedNetworks: r.netwire?.removedNetworks }, 'reconciled with Docker: dropped what it does not have');
+    const summary = { networks: r.networks, endpoints: r.endpoints, releasedAddresses, releasedPools, removedEndpoints, removedNetworks };
+    if (releasedAddresses + releasedPools + removedEndpoints + removedNetworks === 0) return this.o.log.debug(summary, 'reconciled with Docker: nothing to drop');
+    this.o.log.info({ ...summary, released: r.ipam?.released, releasedPools: r.ipam?.releasedPools, removed: r.netwire?.removed, removedNetworks: r.netwire?.removedNetworks }, 'reconciled with Docker: dropped what it does not have');
     this.o.events.publish('docker.reconciled', summary);
   }
 }
