@@ -251,27 +251,39 @@ test(`${OPS} container starts and removals with every service killed in turn: on
   }
 });
 
-test('a network removed while netwire is down: Docker forgets it anyway, and reconciliation removes its bridge, rules and record', async () => {
-  const net = await scope.network(stack.plugin, ['--subnet', '10.251.51.0/24']);
+test('a network removed while ipam and netwire are down: Docker forgets it anyway, and reconciliation frees its subnet, bridge, rules and records', async () => {
+  const subnet = '10.251.51.0/24';
+  const net = await scope.network(stack.plugin, ['--subnet', subnet]);
   const { networkId } = await dockerEndpoints(net);
   const bridge = (await stack.netwire.status({})).networks.find((n) => n.networkId === networkId)!.bridge;
+  await stack.kill('ipam');
   await stack.kill('netwire');
-  // DeleteNetwork fails (no responder); Docker only logs that and removes the network.
+  // ReleaseAddress, ReleasePool and DeleteNetwork fail (no responder); Docker only logs that.
   await scope.removeNetwork(net);
+  await stack.startService('ipam');
   await stack.startService('netwire');
   expect(weaveLinkDetails().some((l) => l.name === bridge && l.owner === stack.host)).toBe(true);
+  // Until then, the subnet counts as used on this host.
+  await expect(scope.network(stack.plugin, ['--subnet', subnet])).rejects.toThrow(/subnet 10.251.51.0\/24 is already used by another network on this host/);
 
-  // Spared until it is older than the grace period, then removed.
+  // Spared until older than the grace period, then dropped.
+  const dropped = { pool: false, network: false };
   await waitFor(
     async () => {
       const r = await stack.pluginApi.reconcile({});
-      return r.netwire?.removedNetworks.some((n) => n.networkId === networkId);
+      dropped.pool ||= !!r.ipam?.releasedPools.some((p) => p.pool === subnet);
+      dropped.network ||= !!r.netwire?.removedNetworks.some((n) => n.networkId === networkId);
+      return dropped.pool && dropped.network;
     },
-    { what: `reconciliation to remove ${bridge}`, timeoutMs: 60_000, intervalMs: 1000 },
+    { what: `reconciliation to release ${subnet} and remove ${bridge}`, timeoutMs: 60_000, intervalMs: 1000 },
   );
   expect(weaveLinkDetails().filter((l) => l.name === bridge)).toEqual([]);
   expect(weaveRules(bridge)).toEqual([]);
   expect((await stack.netwire.status({})).networks.filter((n) => n.networkId === networkId)).toEqual([]);
+  expect((await ipamLeases(stack.nc, subnet)).filter((l) => l.host === stack.host)).toEqual([]);
+  // The subnet is free again.
+  const reused = await scope.network(stack.plugin, ['--subnet', subnet]);
+  await scope.removeNetwork(reused);
 });
 
 /**
