@@ -24,9 +24,10 @@ const handlers = {
   releaseAddress: async () => ({}),
   status: async (_r: unknown, ctx: RpcContext) => {
     contexts.push(ctx);
-    return { pools: [] };
+    return { pools: [], hosts: [] };
   },
   reconcileHost: async () => ({ released: [], releasedPools: [], spared: 0 }),
+  rmpeer: async (r: { host: string }) => ({ outcome: 'already' as const, host: r.host, by: 'h1', at: '2026-01-01T00:00:00.000Z' }),
 };
 const contexts: RpcContext[] = [];
 
@@ -77,7 +78,7 @@ describe('rpc', () => {
       expect(reply.error.code).toBe('invalid');
       expect(reply.error.message).toMatch(/characters in all\)$/);
       expect(m.data.length).toBeLessThan(64 * 1024);
-      await expect(rpcClient(nc, 'h2', ipamRpc).status({})).resolves.toEqual({ pools: [] });
+      await expect(rpcClient(nc, 'h2', ipamRpc).status({})).resolves.toEqual({ pools: [], hosts: [] });
     } finally {
       slow.unsubscribe();
     }
@@ -105,7 +106,7 @@ describe('rpc', () => {
       if (h !== undefined) hdrs.set(RpcHeaders.deadline, h);
       return nc.request(Subjects.rpc('h1', 'ipam', 'status'), '{}', { timeout: 2000, headers: hdrs }).then((m) => m.json());
     };
-    expect(await raw()).toEqual({ ok: true, result: { pools: [] } });
+    expect(await raw()).toEqual({ ok: true, result: { pools: [], hosts: [] } });
     expect(contexts).toEqual([{ deadline: null }]);
     for (const bad of ['soon', '-5', '1.5', '99999999999999999']) {
       expect(await raw(bad)).toMatchObject({ ok: false, error: { code: 'invalid', message: expect.stringContaining('bad Weave-Deadline header') } });

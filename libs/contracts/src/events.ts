@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
-import { AddressKind, ReleasedLease, ReleasedPool, RemovedEndpoint, RemovedNetwork, ServiceName } from './rpc';
+import { AddressKind, ReclaimedAddress, ReclaimedBlock, ReleasedLease, ReleasedPool, RemovedEndpoint, RemovedNetwork, ServiceName } from './rpc';
 
 /**
  * Every event kind each service publishes, with its payload. Subject:
@@ -39,6 +39,23 @@ export const EventKinds = {
     'address.released': z.object({ poolId: z.string(), address: IpString }),
     /** Leases and pool references of this host that Docker did not have, released by reconciliation (each also as address.released / pool.released). */
     'leases.reconciled': z.object({ released: z.array(ReleasedLease), releasedPools: z.array(ReleasedPool), spared: z.number().int() }),
+    /** A lost host's blocks and endpoint leases removed, its pool references dropped (each also as block.released / address.released / pool.released). */
+    'host.reclaimed': z.object({
+      host: HostName,
+      epoch: z.number().int(),
+      by: HostName,
+      blocks: z.array(ReclaimedBlock),
+      addresses: z.array(ReclaimedAddress),
+      pools: z.array(z.string()),
+    }),
+    /**
+     * This host found its record reclaimed (it was away longer than its lease): it stands down, and
+     * the addresses of containers it still runs are no longer guaranteed unique (they may be given
+     * to containers elsewhere).
+     */
+    'host.fenced': z.object({ epoch: z.number().int(), reclaimedBy: HostName.nullable(), reclaimedAt: z.iso.datetime().nullable() }),
+    /** This host registered again after a reclaim, under a new epoch, and joined its pools again. */
+    'host.rejoined': z.object({ epoch: z.number().int(), pools: z.array(z.string()) }),
   },
   netwire: {
     'service.started': Started,

@@ -75,6 +75,49 @@ export const ReconcileEndpointsResult = z.strictObject({
   spared: z.number().int().min(0),
 });
 
+/**
+ * An ipam host's record (see the lost-host section of the README): live hosts renew it; one whose
+ * lease ran out is reclaimed by a survivor, and registers again under a new epoch when it returns.
+ */
+export const HostStatus = z.discriminatedUnion('state', [
+  z.object({
+    host: HostName,
+    state: z.literal('live'),
+    epoch: z.number().int(),
+    renewedAt: z.iso.datetime(),
+    /** Until a survivor reclaims it, as the answering host's clock has it; negative when overdue. */
+    leaseLeftMs: z.number(),
+  }),
+  z.object({
+    host: HostName,
+    state: z.literal('reclaimed'),
+    epoch: z.number().int(),
+    renewedAt: z.iso.datetime(),
+    reclaimedBy: HostName,
+    reclaimedAt: z.iso.datetime(),
+    /** False while the reclaimer is still removing the host's blocks and leases. */
+    done: z.boolean(),
+  }),
+]);
+
+export const ReclaimedBlock = z.strictObject({ poolId: z.string(), block: CidrString });
+export const ReclaimedAddress = z.strictObject({ poolId: z.string(), address: IpString });
+
+export const RmpeerResult = z.discriminatedUnion('outcome', [
+  z.strictObject({
+    outcome: z.literal('reclaimed'),
+    host: HostName,
+    /** The epoch the host had; its keys of that epoch and before are gone. */
+    epoch: z.number().int(),
+    blocks: z.array(ReclaimedBlock),
+    addresses: z.array(ReclaimedAddress),
+    /** Pools whose reference the host lost. */
+    pools: z.array(z.string()),
+  }),
+  /** Someone reclaimed it first (another rmpeer, or a survivor after the lease). */
+  z.strictObject({ outcome: z.literal('already'), host: HostName, by: HostName, at: z.iso.datetime() }),
+]);
+
 export const ipamRpc = {
   service: 'ipam',
   methods: {
@@ -99,7 +142,13 @@ export const ipamRpc = {
       res: z.strictObject({ address: IpWithPrefix }),
     },
     releaseAddress: { req: z.strictObject({ poolId: z.string().min(1), address: IpString }), res: Empty },
-    status: { req: Empty, res: z.strictObject({ pools: z.array(PoolStatus) }) },
+    status: { req: Empty, res: z.strictObject({ pools: z.array(PoolStatus), hosts: z.array(HostStatus) }) },
+    /**
+     * `weave rmpeer`: reclaims a lost host now rather than after its lease. Refuses the host it
+     * runs on, and a live host unless `force`. Safe on several hosts at once: one reclaims, the
+     * others answer `already`.
+     */
+    rmpeer: { req: z.strictObject({ host: HostName, force: z.boolean() }), res: RmpeerResult },
     /**
      * Releases this host's endpoint leases that Docker no longer has (see ReconcileHostRequest);
      * plugin-api calls it with Docker's view of this host.

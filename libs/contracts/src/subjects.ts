@@ -15,6 +15,8 @@ export const Buckets = {
   ipamPools: 'weave-ipam-pools',
   ipamBlocks: 'weave-ipam-blocks',
   ipamLeases: 'weave-ipam-leases',
+  /** One record per ipam host: its epoch and lease (see the ipam's core/hosts.ts). */
+  ipamHosts: 'weave-ipam-hosts',
   netwire: 'weave-netwire',
   catalogue: 'weave-networks',
 } as const;

@@ -36,6 +36,8 @@ export class Addresses {
 
   /** Leases an address and returns it; the caller holds the pool's lock. */
   async request(view: PoolView, req: AddressRequest): Promise<Granted> {
+    // After the pool's lock: a request queued behind others must not lease once this host is fenced.
+    this.d.membership.assertLive();
     // Only holders allocate: that is what lets the last holder's release delete every lease safely.
     if (heldBy(view.record, this.d.host) === 0) throw new NotFoundError(`pool ${view.poolId} is not in use on host ${this.d.host}`);
     const lease = this.leaseOf(view, req);
@@ -52,7 +54,7 @@ export class Addresses {
 
   private leaseOf(view: PoolView, req: AddressRequest): LeaseRecord {
     const owner = req.owner ? { owner: req.owner } : {};
-    return { host: this.d.host, kind: req.kind, ...owner, time: this.d.now().toISOString(), gen: view.record.gen };
+    return { host: this.d.host, kind: req.kind, ...owner, time: this.d.now().toISOString(), gen: view.record.gen, epoch: view.epoch };
   }
 
   /** --ip, --aux-address, --gateway: exactly this address, or a conflict that says so. */
@@ -137,7 +139,9 @@ export class Addresses {
    */
   private async claimBlock(view: PoolView): Promise<Cidr | null> {
     const held = new Set(this.d.store.mirrors.blocks.keys(view.key));
-    const record = { owner: this.d.host, epoch: 1, claimedAt: this.d.now().toISOString(), gen: view.record.gen };
+    // The view's epoch, not the current one: a view loaded before a reclaim must claim nothing.
+    if (view.epoch !== this.d.membership.epoch()) return null;
+    const record = { owner: this.d.host, epoch: view.epoch, claimedAt: this.d.now().toISOString(), gen: view.record.gen };
     for (const block of blocksOf(view.range, view.record.blockSize)) {
       const key = blockKey(view.pool, block.base);
       if (held.has(key) || (await this.d.store.blocks.create(key, record)) === null) continue;

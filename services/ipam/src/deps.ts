@@ -13,6 +13,20 @@ export interface IpamConfig {
   blockSize: number;
 }
 
+/**
+ * This host's standing in the mesh (see hosts.ts): the epoch its blocks and leases carry, and
+ * whether it may allocate at all. Checked before every allocation, from memory and the hosts
+ * mirror, so it costs no round trip.
+ */
+export interface Membership {
+  epoch(): number;
+  /** Throws UnavailableError while this host must not allocate (reclaimed, or unable to renew for a whole lease). */
+  assertLive(): void;
+}
+
+/** A host that is always live at epoch 1: for tests of the handlers alone. */
+export const ALWAYS_LIVE: Membership = { epoch: () => 1, assertLive: () => undefined };
+
 export type IpamEvents = Pick<EventPublisher<'ipam'>, 'publish'>;
 
 /** Everything the handlers touch outside themselves, injected so tests can replace each part. */
@@ -23,6 +37,7 @@ export interface IpamDeps {
   events: IpamEvents;
   log: Logger;
   config: IpamConfig;
+  membership: Membership;
   now: () => Date;
   /** A fresh unique id, for pool incarnations. */
   newId: () => string;

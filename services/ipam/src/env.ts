@@ -3,6 +3,7 @@ import { InvalidRequestError } from '@weave/errors';
 import { bitsOf, parseCidr } from '@weave/netaddr';
 import { z } from 'zod';
 import type { IpamConfig } from './deps';
+import type { HostLeaseConfig } from './hosts';
 
 const isPowerOfTwo = (n: number): boolean => Number.isInteger(Math.log2(n));
 
@@ -11,6 +12,10 @@ export const IpamEnv = z.object({
   WEAVE_IPAM_RANGE: CidrString.default('10.32.0.0/12'),
   WEAVE_IPAM_DEFAULT_PREFIX: z.coerce.number().int().min(1).max(32).default(24),
   WEAVE_IPAM_BLOCK_SIZE: z.coerce.number().int().min(1).max(65536).refine(isPowerOfTwo, 'must be a power of two').default(64),
+  /** How often this host renews its record (see hosts.ts). */
+  WEAVE_IPAM_RENEW_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
+  /** How long a host may go unrenewed before a survivor reclaims its blocks. */
+  WEAVE_IPAM_HOST_LEASE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(300_000),
 });
 export type IpamEnv = z.output<typeof IpamEnv>;
 
@@ -26,4 +31,14 @@ export function ipamConfig(env: IpamEnv): IpamConfig {
     throw new InvalidRequestError(`WEAVE_IPAM_DEFAULT_PREFIX=${prefix} must lie between the range's own /${defaultRange.prefix} and /32`);
   }
   return { defaultRange, defaultPrefix: prefix, blockSize: env.WEAVE_IPAM_BLOCK_SIZE };
+}
+
+/**
+ * A lease must outlast a few renewals: one missed renewal (a GC pause, a slow KV write) must not
+ * get a live host reclaimed.
+ */
+export function hostLeaseConfig(env: IpamEnv): HostLeaseConfig {
+  const { WEAVE_IPAM_RENEW_MS: renewMs, WEAVE_IPAM_HOST_LEASE_MS: leaseMs } = env;
+  if (leaseMs < 3 * renewMs) throw new InvalidRequestError(`WEAVE_IPAM_HOST_LEASE_MS=${leaseMs} must be at least three times WEAVE_IPAM_RENEW_MS=${renewMs}`);
+  return { renewMs, leaseMs };
 }

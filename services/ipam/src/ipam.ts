@@ -116,9 +116,10 @@ export class Ipam {
 
   /**
    * Every pool of the mesh, read from KV (not from this host's views); which pools, blocks and
-   * leases there are, from the mirrors once they hold every write made before the call.
+   * leases there are, from the mirrors once they hold every write made before the call. The
+   * status reply's hosts come from HostLease (see service.ts).
    */
-  async status(): Promise<Res<'status'>> {
+  async status(): Promise<Omit<Res<'status'>, 'hosts'>> {
     const pools = [];
     const m = this.d.store.mirrors;
     await Promise.all([m.pools.upToDate(), m.blocks.upToDate(), m.leases.upToDate()]);

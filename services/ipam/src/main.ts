@@ -1,5 +1,5 @@
 import { runService } from '@weave/config';
-import { IpamEnv, ipamConfig } from './env';
+import { hostLeaseConfig, IpamEnv, ipamConfig } from './env';
 import { KernelRoutes } from './host-routes';
 import { startIpam } from './service';
 
@@ -10,6 +10,7 @@ void runService('ipam', IpamEnv, async ({ env, log, nc }) => {
     log,
     routes: new KernelRoutes(),
     config: ipamConfig(env),
+    lease: hostLeaseConfig(env),
     replicas: env.WEAVE_KV_REPLICAS,
   });
   return stop;

@@ -4,10 +4,20 @@ import { EventPublisher, serveRpc } from '@weave/bus';
 import { ipamRpc } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
+import { formatCidr } from '@weave/netaddr';
+import { parsePoolId } from './core/keys';
 import type { IpamConfig, IpamDeps } from './deps';
 import type { HostRoutes } from './host-routes';
+import { HostLease, HostLeaseConfig } from './hosts';
 import { Ipam } from './ipam';
+import { Pools } from './pools';
+import { Reclaimer } from './reclaimer';
+import { rmpeerReply } from './rmpeer';
 import { IpamStore, openIpamStore } from './store';
+import { Views } from './views';
+
+/** Renew every 10 s, reclaim after 5 min unrenewed: a reboot comes back in time, a host gone for good is not waited on long. */
+export const DEFAULT_HOST_LEASE: HostLeaseConfig = { renewMs: 10_000, leaseMs: 300_000 };
 
 export interface IpamServiceOptions {
   nc: NatsConnection;
@@ -16,6 +26,8 @@ export interface IpamServiceOptions {
   routes: HostRoutes;
   config: IpamConfig;
   replicas: number;
+  /** How often this host renews its record, and how long a silent host keeps its blocks. */
+  lease?: HostLeaseConfig;
   /** Defaults to the KV buckets on `nc`; tests may pass another store. `stop` closes it. */
   store?: IpamStore;
   now?: () => Date;
@@ -23,6 +35,7 @@ export interface IpamServiceOptions {
 
 export interface RunningIpam {
   ipam: Ipam;
+  lease: HostLease;
   stop: () => Promise<void>;
 }
 
@@ -31,25 +44,40 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   const now = o.now ?? (() => new Date());
   const events = new EventPublisher(o.nc, o.host, 'ipam', o.log, now);
   const store = o.store ?? (await openIpamStore(o.nc, o.replicas, o.log));
-  const deps: IpamDeps = { host: o.host, store, routes: o.routes, events, log: o.log, config: o.config, now, newId: randomUUID };
+  const leaseConfig = o.lease ?? DEFAULT_HOST_LEASE;
+  const base = { host: o.host, store, events, log: o.log, now };
+  // The lease and the handlers need each other (fencing; the pools a returning host joins again):
+  // the closures run only after everything below is built.
+  const reclaimer = new Reclaimer({ ...base, leaseMs: leaseConfig.leaseMs, drain: (key) => drainer.drain(key) });
+  const lease = new HostLease({ ...base, reclaimer, rejoin: (ids) => rejoin(ipam, ids, o.log) }, leaseConfig);
+  const deps: IpamDeps = { ...base, routes: o.routes, config: o.config, membership: lease, newId: randomUUID };
+  const drainer = new Pools(deps, new Views(deps));
   const ipam = new Ipam(deps);
+  // Registered before anything is loaded: views and blocks are per epoch.
+  await lease.start();
   o.log.info({ pools: await ipam.warm() }, 'loaded the pools this host holds');
   await probeRoutes(o.routes, o.log);
   const sub = serveRpc(o.nc, o.host, ipamRpc, {
-    requestPool: (r, ctx) => ipam.requestPool(r, ctx),
+    requestPool: (r, ctx) => {
+      lease.assertLive();
+      return ipam.requestPool(r, ctx);
+    },
     releasePool: (r) => ipam.releasePool(r),
     requestAddress: (r, ctx) => ipam.requestAddress(r, ctx),
     releaseAddress: (r) => ipam.releaseAddress(r),
-    status: () => ipam.status(),
+    status: async () => ({ ...(await ipam.status()), hosts: await lease.status() }),
     reconcileHost: (r) => ipam.reconcileHost(r),
+    rmpeer: async (r) => rmpeerReply(await reclaimer.reclaim(r.host, r.force)),
   }, o.log);
   // Once the server has the subscription, callers on other connections can reach us.
   await o.nc.flush();
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
   return {
     ipam,
+    lease,
     stop: async () => {
       sub.unsubscribe();
+      await lease.stop();
       await store.close();
     },
   };
@@ -61,5 +89,21 @@ async function probeRoutes(routes: HostRoutes, log: Logger): Promise<void> {
     log.info({ prefixes: (await routes.prefixes()).length }, 'read host routes');
   } catch (err) {
     log.error({ err }, `cannot read host routes, so networks without --subnet will fail: ${describeError(err)}`);
+  }
+}
+
+/**
+ * After a reclaim took this host's pool references, it joins those pools again: its Docker still
+ * has their networks. A pool torn down meanwhile (this host was its last holder) is created again.
+ */
+async function rejoin(ipam: Ipam, poolIds: readonly string[], log: Logger): Promise<void> {
+  for (const poolId of poolIds) {
+    const spec = parsePoolId(poolId);
+    const req = { addressSpace: '', pool: formatCidr(spec.pool), subPool: spec.subPool && formatCidr(spec.subPool), v6: spec.pool.family === 6, options: {} };
+    try {
+      await ipam.requestPool(req);
+    } catch (err) {
+      log.error({ err, poolId }, `could not join pool ${poolId} again after a reclaim: ${describeError(err)}`);
+    }
   }
 }

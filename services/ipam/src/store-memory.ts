@@ -1,4 +1,5 @@
 import type { Mutation, Versioned, Written } from '@weave/bus';
+import type { HostRecord } from './core/hosts';
 import type { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
 import type { IpamStore, Mirror, Table } from './store';
 
@@ -61,11 +62,13 @@ export const memoryStore = (): IpamStore => {
   const pools = new MemoryTable<PoolRecord>('pools');
   const blocks = new MemoryTable<BlockRecord>('blocks');
   const leases = new MemoryTable<LeaseRecord>('leases');
+  const hosts = new MemoryTable<HostRecord>('hosts');
   return {
     pools,
     blocks,
     leases,
-    mirrors: { pools: mirrorOf(pools), blocks: mirrorOf(blocks), leases: mirrorOf(leases) },
+    hosts,
+    mirrors: { pools: mirrorOf(pools), blocks: mirrorOf(blocks), leases: mirrorOf(leases), hosts: mirrorOf(hosts) },
     close: async () => undefined,
   };
 };

@@ -4,6 +4,7 @@ import { Buckets } from '@weave/contracts';
 import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
+import { HostRecord } from './core/hosts';
 import { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
 
 /**
@@ -48,13 +49,15 @@ export interface IpamStore {
   pools: Table<PoolRecord>;
   blocks: Table<BlockRecord>;
   leases: Table<LeaseRecord>;
+  /** One record per ipam host: its epoch and lease (see core/hosts.ts). */
+  hosts: Table<HostRecord>;
   /**
    * What this host knows of each table, from one watch per bucket started with the service.
    * Listing keys instead would create a JetStream consumer per request, and in a freshly formed
    * cluster creating one can stall for half a minute: after the start, no request creates one.
    * The mirrors are hints, the tables the truth: every claim is still a create or CAS on KV.
    */
-  mirrors: { pools: KeySet; blocks: Mirror<BlockRecord>; leases: Mirror<LeaseRecord> };
+  mirrors: { pools: KeySet; blocks: Mirror<BlockRecord>; leases: Mirror<LeaseRecord>; hosts: Mirror<HostRecord> };
   /** Stops the watches. */
   close(): Promise<void>;
 }
@@ -78,15 +81,26 @@ export async function openIpamStore(
   watch: Pick<KvMirrorOptions, 'waitMs' | 'reopenMs'> = {},
 ): Promise<IpamStore> {
   const bucket = (name: string) => openBucket(nc, name, { replicas });
-  const [pools, blocks, leases] = await Promise.all([bucket(Buckets.ipamPools), bucket(Buckets.ipamBlocks), bucket(Buckets.ipamLeases)]);
+  const [pools, blocks, leases, hosts] = await Promise.all([
+    bucket(Buckets.ipamPools),
+    bucket(Buckets.ipamBlocks),
+    bucket(Buckets.ipamLeases),
+    bucket(Buckets.ipamHosts),
+  ]);
   // Not awaited: a watch slow to start delays the first request that needs it (which waits for
   // it), not the service.
   const o = { log, ...watch };
-  const mirrors = { pools: mirrorKeys(pools, o), blocks: mirrorKv(blocks, BlockRecord, o), leases: mirrorKv(leases, LeaseRecord, o) };
+  const mirrors = {
+    pools: mirrorKeys(pools, o),
+    blocks: mirrorKv(blocks, BlockRecord, o),
+    leases: mirrorKv(leases, LeaseRecord, o),
+    hosts: mirrorKv(hosts, HostRecord, o),
+  };
   return {
     pools: new KvTable(Buckets.ipamPools, pools, PoolRecord),
     blocks: new KvTable(Buckets.ipamBlocks, blocks, BlockRecord),
     leases: new KvTable(Buckets.ipamLeases, leases, LeaseRecord),
+    hosts: new KvTable(Buckets.ipamHosts, hosts, HostRecord),
     mirrors,
     close: async () => {
       await Promise.all(Object.values(mirrors).map((m) => m.stop()));

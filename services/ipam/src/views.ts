@@ -21,6 +21,11 @@ export interface PoolView {
   readonly range: Cidr;
   /** The record as loaded. Its gen, blockSize and range never change; holders and gateway may. */
   readonly record: PoolRecord;
+  /**
+   * The host's epoch the view was loaded under: its blocks are those of that epoch, and a view of
+   * an older epoch (a reclaim since) is loaded again rather than used.
+   */
+  readonly epoch: number;
   /** This host's blocks, lowest first. */
   readonly own: Cidr[];
   readonly used: Set<bigint>;
@@ -29,12 +34,12 @@ export interface PoolView {
 export class Views {
   private readonly cache = new Map<string, PoolView>();
 
-  constructor(private readonly d: Pick<IpamDeps, 'store' | 'host'>) {}
+  constructor(private readonly d: Pick<IpamDeps, 'store' | 'host' | 'membership'>) {}
 
   async get(spec: PoolSpec, poolId: string): Promise<PoolView> {
     const key = poolKey(spec.pool);
     const cached = this.cache.get(key);
-    if (cached?.poolId === poolId) return cached;
+    if (cached?.poolId === poolId && cached.epoch === this.d.membership.epoch()) return cached;
     const view = await this.load(key, spec.pool, poolId);
     this.cache.set(key, view);
     return view;
@@ -64,17 +69,18 @@ export class Views {
     // A PoolID naming another ip-range than the record is a pool that was removed and re-created.
     if (!found || found.value.poolId !== poolId) throw new NotFoundError(`pool ${poolId} does not exist (was the network removed?)`);
     const record = found.value;
+    const epoch = this.d.membership.epoch();
     const range = record.subPool ? parseCidr(record.subPool) : pool;
     const { blocks, leases } = this.d.store.mirrors;
     await Promise.all([blocks.upToDate(), leases.upToDate()]);
     const own = children(blocks, key)
-      .filter((b) => b.value.owner === this.d.host && b.value.gen === record.gen)
+      .filter((b) => b.value.owner === this.d.host && b.value.gen === record.gen && b.value.epoch === epoch)
       .flatMap((b) => {
         const base = valueOfChildKey(pool, b.key);
         return base === null ? [] : [blockOf(range, record.blockSize, base)];
       })
       .sort((a, b) => (a.base < b.base ? -1 : 1));
-    return { key, poolId, pool, range, record, own, used: new Set(this.leased(key, pool)) };
+    return { key, poolId, pool, range, record, epoch, own, used: new Set(this.leased(key, pool)) };
   }
 
   private leased(key: string, pool: Cidr): bigint[] {

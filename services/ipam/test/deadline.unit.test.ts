@@ -1,7 +1,7 @@
 import { UnavailableError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
 import { parseCidr } from '@weave/netaddr';
-import type { IpamDeps } from '../src/deps';
+import { ALWAYS_LIVE, IpamDeps } from '../src/deps';
 import { StaticRoutes } from '../src/host-routes';
 import { Ipam } from '../src/ipam';
 import type { IpamStore, KeySet, Table } from '../src/store';
@@ -28,6 +28,7 @@ function setup() {
       events: { publish: () => undefined },
       log: silentLogger(),
       config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize: 16 },
+      membership: ALWAYS_LIVE,
       now: () => new Date(clock.t),
       newId: () => `gen-${++ids}`,
     };

@@ -1,7 +1,7 @@
 import { ConflictError, ExhaustedError, InvalidRequestError, NotFoundError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
 import { parseCidr } from '@weave/netaddr';
-import type { IpamDeps } from '../src/deps';
+import { ALWAYS_LIVE, IpamDeps } from '../src/deps';
 import { StaticRoutes } from '../src/host-routes';
 import { Ipam } from '../src/ipam';
 import type { IpamStore, KeySet, Table } from '../src/store';
@@ -20,6 +20,7 @@ function instance(host: string, store: IpamStore, blockSize = 16) {
     events: { publish: (kind: string, data: unknown) => void events.push({ kind, data: data as Record<string, unknown> }) },
     log: silentLogger(),
     config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize },
+    membership: ALWAYS_LIVE,
     now: () => new Date('2026-11-29T12:00:00Z'),
     newId: () => `gen-${++ids}`,
   };

@@ -2,7 +2,7 @@ import { silentLogger } from '@weave/log';
 import { parseCidr } from '@weave/netaddr';
 import { LeaseEntry, leaseVerdict, LeaseVerdict, planLeaseSweep, poolVerdict } from '../src/core/reconcile';
 import type { LeaseRecord, PoolRecord } from '../src/core/records';
-import type { IpamDeps } from '../src/deps';
+import { ALWAYS_LIVE, IpamDeps } from '../src/deps';
 import { StaticRoutes } from '../src/host-routes';
 import { Ipam } from '../src/ipam';
 import { memoryStore } from '../src/store-memory';
@@ -94,6 +94,7 @@ describe('Ipam.reconcileHost over the in-memory store', () => {
       events: { publish: (kind: string, data: unknown) => void events.push({ kind, data }) },
       log: silentLogger(),
       config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize: 16 },
+      membership: ALWAYS_LIVE,
       now: () => clock,
       newId: () => `gen-${++ids}`,
     };

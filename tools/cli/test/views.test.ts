@@ -7,7 +7,7 @@ const EP = (c: string) => c.repeat(64);
 
 const report = (host: string, endpoints: Array<[string, string, boolean]>, extra: Partial<HostReport> = {}): HostReport => ({
   host,
-  ipam: { pools: [{ poolId: 'weave:10.32.0.0/24', pool: '10.32.0.0/24', subPool: null, gateway: '10.32.0.1', holders: { [host]: 1 }, blocks: [{ block: '10.32.0.0/26', owner: host, used: 3, size: 63 }] }] },
+  ipam: { pools: [{ poolId: 'weave:10.32.0.0/24', pool: '10.32.0.0/24', subPool: null, gateway: '10.32.0.1', holders: { [host]: 1 }, blocks: [{ block: '10.32.0.0/26', owner: host, used: 3, size: 63 }] }], hosts: [] },
   netwire: {
     networks: [{ networkId: NET, bridge: 'wvbaaaaaaaaaaaa', wireId: 0x0a200000, gatewayMac: '7a:57:0a:20:00:00', mtu: 1436, internal: false, subnets: ['10.32.0.0/24'], endpoints: endpoints.length }],
     endpoints: endpoints.map(([c, address, present]) => ({ networkId: NET, endpointId: EP(c), address, addressV6: null, mac: '02:42:0a:20:00:02', hostVeth: `wvh${c.repeat(11)}`, present })),

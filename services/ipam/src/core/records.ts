@@ -37,7 +37,15 @@ export type PoolRecord = z.output<typeof PoolRecord>;
 export const BlockRecord = z.object({ owner: HostName, epoch: z.number().int().positive(), claimedAt: z.iso.datetime(), gen: z.string() });
 export type BlockRecord = z.output<typeof BlockRecord>;
 
-export const LeaseRecord = z.object({ host: HostName, kind: AddressKind, owner: z.string().optional(), time: z.iso.datetime(), gen: z.string() });
+export const LeaseRecord = z.object({
+  host: HostName,
+  kind: AddressKind,
+  owner: z.string().optional(),
+  time: z.iso.datetime(),
+  gen: z.string(),
+  /** The host's epoch when it leased (see core/hosts.ts); absent in leases written before epochs: the first. */
+  epoch: z.number().int().positive().optional(),
+});
 export type LeaseRecord = z.output<typeof LeaseRecord>;
 export type LeaseKind = LeaseRecord['kind'];
 
