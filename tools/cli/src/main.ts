@@ -1,14 +1,14 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { AuthorizationError, connect } from '@nats-io/transport-node';
-import { subscribeEvents } from '@weave/bus';
+import { rpcClient, subscribeEvents } from '@weave/bus';
 import { CommonEnv, DEFAULT_SECRETS_DIR, NATS_CLIENT_SECRET_FILE, natsAuth, readEnv } from '@weave/config';
-import { Subjects } from '@weave/contracts';
+import { HostName, ipamRpc, Subjects } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import { z } from 'zod';
 import { eventLine } from './format';
 import { meshReports, reportOf } from './reports';
-import { HostReport, networksView, peersView, psView, statusView } from './views';
+import { HostReport, networksView, peersView, psView, rmpeerView, statusView } from './views';
 
 /** Where compose/host.yml keeps the client credentials by default: run as root, the CLI finds them. */
 const DEFAULT_CREDS = join(DEFAULT_SECRETS_DIR, NATS_CLIENT_SECRET_FILE);
@@ -19,6 +19,8 @@ const USAGE = `usage: weave <command> [--json]
   networks           every weave network once, with its endpoints per host, across the mesh
   ps                 every weave endpoint across the mesh, with its addresses
   events [host|host.service|host.service.kind]   print events as they happen
+  rmpeer <host> [--force]   reclaim a lost host's address blocks now rather than after its lease
+                     (refused for a live host without --force; safe to run on several hosts at once)
 environment: WEAVE_NATS_URL (default nats://127.0.0.1:4222), WEAVE_HOST (default: this machine),
   WEAVE_NATS_CREDS_FILE (default ${DEFAULT_CREDS} when it exists: the stack's, root's only)`;
 
@@ -26,15 +28,21 @@ const Args = z.discriminatedUnion('command', [
   z.object({ command: z.literal('events'), json: z.boolean(), filter: z.string().regex(/^[A-Za-z0-9_.*>-]+$/, 'filter must be NATS subject tokens').optional() }),
   z.object({ command: z.literal('status'), json: z.boolean(), all: z.boolean() }),
   z.object({ command: z.enum(['peers', 'networks', 'ps']), json: z.boolean() }),
+  z.object({ command: z.literal('rmpeer'), json: z.boolean(), host: HostName, force: z.boolean() }),
 ]);
+
+/** The flags each command takes besides --json. */
+const FLAGS: Record<string, string[]> = { status: ['--all'], rmpeer: ['--force'] };
 
 function parseArgs(argv: string[]): z.output<typeof Args> {
   const flags = new Set(argv.filter((a) => a.startsWith('-')));
-  const [command, filter, ...rest] = argv.filter((a) => !a.startsWith('-'));
-  const allowed = new Set(['--json', ...(command === 'status' ? ['--all'] : [])]);
+  const [command, arg, ...rest] = argv.filter((a) => !a.startsWith('-'));
+  const allowed = new Set(['--json', ...(FLAGS[command ?? ''] ?? [])]);
   const unknownFlag = [...flags].find((f) => !allowed.has(f));
-  if (unknownFlag || rest.length || (filter && command !== 'events')) throw new Error(`unexpected argument ${unknownFlag ?? rest[0] ?? filter}\n${USAGE}`);
-  const r = Args.safeParse({ command, json: flags.has('--json'), all: flags.has('--all'), ...(filter ? { filter } : {}) });
+  const takesArg = command === 'events' || command === 'rmpeer';
+  if (unknownFlag || rest.length || (arg && !takesArg)) throw new Error(`unexpected argument ${unknownFlag ?? rest[0] ?? arg}\n${USAGE}`);
+  const named = command === 'rmpeer' ? { host: arg } : arg ? { filter: arg } : {};
+  const r = Args.safeParse({ command, json: flags.has('--json'), all: flags.has('--all'), force: flags.has('--force'), ...named });
   if (!r.success) throw new Error(`${z.prettifyError(r.error)}\n${USAGE}`);
   return r.data;
 }
@@ -80,6 +88,12 @@ async function main(): Promise<void> {
     case 'networks': {
       const reports = await meshReports(nc, env.WEAVE_HOST);
       print(reports.map((r) => ({ host: r.host, networks: r.netwire?.networks ?? null, problems: r.problems })), () => withProblems(networksView(reports), reports));
+      break;
+    }
+    case 'rmpeer': {
+      // Asked of this host's ipam: the host it runs on is the one rmpeer never reclaims.
+      const r = await rpcClient(nc, env.WEAVE_HOST, ipamRpc, { timeoutMs: 60_000 }).rmpeer({ host: args.host, force: args.force });
+      print(r, () => rmpeerView(r, now));
       break;
     }
     case 'ps': {

@@ -5,6 +5,8 @@ import { table } from './format';
 export type IpamStatus = ResOf<typeof ipamRpc, 'status'>;
 export type NetwireStatus = ResOf<typeof netwireRpc, 'status'>;
 export type RouterStatus = ResOf<typeof routerRpc, 'status'>;
+export type IpamHost = IpamStatus['hosts'][number];
+export type RmpeerResult = ResOf<typeof ipamRpc, 'rmpeer'>;
 
 /** What one host says about itself; any part may be missing when that service did not answer. */
 export interface HostReport {
@@ -18,10 +20,15 @@ export interface HostReport {
 
 /** "4s ago", "3m ago": how long since `iso`, as a person reads it at a glance. */
 export function ago(iso: string, now: Date): string {
-  const s = Math.max(0, Math.round((now.getTime() - Date.parse(iso)) / 1000));
-  if (s < 120) return `${s}s ago`;
-  if (s < 7200) return `${Math.round(s / 60)}m ago`;
-  return `${Math.round(s / 3600)}h ago`;
+  return `${span(now.getTime() - Date.parse(iso))} ago`;
+}
+
+/** "40s", "3m", "2h": a duration at a glance. */
+export function span(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  return `${Math.round(s / 3600)}h`;
 }
 
 const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
@@ -109,8 +116,55 @@ export function statusView(r: HostReport, now: Date): string {
       ),
     );
   }
+  if (r.ipam && r.ipam.hosts.length > 0) out.push('', ipamHostsView(r.ipam.hosts, now));
   out.push(...problemsOf(r, now).map((p, i) => `${i === 0 ? '\n' : ''}problem: ${p}`));
   return out.join('\n');
+}
+
+/** The ipam hosts of the mesh: each one's epoch, and its lease or who reclaimed it. */
+export function ipamHostsView(hosts: readonly IpamHost[], now: Date): string {
+  return table(
+    ['IPAM HOST', 'EPOCH', 'STATE', 'LAST RENEWED', 'LEASE'],
+    hosts.map((h) => [
+      h.host,
+      String(h.epoch),
+      h.state === 'live' ? 'live' : `reclaimed by ${h.reclaimedBy} ${ago(h.reclaimedAt, now)}${h.done ? '' : ' (in progress)'}`,
+      ago(h.renewedAt, now),
+      h.state === 'live' ? (h.leaseLeftMs > 0 ? `${span(h.leaseLeftMs)} left` : `ran out ${span(-h.leaseLeftMs)} ago`) : '-',
+    ]),
+  );
+}
+
+/**
+ * A host's ipam renews every 10 s by default: silent for three renewals it is worth saying, long
+ * before its lease (5 min by default) runs out.
+ */
+const SILENT_MS = 30_000;
+
+/** What the hosts' records say is wrong: a host gone quiet, one overdue or being reclaimed, this host reclaimed. */
+function hostProblems(self: string, hosts: readonly IpamHost[], now: Date): string[] {
+  return hosts.flatMap((h): string[] => {
+    if (h.state === 'reclaimed') {
+      if (h.host === self) return [`ipam of ${h.host} was reclaimed by ${h.reclaimedBy} ${ago(h.reclaimedAt, now)}: addresses of containers started before then may be in use elsewhere`];
+      return h.done ? [] : [`${h.host} is being reclaimed by ${h.reclaimedBy} (since ${ago(h.reclaimedAt, now)})`];
+    }
+    const silent = now.getTime() - Date.parse(h.renewedAt);
+    if (h.leaseLeftMs <= 0) return [`${h.host} unreachable for ${span(silent)}; its lease ran out ${span(-h.leaseLeftMs)} ago, its blocks are reclaimed on the next renewal of a live host`];
+    if (silent < SILENT_MS) return [];
+    return [`${h.host} unreachable for ${span(silent)}; its blocks will be reclaimed in ${span(h.leaseLeftMs)} (or now: weave rmpeer ${h.host})`];
+  });
+}
+
+/** What `weave rmpeer` did. */
+export function rmpeerView(r: RmpeerResult, now: Date): string {
+  if (r.outcome === 'already') return `${r.host} was already reclaimed by ${r.by} ${ago(r.at, now)}; nothing to do`;
+  const lines = [
+    `reclaimed ${r.host} (epoch ${r.epoch}): ${r.blocks.length} block(s), ${r.addresses.length} address(es), ${r.pools.length} pool reference(s)`,
+    ...r.blocks.map((b) => `  block ${b.block} of ${b.poolId}`),
+    ...r.addresses.map((a) => `  address ${a.address} of ${a.poolId}`),
+    ...r.pools.map((p) => `  pool ${p}`),
+  ];
+  return lines.join('\n');
 }
 
 /** Plain statements of what is wrong, for the end of `weave status`. */
@@ -120,6 +174,7 @@ export function problemsOf(r: HostReport, now: Date): string[] {
     if (p.state === 'lost') out.push(`${p.host} unreachable for ${ago(p.since, now).replace(' ago', '')} (last heard ${ago(p.lastSeen, now)})`);
   }
   for (const n of r.router?.networks ?? []) if (!n.attached) out.push(`network ${n.networkId.slice(0, 12)}'s sleeve TAP ${n.tap} is not on bridge ${n.bridge}: no traffic to other hosts`);
+  out.push(...hostProblems(r.host, r.ipam?.hosts ?? [], now));
   for (const e of r.netwire?.endpoints ?? []) if (!e.present) out.push(`endpoint ${e.endpointId.slice(0, 12)} (${e.address ?? '-'}) has lost its veth ${e.hostVeth}`);
   return out;
 }

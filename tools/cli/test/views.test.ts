@@ -1,4 +1,4 @@
-import { HostReport, networksView, peersView, problemsOf, psView, statusView } from '../src/views';
+import { HostReport, networksView, peersView, problemsOf, psView, rmpeerView, statusView } from '../src/views';
 
 /** Golden tests: the tables a person reads, exactly. */
 const now = new Date('2026-01-01T00:10:00.000Z');
@@ -86,4 +86,70 @@ test('problems: a detached TAP and a lost veth are named', () => {
     "network aaaaaaaaaaaa's sleeve TAP wvs0a200000 is not on bridge wvbaaaaaaaaaaaa: no traffic to other hosts",
     'endpoint bbbbbbbbbbbb (10.32.0.2/24) has lost its veth wvhbbbbbbbbbbb',
   ]);
+});
+
+describe('ipam hosts and lost-host reclaim', () => {
+  const live = (host: string, silentS: number, leaseLeftS: number) => ({
+    host,
+    state: 'live' as const,
+    epoch: 1,
+    renewedAt: new Date(now.getTime() - silentS * 1000).toISOString(),
+    leaseLeftMs: leaseLeftS * 1000,
+  });
+  const reclaimed = (host: string, done: boolean) => ({
+    host,
+    state: 'reclaimed' as const,
+    epoch: 2,
+    renewedAt: '2026-01-01T00:00:00.000Z',
+    reclaimedBy: 'host2',
+    reclaimedAt: '2026-01-01T00:05:00.000Z',
+    done,
+  });
+  const hosts = [live('host1', 3, 297), live('host3', 40, 120), live('host4', 310, -10), reclaimed('host5', true), reclaimed('host6', false)];
+  const withHosts = (self: string) => report(self, [], { ipam: { pools: [], hosts } });
+
+  test('weave status lists them, with the lease left or who reclaimed them', () => {
+    expect(statusView(withHosts('host1'), now).split('\n\n')[3]).toBe(
+      [
+        'IPAM HOST  EPOCH  STATE                                    LAST RENEWED  LEASE',
+        'host1      1      live                                     3s ago        5m left',
+        'host3      1      live                                     40s ago       2m left',
+        'host4      1      live                                     5m ago        ran out 10s ago',
+        'host5      2      reclaimed by host2 5m ago                10m ago       -',
+        'host6      2      reclaimed by host2 5m ago (in progress)  10m ago       -',
+      ].join('\n'),
+    );
+  });
+
+  test('problems: a silent host and when it will be reclaimed, an overdue one, a reclaim in progress; a quiet live host and a finished reclaim are fine', () => {
+    expect(problemsOf(withHosts('host1'), now)).toEqual([
+      'host3 unreachable for 40s; its blocks will be reclaimed in 2m (or now: weave rmpeer host3)',
+      'host4 unreachable for 5m; its lease ran out 10s ago, its blocks are reclaimed on the next renewal of a live host',
+      'host6 is being reclaimed by host2 (since 5m ago)',
+    ]);
+  });
+
+  test('problems: this host itself reclaimed', () => {
+    expect(problemsOf(withHosts('host5'), now)).toContain('ipam of host5 was reclaimed by host2 5m ago: addresses of containers started before then may be in use elsewhere');
+  });
+
+  test('weave rmpeer says what was reclaimed, or who did it first', () => {
+    const at = '2026-01-01T00:09:30.000Z';
+    expect(rmpeerView({ outcome: 'already', host: 'host3', by: 'host2', at }, now)).toBe('host3 was already reclaimed by host2 30s ago; nothing to do');
+    const poolId = 'weave:10.32.0.0/24';
+    expect(
+      rmpeerView(
+        { outcome: 'reclaimed', host: 'host3', epoch: 1, blocks: [{ poolId, block: '10.32.0.64/26' }], addresses: [{ poolId, address: '10.32.0.65' }, { poolId, address: '10.32.0.66' }], pools: [poolId] },
+        now,
+      ),
+    ).toBe(
+      [
+        'reclaimed host3 (epoch 1): 1 block(s), 2 address(es), 1 pool reference(s)',
+        '  block 10.32.0.64/26 of weave:10.32.0.0/24',
+        '  address 10.32.0.65 of weave:10.32.0.0/24',
+        '  address 10.32.0.66 of weave:10.32.0.0/24',
+        '  pool weave:10.32.0.0/24',
+      ].join('\n'),
+    );
+  });
 });
