@@ -1,5 +1,5 @@
 import { describeError, UnavailableError } from '@weave/errors';
-import { decideRejoin, decideRenew, expired, HostRecord, hostStatus, reclaimStalled } from './core/hosts';
+import { decideRejoin, decideRenew, expired, HeldPool, HostRecord, hostStatus, reclaimStalled } from './core/hosts';
 import type { IpamDeps, Membership } from './deps';
 import type { Reclaimer } from './reclaimer';
 
@@ -19,7 +19,7 @@ type Standing =
 export interface HostLeaseDeps extends Pick<IpamDeps, 'host' | 'store' | 'events' | 'log' | 'now'> {
   reclaimer: Reclaimer;
   /** Joins the pools a reclaim took this host's references from, once it registered again. */
-  rejoin: (poolIds: readonly string[]) => Promise<void>;
+  rejoin: (pools: readonly HeldPool[]) => Promise<void>;
 }
 
 /**
@@ -142,7 +142,7 @@ export class HostLease implements Membership {
     this.standing = { kind: 'live', epoch: result.epoch, renewedAt: started, revision };
     this.d.log.warn({ epoch: result.epoch, pools: result.pools }, 'registered this host again after a reclaim');
     await this.d.rejoin(result.pools);
-    this.d.events.publish('host.rejoined', { epoch: result.epoch, pools: result.pools });
+    this.d.events.publish('host.rejoined', { epoch: result.epoch, pools: result.pools.map((p) => p.poolId) });
   }
 
   /** Hosts whose lease ran out, and reclaims whose reclaimer stopped half-way. */

@@ -1,6 +1,6 @@
 import { InvalidRequestError, NotFoundError } from '@weave/errors';
 import { formatCidr, formatIp, parseCidr } from '@weave/netaddr';
-import { decideDone, decideDropHolder, decideReclaim, ownedByDead, ReclaimedRecord } from './core/hosts';
+import { decideDone, decideDropHolder, decideReclaim, HeldPool, ownedByDead, ReclaimedRecord } from './core/hosts';
 import { cidrOfPoolKey, valueOfChildKey } from './core/keys';
 import { heldBy, holderTotal, PoolRecord } from './core/records';
 import { blockOf } from './core/space';
@@ -64,7 +64,7 @@ export class Reclaimer {
    * on its return: every step is a CAS, so running it twice, or twice at once, removes each key once.
    */
   async complete(host: string, record: ReclaimedRecord): Promise<Reclaimed> {
-    const out = await this.sweep(host, record.epoch - 1, new Set(record.pools));
+    const out = await this.sweep(host, record.epoch - 1, new Set(record.pools.map((p) => p.poolId)));
     await this.d.store.hosts.mutate(host, (cur) => decideDone(cur, record.epoch));
     this.d.log.warn({ host, ...out }, `reclaimed host ${host}`);
     this.d.events.publish('host.reclaimed', { host, epoch: record.epoch - 1, by: this.d.host, ...out });
@@ -129,15 +129,15 @@ export class Reclaimer {
     return true;
   }
 
-  private async poolsHeldBy(host: string): Promise<string[]> {
+  private async poolsHeldBy(host: string): Promise<HeldPool[]> {
     const m = this.d.store.mirrors.pools;
     await m.upToDate();
-    const out: string[] = [];
+    const out: HeldPool[] = [];
     for (const key of m.keys()) {
       const record = cidrOfPoolKey(key) && (await this.d.store.pools.get(key))?.value;
-      if (record && heldBy(record, host) > 0) out.push(record.poolId);
+      if (record && heldBy(record, host) > 0) out.push({ poolId: record.poolId, gateway: record.gateway });
     }
-    return out.sort();
+    return out.sort((a, b) => a.poolId.localeCompare(b.poolId));
   }
 }
 

@@ -5,6 +5,7 @@ import { ipamRpc } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { formatCidr } from '@weave/netaddr';
+import type { HeldPool } from './core/hosts';
 import { parsePoolId } from './core/keys';
 import type { IpamConfig, IpamDeps } from './deps';
 import type { HostRoutes } from './host-routes';
@@ -94,14 +95,16 @@ async function probeRoutes(routes: HostRoutes, log: Logger): Promise<void> {
 
 /**
  * After a reclaim took this host's pool references, it joins those pools again: its Docker still
- * has their networks. A pool torn down meanwhile (this host was its last holder) is created again.
+ * has their networks. A pool torn down meanwhile (this host was its last holder) is created again,
+ * and its gateway leased again: Docker does not ask for it twice, and the bridge has it.
  */
-async function rejoin(ipam: Ipam, poolIds: readonly string[], log: Logger): Promise<void> {
-  for (const poolId of poolIds) {
+async function rejoin(ipam: Ipam, pools: readonly HeldPool[], log: Logger): Promise<void> {
+  for (const { poolId, gateway } of pools) {
     const spec = parsePoolId(poolId);
     const req = { addressSpace: '', pool: formatCidr(spec.pool), subPool: spec.subPool && formatCidr(spec.subPool), v6: spec.pool.family === 6, options: {} };
     try {
       await ipam.requestPool(req);
+      if (gateway !== null) await ipam.requestAddress({ poolId, address: gateway, kind: 'gateway' });
     } catch (err) {
       log.error({ err, poolId }, `could not join pool ${poolId} again after a reclaim: ${describeError(err)}`);
     }

@@ -17,6 +17,7 @@ const T0 = Date.parse('2026-11-29T12:00:00Z');
 const at = (ms: number) => new Date(T0 + ms);
 const iso = (ms: number) => at(ms).toISOString();
 const LEASE = 60_000;
+const HELD = [{ poolId: 'weave:10.1.0.0/24', gateway: '10.1.0.1' }];
 
 const live = (epoch: number, renewedMs = 0): HostRecord => ({ state: 'live', epoch, renewedAt: iso(renewedMs) });
 const reclaimed = (epoch: number, o: Partial<ReclaimedRecord> = {}): ReclaimedRecord => ({
@@ -26,7 +27,7 @@ const reclaimed = (epoch: number, o: Partial<ReclaimedRecord> = {}): ReclaimedRe
   reclaimedBy: 'h2',
   reclaimedAt: iso(LEASE + 1),
   done: false,
-  pools: ['weave:10.1.0.0/24'],
+  pools: HELD,
   ...o,
 });
 
@@ -47,7 +48,7 @@ describe('decideRenew', () => {
 });
 
 describe('decideReclaim', () => {
-  const ask = (nowMs: number, force = false) => ({ by: 'h2', now: at(nowMs), leaseMs: LEASE, force, pools: ['weave:10.1.0.0/24'] });
+  const ask = (nowMs: number, force = false) => ({ by: 'h2', now: at(nowMs), leaseMs: LEASE, force, pools: HELD });
   it.each<[string, HostRecord | null, ReturnType<typeof ask>, { put?: HostRecord; result: unknown }]>([
     ['lease ran out: won, the epoch bumped', live(3), ask(LEASE + 1), { put: reclaimed(4), result: { kind: 'won', deadEpoch: 3, record: reclaimed(4) } }],
     ['lease not out yet: live, with the time left', live(3), ask(LEASE - 10_000), { result: { kind: 'live', leftMs: 10_000 } }],
@@ -81,7 +82,7 @@ describe('decideReclaim', () => {
 
 describe('decideRejoin', () => {
   it.each<[string, HostRecord | null, { put?: HostRecord; result: unknown }]>([
-    ['reclaim done: live again under the reclaim\'s epoch, with the pools to join', reclaimed(4, { done: true }), { put: live(4, 5), result: { kind: 'rejoined', epoch: 4, pools: ['weave:10.1.0.0/24'] } }],
+    ['reclaim done: live again under the reclaim\'s epoch, with the pools to join', reclaimed(4, { done: true }), { put: live(4, 5), result: { kind: 'rejoined', epoch: 4, pools: HELD } }],
     ['reclaim still running: wait', reclaimed(4), { result: { kind: 'wait', record: reclaimed(4) } }],
     ['already live (another process of ours): wait, it is not ours to take', live(4), { result: { kind: 'wait', record: live(4) } }],
     ['record gone: registers at 1', null, { put: live(1, 5), result: { kind: 'rejoined', epoch: 1, pools: [] } }],

@@ -121,7 +121,7 @@ test('a stopped host is reclaimed by exactly one of two survivors after its leas
   await advance(LEASE / 2 + 1, [h1, h2]);
   await Promise.all([h1.tick(), h2.tick()]);
   const record = await hostRecord('h3');
-  expect(record).toMatchObject({ state: 'reclaimed', epoch: 2, done: true, pools: [poolId] });
+  expect(record).toMatchObject({ state: 'reclaimed', epoch: 2, done: true, pools: [{ poolId, gateway: null }] });
   await waitFor(() => kinds(seen, 'host.reclaimed').length === 1, { what: 'the host.reclaimed event' });
   const [reclaimed] = kinds(seen, 'host.reclaimed');
   expect(reclaimed).toMatchObject({ host: record!.state === 'reclaimed' ? record!.reclaimedBy : '', data: { host: 'h3', epoch: 1, pools: [poolId] } });
@@ -185,6 +185,23 @@ test('a host cut off beyond its lease stands down, registers again under a new e
   expect([...ls.values()].filter((l) => l.host === 'h2').map((l) => l.epoch)).toEqual([2, 2, 2]);
   const ownerOf = (a: string) => [...bs.entries()].find(([k]) => contains(parseCidr(blockCidr(k)), parseIpInCidr(`${a}/24`).ip))?.[1].owner;
   expect(after.map(ownerOf)).toEqual(['h2', 'h2', 'h2']);
+});
+
+test('a returning host that was the pool\'s last holder gets the pool back with its gateway, which is never given to a container', async () => {
+  const [h1, h2] = [await host('h1'), await host('h2')];
+  const { poolId } = await h2.requestPool({ ...POOL, subPool: null });
+  expect(await h2.requestAddress({ poolId, address: null, kind: 'gateway' })).toEqual({ address: '10.70.0.1/24' });
+  await many(h2, poolId, 2);
+  await advance(LEASE + 1, [h1]);
+  // Its only holder reclaimed: the pool is gone, gateway and all.
+  expect((await h1.status({})).pools).toEqual([]);
+  expect((await leases()).size).toBe(0);
+
+  await h2.tick();
+  expect(await hostRecord('h2')).toMatchObject({ state: 'live', epoch: 2 });
+  expect((await h2.status({})).pools).toEqual([expect.objectContaining({ poolId, gateway: '10.70.0.1', holders: { h2: 1 } })]);
+  expect([...(await leases()).values()]).toEqual([expect.objectContaining({ host: 'h2', kind: 'gateway', epoch: 2 })]);
+  expect(await many(h2, poolId, 2)).toEqual(['10.70.0.2', '10.70.0.3']);
 });
 
 test('rmpeer on two hosts at once reclaims once; the other says who did', async () => {

@@ -1,5 +1,5 @@
 import type { Mutation } from '@weave/bus';
-import { HostName, HostStatus } from '@weave/contracts';
+import { HostName, HostStatus, IpString } from '@weave/contracts';
 import { z } from 'zod';
 import type { PoolRecord } from './records';
 
@@ -14,6 +14,9 @@ import type { PoolRecord } from './records';
  * fresh read when someone wrote in between. That is what settles a renew racing a reclaim: one
  * CAS lands, the other re-decides on what it wrote.
  */
+export const HeldPool = z.object({ poolId: z.string(), gateway: IpString.nullable() });
+export type HeldPool = z.output<typeof HeldPool>;
+
 const Live = z.object({
   state: z.literal('live'),
   epoch: z.number().int().positive(),
@@ -29,8 +32,12 @@ const Reclaimed = z.object({
   reclaimedAt: z.iso.datetime(),
   /** Set by the reclaimer once it removed the host's keys: only then may the host register again. */
   done: z.boolean(),
-  /** The pools whose reference the reclaimer dropped: the host joins them again when it comes back. */
-  pools: z.array(z.string()),
+  /**
+   * The pools whose reference the reclaimer dropped, with their gateway then: the host joins them
+   * again when it comes back, and leases the gateway again if the pool was torn down meanwhile
+   * (its Docker networks still use it).
+   */
+  pools: z.array(HeldPool),
 });
 export const HostRecord = z.discriminatedUnion('state', [Live, Reclaimed]);
 export type HostRecord = z.output<typeof HostRecord>;
@@ -61,7 +68,7 @@ export function decideRenew(cur: HostRecord | null, epoch: number | null, now: D
   return { change: { put: { ...cur, renewedAt: iso(now) } }, result: { kind: 'live', epoch: cur.epoch } };
 }
 
-export type RejoinResult = { kind: 'rejoined'; epoch: number; pools: string[] } | { kind: 'wait'; record: HostRecord };
+export type RejoinResult = { kind: 'rejoined'; epoch: number; pools: HeldPool[] } | { kind: 'wait'; record: HostRecord };
 
 /**
  * A fenced host registers again, only once the reclaim is done (before that the reclaimer may
@@ -82,7 +89,7 @@ export interface ReclaimAsk {
   /** rmpeer --force: also a host whose lease has not run out. */
   force: boolean;
   /** The pools the host holds, as the reclaimer read them: recorded so the host can join them again. */
-  pools: string[];
+  pools: HeldPool[];
 }
 
 export type ReclaimResult =
