@@ -110,7 +110,7 @@ impl TapFactory for LoopFactory {
 }
 
 /// Delivers the same burst of valid datagrams from peer 2 `left` times, then idles; each
-/// burst is one receive batch, as `recvmmsg` would return it.
+/// burst is one receive batch, one GRO slot, as `recvmmsg` with `UDP_GRO` would return it.
 struct LoopUdp {
     burst: Vec<Vec<u8>>,
     from: SocketAddr,
@@ -138,18 +138,21 @@ impl Udp for LoopUdp {
         if !self.take() {
             return Ok(0);
         }
-        let slot_len = batch.slot_len();
+        // One slot holding the whole burst as a UDP GRO train (its datagrams are equal-sized).
         let (buf, slots) = batch.parts_mut();
-        for (i, d) in self.burst.iter().enumerate() {
-            buf[i * slot_len..i * slot_len + d.len()].copy_from_slice(d);
-            slots[i] = Slot {
-                len: d.len(),
-                from: self.from,
-                segment: 0,
-            };
+        let mut len = 0;
+        for d in &self.burst {
+            buf[len..len + d.len()].copy_from_slice(d);
+            len += d.len();
         }
-        batch.set_filled(self.burst.len());
-        Ok(self.burst.len())
+        let segment = if self.burst.len() > 1 { self.burst[0].len() } else { 0 };
+        slots[0] = Slot {
+            len,
+            from: self.from,
+            segment,
+        };
+        batch.set_filled(1);
+        Ok(1)
     }
     fn send_to(&self, _datagram: &[u8], _to: SocketAddr) -> io::Result<()> {
         Ok(())

@@ -95,7 +95,8 @@ impl Udp for FakeUdp {
         }))
     }
 
-    /// Like `recvmmsg`: waits for the first datagram, then takes what is already queued.
+    /// Like `recvmmsg` with `UDP_GRO`: waits for the first datagram, then takes what is already
+    /// queued, a train's equal datagrams in one slot.
     fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         let mut inbox = self.inbox.lock().expect("fake udp lock");
         let slot_len = batch.slot_len();
@@ -106,12 +107,28 @@ impl Udp for FakeUdp {
             let Some((d, from)) = inbox.next(wait) else {
                 break;
             };
-            let len = d.len().min(slot_len);
-            buf[n * slot_len..n * slot_len + len].copy_from_slice(&d[..len]);
+            let slot = &mut buf[n * slot_len..(n + 1) * slot_len];
+            let mut len = d.len().min(slot_len);
+            slot[..len].copy_from_slice(&d[..len]);
+            let (size, mut joined) = (d.len(), 1);
+            // Like UDP GRO: the rest of this arrival (one GSO send) joins the slot while its
+            // datagrams have the first one's size; a shorter one may close it.
+            while let Some((next, _)) = inbox.pending.front() {
+                if size == 0 || next.len() > size || len + next.len() > slot_len {
+                    break;
+                }
+                let (next, _) = inbox.pending.pop_front().expect("front exists");
+                slot[len..len + next.len()].copy_from_slice(&next);
+                len += next.len();
+                joined += 1;
+                if next.len() < size {
+                    break;
+                }
+            }
             slots[n] = Slot {
                 len,
                 from,
-                segment: 0,
+                segment: if joined > 1 { size } else { 0 },
             };
             n += 1;
         }
