@@ -54,8 +54,12 @@ export const EventKinds = {
      * to containers elsewhere).
      */
     'host.fenced': z.object({ epoch: z.number().int(), reclaimedBy: HostName.nullable(), reclaimedAt: z.iso.datetime().nullable() }),
-    /** This host registered again after a reclaim, under a new epoch, and joined its pools again. */
-    'host.rejoined': z.object({ epoch: z.number().int(), pools: z.array(z.string()) }),
+    /**
+     * This host registered again after a reclaim, under a new epoch, joined its pools again and
+     * leased again the addresses of its containers that nobody took meanwhile (`kept`). Each of
+     * `lost` was given to a container elsewhere meanwhile: this host's container with it must go.
+     */
+    'host.rejoined': z.object({ epoch: z.number().int(), pools: z.array(z.string()), kept: z.number().int(), lost: z.array(ReclaimedAddress) }),
   },
   netwire: {
     'service.started': Started,

@@ -1,5 +1,5 @@
 import { describeError, UnavailableError } from '@weave/errors';
-import { decideRejoin, decideRenew, expired, HeldPool, HostRecord, hostStatus, reclaimStalled } from './core/hosts';
+import { decideRejoin, decideRenew, expired, HeldAddress, HeldPool, HostRecord, hostStatus, reclaimStalled } from './core/hosts';
 import type { IpamDeps, Membership } from './deps';
 import type { Reclaimer } from './reclaimer';
 
@@ -18,8 +18,11 @@ type Standing =
 
 export interface HostLeaseDeps extends Pick<IpamDeps, 'host' | 'store' | 'events' | 'log' | 'now'> {
   reclaimer: Reclaimer;
-  /** Joins the pools a reclaim took this host's references from, once it registered again. */
-  rejoin: (pools: readonly HeldPool[]) => Promise<void>;
+  /**
+   * Once registered again: joins the pools a reclaim took this host's references from, and leases
+   * again the released addresses nobody took meanwhile. Returns those somebody did take.
+   */
+  rejoin: (pools: readonly HeldPool[], released: readonly HeldAddress[]) => Promise<HeldAddress[]>;
 }
 
 /**
@@ -141,8 +144,10 @@ export class HostLease implements Membership {
     if (result.kind === 'wait') return;
     this.standing = { kind: 'live', epoch: result.epoch, renewedAt: started, revision };
     this.d.log.warn({ epoch: result.epoch, pools: result.pools }, 'registered this host again after a reclaim');
-    await this.d.rejoin(result.pools);
-    this.d.events.publish('host.rejoined', { epoch: result.epoch, pools: result.pools.map((p) => p.poolId) });
+    const lost = await this.d.rejoin(result.pools, result.released);
+    if (lost.length > 0) this.d.log.error({ lost }, `${lost.length} address(es) of containers on this host were given to others while it was away: those containers must be restarted`);
+    const kept = result.released.length - lost.length;
+    this.d.events.publish('host.rejoined', { epoch: result.epoch, pools: result.pools.map((p) => p.poolId), kept, lost });
   }
 
   /** Hosts whose lease ran out, and reclaims whose reclaimer stopped half-way. */

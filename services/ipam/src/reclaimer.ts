@@ -65,7 +65,7 @@ export class Reclaimer {
    */
   async complete(host: string, record: ReclaimedRecord): Promise<Reclaimed> {
     const out = await this.sweep(host, record.epoch - 1, new Set(record.pools.map((p) => p.poolId)));
-    await this.d.store.hosts.mutate(host, (cur) => decideDone(cur, record.epoch));
+    await this.d.store.hosts.mutate(host, (cur) => decideDone(cur, record.epoch, out.addresses));
     this.d.log.warn({ host, ...out }, `reclaimed host ${host}`);
     this.d.events.publish('host.reclaimed', { host, epoch: record.epoch - 1, by: this.d.host, ...out });
     return out;

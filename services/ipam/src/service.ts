@@ -5,7 +5,7 @@ import { ipamRpc } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { formatCidr } from '@weave/netaddr';
-import type { HeldPool } from './core/hosts';
+import type { HeldAddress, HeldPool } from './core/hosts';
 import { parsePoolId } from './core/keys';
 import type { IpamConfig, IpamDeps } from './deps';
 import type { HostRoutes } from './host-routes';
@@ -50,7 +50,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   // The lease and the handlers need each other (fencing; the pools a returning host joins again):
   // the closures run only after everything below is built.
   const reclaimer = new Reclaimer({ ...base, leaseMs: leaseConfig.leaseMs, drain: (key) => drainer.drain(key) });
-  const lease = new HostLease({ ...base, reclaimer, rejoin: (ids) => rejoin(ipam, ids, o.log) }, leaseConfig);
+  const lease = new HostLease({ ...base, reclaimer, rejoin: (pools, released) => rejoin(ipam, pools, released, o.log) }, leaseConfig);
   const deps: IpamDeps = { ...base, routes: o.routes, config: o.config, membership: lease, newId: randomUUID };
   const drainer = new Pools(deps, new Views(deps));
   const ipam = new Ipam(deps);
@@ -96,9 +96,12 @@ async function probeRoutes(routes: HostRoutes, log: Logger): Promise<void> {
 /**
  * After a reclaim took this host's pool references, it joins those pools again: its Docker still
  * has their networks. A pool torn down meanwhile (this host was its last holder) is created again,
- * and its gateway leased again: Docker does not ask for it twice, and the bridge has it.
+ * and its gateway leased again: Docker does not ask for it twice, and the bridge has it. Then the
+ * endpoint addresses the reclaim released, which its containers that still run use: each is
+ * leased again under the new epoch if nobody took it meanwhile (create-if-absent, so never
+ * twice). Returns those somebody took: their containers now share an address with another.
  */
-async function rejoin(ipam: Ipam, pools: readonly HeldPool[], log: Logger): Promise<void> {
+async function rejoin(ipam: Ipam, pools: readonly HeldPool[], released: readonly HeldAddress[], log: Logger): Promise<HeldAddress[]> {
   for (const { poolId, gateway } of pools) {
     const spec = parsePoolId(poolId);
     const req = { addressSpace: '', pool: formatCidr(spec.pool), subPool: spec.subPool && formatCidr(spec.subPool), v6: spec.pool.family === 6, options: {} };
@@ -109,4 +112,14 @@ async function rejoin(ipam: Ipam, pools: readonly HeldPool[], log: Logger): Prom
       log.error({ err, poolId }, `could not join pool ${poolId} again after a reclaim: ${describeError(err)}`);
     }
   }
+  const lost: HeldAddress[] = [];
+  for (const a of released) {
+    try {
+      await ipam.requestAddress({ poolId: a.poolId, address: a.address, kind: 'endpoint' });
+    } catch (err) {
+      log.warn({ err, ...a }, `address ${a.address} was not leased again after a reclaim: ${describeError(err)}`);
+      lost.push(a);
+    }
+  }
+  return lost;
 }

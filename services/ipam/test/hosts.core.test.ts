@@ -82,10 +82,15 @@ describe('decideReclaim', () => {
 
 describe('decideRejoin', () => {
   it.each<[string, HostRecord | null, { put?: HostRecord; result: unknown }]>([
-    ['reclaim done: live again under the reclaim\'s epoch, with the pools to join', reclaimed(4, { done: true }), { put: live(4, 5), result: { kind: 'rejoined', epoch: 4, pools: HELD } }],
+    ['reclaim done: live again under the reclaim\'s epoch, with the pools to join', reclaimed(4, { done: true }), { put: live(4, 5), result: { kind: 'rejoined', epoch: 4, pools: HELD, released: [] } }],
+    [
+      'reclaim done with the addresses it released: the host gets them, to lease again',
+      reclaimed(4, { done: true, released: [{ poolId: 'weave:10.1.0.0/24', address: '10.1.0.7' }] }),
+      { put: live(4, 5), result: { kind: 'rejoined', epoch: 4, pools: HELD, released: [{ poolId: 'weave:10.1.0.0/24', address: '10.1.0.7' }] } },
+    ],
     ['reclaim still running: wait', reclaimed(4), { result: { kind: 'wait', record: reclaimed(4) } }],
     ['already live (another process of ours): wait, it is not ours to take', live(4), { result: { kind: 'wait', record: live(4) } }],
-    ['record gone: registers at 1', null, { put: live(1, 5), result: { kind: 'rejoined', epoch: 1, pools: [] } }],
+    ['record gone: registers at 1', null, { put: live(1, 5), result: { kind: 'rejoined', epoch: 1, pools: [], released: [] } }],
   ])('%s', (_name, cur, want) => {
     const { change, result } = decideRejoin(cur, at(5));
     expect(result).toEqual(want.result);
@@ -101,9 +106,10 @@ describe('decideDone', () => {
     ['a later reclaim', reclaimed(5), false],
     ['gone', null, false],
   ])('%s', (_name, cur, marked) => {
-    const { change, result } = decideDone(cur, 4);
+    const released = [{ poolId: 'weave:10.1.0.0/24', address: '10.1.0.7' }];
+    const { change, result } = decideDone(cur, 4, released);
     expect(result).toBe(marked);
-    expect(change).toEqual(marked ? { put: { ...cur, done: true } } : { keep: true });
+    expect(change).toEqual(marked ? { put: { ...cur, done: true, released } } : { keep: true });
   });
 });
 

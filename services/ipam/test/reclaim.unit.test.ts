@@ -29,7 +29,11 @@ function setup() {
     const pools = new Pools(deps, new Views(deps));
     const reclaimer = new Reclaimer({ ...base, leaseMs: LEASE, drain: (key) => pools.drain(key) });
     const rejoined: unknown[] = [];
-    const lease = new HostLease({ ...base, reclaimer, rejoin: async (p) => void rejoined.push(...p) }, { renewMs: 10_000, leaseMs: LEASE });
+    const lease = new HostLease({ ...base, reclaimer, rejoin: async (p) => {
+          rejoined.push(...p);
+          return [];
+        },
+      }, { renewMs: 10_000, leaseMs: LEASE });
     return { reclaimer, lease, rejoined };
   };
   return { clock, store, events, node };

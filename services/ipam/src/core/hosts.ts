@@ -16,6 +16,8 @@ import type { PoolRecord } from './records';
  */
 export const HeldPool = z.object({ poolId: z.string(), gateway: IpString.nullable() });
 export type HeldPool = z.output<typeof HeldPool>;
+export const HeldAddress = z.object({ poolId: z.string(), address: IpString });
+export type HeldAddress = z.output<typeof HeldAddress>;
 
 const Live = z.object({
   state: z.literal('live'),
@@ -38,6 +40,11 @@ const Reclaimed = z.object({
    * (its Docker networks still use it).
    */
   pools: z.array(HeldPool),
+  /**
+   * The endpoint addresses the reclaimer released, written when done. The host's containers that
+   * still run use them: coming back, it leases again those nobody took meanwhile.
+   */
+  released: z.array(HeldAddress).optional(),
 });
 export const HostRecord = z.discriminatedUnion('state', [Live, Reclaimed]);
 export type HostRecord = z.output<typeof HostRecord>;
@@ -68,7 +75,7 @@ export function decideRenew(cur: HostRecord | null, epoch: number | null, now: D
   return { change: { put: { ...cur, renewedAt: iso(now) } }, result: { kind: 'live', epoch: cur.epoch } };
 }
 
-export type RejoinResult = { kind: 'rejoined'; epoch: number; pools: HeldPool[] } | { kind: 'wait'; record: HostRecord };
+export type RejoinResult = { kind: 'rejoined'; epoch: number; pools: HeldPool[]; released: HeldAddress[] } | { kind: 'wait'; record: HostRecord };
 
 /**
  * A fenced host registers again, only once the reclaim is done (before that the reclaimer may
@@ -76,10 +83,10 @@ export type RejoinResult = { kind: 'rejoined'; epoch: number; pools: HeldPool[] 
  * set, above every key the reclaimer removes.
  */
 export function decideRejoin(cur: HostRecord | null, now: Date): Decision<RejoinResult> {
-  if (!cur) return { change: { put: { state: 'live', epoch: 1, renewedAt: iso(now) } }, result: { kind: 'rejoined', epoch: 1, pools: [] } };
+  if (!cur) return { change: { put: { state: 'live', epoch: 1, renewedAt: iso(now) } }, result: { kind: 'rejoined', epoch: 1, pools: [], released: [] } };
   if (cur.state === 'live' || !cur.done) return { change: { keep: true }, result: { kind: 'wait', record: cur } };
   const record: HostRecord = { state: 'live', epoch: cur.epoch, renewedAt: iso(now) };
-  return { change: { put: record }, result: { kind: 'rejoined', epoch: cur.epoch, pools: cur.pools } };
+  return { change: { put: record }, result: { kind: 'rejoined', epoch: cur.epoch, pools: cur.pools, released: cur.released ?? [] } };
 }
 
 export interface ReclaimAsk {
@@ -120,12 +127,12 @@ export function decideReclaim(cur: HostRecord | null, a: ReclaimAsk): Decision<R
 }
 
 /**
- * The reclaim finished. Only the reclaim it belongs to (same epoch) is marked: a host that
+ * The reclaim finished, with the addresses it released. Only the reclaim it belongs to (same epoch) is marked: a host that
  * registered again meanwhile, or a later reclaim, is left as it is.
  */
-export function decideDone(cur: HostRecord | null, epoch: number): Decision<boolean> {
+export function decideDone(cur: HostRecord | null, epoch: number, released: HeldAddress[]): Decision<boolean> {
   if (!cur || cur.state !== 'reclaimed' || cur.epoch !== epoch || cur.done) return { change: { keep: true }, result: false };
-  return { change: { put: { ...cur, done: true } }, result: true };
+  return { change: { put: { ...cur, done: true, released } }, result: true };
 }
 
 /**
