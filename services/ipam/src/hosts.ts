@@ -36,6 +36,7 @@ export interface HostLeaseDeps extends Pick<IpamDeps, 'host' | 'store' | 'events
  */
 export class HostLease implements Membership {
   private standing: Standing = { kind: 'starting' };
+  private rejoining = false;
   private timer: NodeJS.Timeout | null = null;
   private ticking: Promise<void> = Promise.resolve();
 
@@ -46,6 +47,16 @@ export class HostLease implements Membership {
 
   epoch(): number {
     return this.standing.kind === 'starting' ? 0 : this.standing.epoch;
+  }
+
+  /**
+   * assertLive, and not in the middle of registering again: Docker's requests wait until the
+   * returning host has leased its containers' addresses again, or a new container could be given
+   * one of them. (The re-leasing itself calls the handlers directly, past this check.)
+   */
+  assertServing(): void {
+    if (this.rejoining) throw new UnavailableError(`ipam on ${this.d.host} allocates nothing now: it is registering again after a reclaim; retry shortly`);
+    this.assertLive();
   }
 
   assertLive(): void {
@@ -144,7 +155,13 @@ export class HostLease implements Membership {
     if (result.kind === 'wait') return;
     this.standing = { kind: 'live', epoch: result.epoch, renewedAt: started, revision };
     this.d.log.warn({ epoch: result.epoch, pools: result.pools }, 'registered this host again after a reclaim');
-    const lost = await this.d.rejoin(result.pools, result.released);
+    this.rejoining = true;
+    let lost: HeldAddress[];
+    try {
+      lost = await this.d.rejoin(result.pools, result.released);
+    } finally {
+      this.rejoining = false;
+    }
     if (lost.length > 0) this.d.log.error({ lost }, `${lost.length} address(es) of containers on this host were given to others while it was away: those containers must be restarted`);
     const kept = result.released.length - lost.length;
     this.d.events.publish('host.rejoined', { epoch: result.epoch, pools: result.pools.map((p) => p.poolId), kept, lost });

@@ -59,12 +59,16 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   o.log.info({ pools: await ipam.warm() }, 'loaded the pools this host holds');
   await probeRoutes(o.routes, o.log);
   const sub = serveRpc(o.nc, o.host, ipamRpc, {
+    // Checked again in Addresses.request, under the pool's lock, for what queued before a reclaim.
     requestPool: (r, ctx) => {
-      lease.assertLive();
+      lease.assertServing();
       return ipam.requestPool(r, ctx);
     },
     releasePool: (r) => ipam.releasePool(r),
-    requestAddress: (r, ctx) => ipam.requestAddress(r, ctx),
+    requestAddress: (r, ctx) => {
+      lease.assertServing();
+      return ipam.requestAddress(r, ctx);
+    },
     releaseAddress: (r) => ipam.releaseAddress(r),
     status: async () => ({ ...(await ipam.status()), hosts: await lease.status() }),
     reconcileHost: (r) => ipam.reconcileHost(r),

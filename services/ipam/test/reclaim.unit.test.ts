@@ -29,15 +29,27 @@ function setup() {
     const pools = new Pools(deps, new Views(deps));
     const reclaimer = new Reclaimer({ ...base, leaseMs: LEASE, drain: (key) => pools.drain(key) });
     const rejoined: unknown[] = [];
-    const lease = new HostLease({ ...base, reclaimer, rejoin: async (p) => {
-          rejoined.push(...p);
-          return [];
-        },
-      }, { renewMs: 10_000, leaseMs: LEASE });
-    return { reclaimer, lease, rejoined };
+    const duringRejoin: Array<{ serving: string | null; live: string | null }> = [];
+    const rejoin = async (p: readonly unknown[]) => {
+      rejoined.push(...p);
+      // While re-leasing, Docker's requests wait; the re-leasing itself (past assertServing) runs.
+      duringRejoin.push({ serving: threw(() => lease.assertServing()), live: threw(() => lease.assertLive()) });
+      return [];
+    };
+    const lease = new HostLease({ ...base, reclaimer, rejoin }, { renewMs: 10_000, leaseMs: LEASE });
+    return { reclaimer, lease, rejoined, duringRejoin };
   };
   return { clock, store, events, node };
 }
+
+const threw = (f: () => void): string | null => {
+  try {
+    f();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+};
 
 const POOL = 'v4-0a010000-24';
 const pool: PoolRecord = { poolId: 'weave:10.1.0.0/24', pool: '10.1.0.0/24', subPool: null, v6: false, gateway: '10.1.0.1', blockSize: 16, gen: 'g', holders: { h1: 1, h3: 1 } };
@@ -109,6 +121,8 @@ test('a returning host waits while its reclaim runs, finishes one whose reclaime
   expect(store.mirrors.leases.keys()).toEqual([]);
   expect((await store.hosts.get('h3'))?.value).toEqual(live(2, clock.t));
   expect(events.map((e) => e.kind)).toEqual(['host.fenced', 'address.released', 'block.released', 'host.reclaimed', 'host.rejoined']);
+  expect(h3.duringRejoin).toEqual([{ serving: 'ipam on h3 allocates nothing now: it is registering again after a reclaim; retry shortly', live: null }]);
+  expect(() => h3.lease.assertServing()).not.toThrow();
 });
 
 test('a host that cannot renew for a whole lease refuses to allocate until a renewal lands', async () => {
