@@ -10,6 +10,8 @@ export interface HostLeaseConfig {
   leaseMs: number;
 }
 
+const RETRY_MS = 1000;
+
 /** Where this host stands: not registered yet, live at an epoch, or fenced (reclaimed while away). */
 type Standing =
   | { kind: 'starting' }
@@ -94,11 +96,13 @@ export class HostLease implements Membership {
   }
 
   private schedule(): void {
+    // Not registered (KV not reachable at start) or standing down: allocations wait on the next try, so it comes soon.
+    const delay = this.standing.kind === 'live' ? this.config.renewMs : Math.min(this.config.renewMs, RETRY_MS);
     this.timer = setTimeout(() => {
       void this.tick().finally(() => {
         if (this.timer) this.schedule();
       });
-    }, this.config.renewMs);
+    }, delay);
     this.timer.unref();
   }
 

@@ -1,4 +1,5 @@
 import { UnavailableError } from '@weave/errors';
+import { waitFor } from '@weave/sync';
 import { silentLogger } from '@weave/log';
 import { parseCidr } from '@weave/netaddr';
 import type { HostRecord } from '../src/core/hosts';
@@ -152,5 +153,18 @@ test('a survivor finishes a reclaim whose reclaimer stopped half-way', async () 
   expect(store.mirrors.blocks.keys()).toEqual([]);
   expect((await store.pools.get(POOL))?.value.holders).toEqual({ h1: 1 });
   expect((await store.hosts.get('h3'))?.value).toMatchObject({ done: true, reclaimedBy: 'h9' });
+  await h1.lease.stop();
+});
+
+test('a host whose first registration fails refuses to allocate and tries again within a second, not a renewal period later', async () => {
+  const { store, node } = setup();
+  const mutate = store.hosts.mutate.bind(store.hosts);
+  let failures = 1;
+  store.hosts.mutate = (key, decide) => (failures-- > 0 ? Promise.reject(new UnavailableError('JetStream KV weave-ipam-hosts: update h1 failed')) : mutate(key, decide));
+  const h1 = node('h1');
+  await h1.lease.start();
+  expect(() => h1.lease.assertLive()).toThrow('ipam on h1 allocates nothing now: it has not registered yet');
+  await waitFor(() => h1.lease.epoch() === 1, { what: 'the second try to register', timeoutMs: 3000 });
+  expect(() => h1.lease.assertLive()).not.toThrow();
   await h1.lease.stop();
 });
