@@ -7,7 +7,7 @@ export const PluginApiEnv = z.object({
   WEAVE_PLUGIN_NAME: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/).default('weave'),
   WEAVE_PLUGIN_DIR: z.string().min(1).default('/run/docker/plugins'),
   WEAVE_RPC_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
-  WEAVE_BACKEND_WAIT_MS: z.coerce.number().int().min(0).max(120_000).default(10_000),
+  WEAVE_BACKEND_WAIT_MS: z.coerce.number().int().min(0).max(120_000).default(30_000),
   /** The mesh-wide network catalogue keeps this host's Docker in line with the other hosts'. */
   WEAVE_CATALOGUE: z.enum(['on', 'off']).default('on'),
   WEAVE_DOCKER_SOCKET: z.string().min(1).default('/var/run/docker.sock'),

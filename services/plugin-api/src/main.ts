@@ -4,18 +4,11 @@ import { runService } from '@weave/config';
 import { Buckets, ipamRpc, netwireRpc, pluginApiRpc } from '@weave/contracts';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
-import { waitFor } from '@weave/sync';
+import { BackendGate } from './backend-gate';
 import { routes } from './driver';
 import { PluginApiEnv, reconcileSettings } from './env';
 import { DockerReconciler } from './reconcile/reconciler';
 import { listenOnSocket, pluginServer } from './server';
-
-/** True once every probe answers, false if they have not within `ms`. */
-const waitForBackends = (probes: Array<() => Promise<unknown>>, ms: number): Promise<boolean> =>
-  waitFor(() => Promise.all(probes.map((p) => p())), { what: 'ipam and netwire', timeoutMs: ms, intervalMs: 200 }).then(
-    () => true,
-    () => false,
-  );
 
 void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const reconcile = reconcileSettings(env);
@@ -23,16 +16,15 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const opts = { timeoutMs: env.WEAVE_RPC_TIMEOUT_MS };
   const ipam = rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts);
   const netwire = rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts);
-  const table = routes({ ipam, netwire });
+  const gate = new BackendGate([() => ipam.status({}), () => netwire.status({})], env.WEAVE_BACKEND_WAIT_MS, log);
+  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire) });
   const server = pluginServer(table, log, (c) => {
     log.debug({ method: c.method, status: c.status, ms: Math.round(c.ms * 10) / 10 }, 'docker call');
     if (c.error) events.publish('docker.call.failed', { method: c.method, message: c.error, status: c.status });
   });
-  // Docker caches a failed handshake until it restarts, and retries a missing socket for 15 s, so
-  // the socket appears only once NATS is connected (runService waited for it) and, within a
-  // bound, once ipam and netwire answer: a start right after `compose up` then just works.
-  const ready = await waitForBackends([() => ipam.status({}), () => netwire.status({})], env.WEAVE_BACKEND_WAIT_MS);
-  if (!ready) log.warn({ waitedMs: env.WEAVE_BACKEND_WAIT_MS }, 'ipam or netwire not answering yet; listening anyway, calls will fail until they do');
+  // Listening at once: Docker looks for a missing socket for only 15 s, and caches a failed
+  // handshake until it restarts; the handshake needs no backend, and calls wait at the gate.
+  void gate.open();
   const socket = join(env.WEAVE_PLUGIN_DIR, `${env.WEAVE_PLUGIN_NAME}.sock`);
   await listenOnSocket(server, socket);
   log.info({ socket }, 'plugin listening');
