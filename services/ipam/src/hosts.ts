@@ -71,9 +71,13 @@ export class HostLease implements Membership {
     const s = this.standing;
     if (s.kind === 'starting') return 'it has not registered yet';
     if (s.kind === 'fenced') return s.why;
-    // Unrenewed for a whole lease: a survivor may be reclaiming our blocks right now.
+    // Unrenewed for nearly a lease: a survivor may reclaim our blocks any moment. One renewal
+    // period early, so a survivor whose clock runs up to that much ahead never reclaims a block
+    // we still allocate from.
     const silentMs = this.d.now().getTime() - s.renewedAt.getTime();
-    if (silentMs >= this.config.leaseMs) return `it could not renew its lease for ${Math.round(silentMs / 1000)} s, so its blocks may be reclaimed`;
+    if (silentMs >= this.config.leaseMs - this.config.renewMs) {
+      return `it could not renew its lease for ${Math.round(silentMs / 1000)} s, so its blocks may be reclaimed`;
+    }
     // A reclaim seen by the watch before our next renewal. Only a write after ours counts: the
     // mirror may still show our record from before we registered.
     const seen = this.d.store.mirrors.hosts.get(this.d.host);

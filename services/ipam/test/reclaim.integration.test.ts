@@ -12,8 +12,8 @@ import { startIpam } from '../src/service';
 
 /**
  * Lost hosts, on one real nats-server: several ipam hosts with their own connections and one
- * clock the test steps. Renewals run when the test calls tick (the timer is set to an hour), so
- * which host renews when is the test's choice, not the scheduler's.
+ * clock the test steps. Renewals run when the test calls tick (each test is over long before the
+ * timer's first one), so which host renews when is the test's choice, not the scheduler's.
  */
 jest.setTimeout(30_000);
 
@@ -51,7 +51,8 @@ async function host(name: string) {
     routes: new StaticRoutes(),
     config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize: 16 },
     replicas: 1,
-    lease: { renewMs: 3_600_000, leaseMs: LEASE },
+    // The timer's first renewal is 20 s of real time away: every renewal in a test is its tick().
+    lease: { renewMs: LEASE / 3, leaseMs: LEASE },
     now,
   });
   const stop = async () => {
