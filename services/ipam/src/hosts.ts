@@ -47,6 +47,7 @@ export class HostLease implements Membership {
     readonly config: HostLeaseConfig,
   ) {}
 
+  /** 0 before the first registration: nothing carries it, since nothing is allocated until then. */
   epoch(): number {
     return this.standing.kind === 'starting' ? 0 : this.standing.epoch;
   }

@@ -91,9 +91,9 @@ export class Reclaimer {
     const pool = parseCidr(record.pool);
     const out = [];
     for (const l of children(this.d.store.mirrors.leases, key)) {
-      if (l.value.kind !== 'endpoint' || !ownedByDead(l.value.host, leaseEpoch(l.value), host, deadEpoch)) continue;
+      if (l.value.kind !== 'endpoint' || !ownedByDead(l.value.host, l.value.epoch, host, deadEpoch)) continue;
       const now = await this.d.store.leases.get(l.key);
-      if (!now || now.value.kind !== 'endpoint' || !ownedByDead(now.value.host, leaseEpoch(now.value), host, deadEpoch)) continue;
+      if (!now || now.value.kind !== 'endpoint' || !ownedByDead(now.value.host, now.value.epoch, host, deadEpoch)) continue;
       const v = valueOfChildKey(pool, l.key);
       if (v === null || !(await this.d.store.leases.deleteAt(l.key, now.revision))) continue;
       const address = formatIp({ family: pool.family, value: v });
@@ -140,6 +140,3 @@ export class Reclaimer {
     return out.sort((a, b) => a.poolId.localeCompare(b.poolId));
   }
 }
-
-/** Leases written before fencing carry no epoch (see ownedByDead). */
-const leaseEpoch = (l: { epoch?: number | undefined }): number | undefined => l.epoch;
