@@ -4,3 +4,4 @@ export * from './host-links';
 export * from './host-state';
 export * from './use-stack';
 export * from './listeners';
+export * from './state-of-record';

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { Subjects } from '@weave/contracts';
-import { ProcessStack, useStack } from '../src';
+import { ipamStateOfRecord, ProcessStack, useStack } from '../src';
 
 /**
  * Hostile or broken input to the running services: the plugin socket and every NATS subject they
@@ -15,7 +15,7 @@ beforeAll(async () => {
   await scope.run([`--net=${net}`]);
 });
 
-const snapshot = async () => ({ ipam: await stack.ipam.status({}), netwire: await stack.netwire.status({}) });
+const snapshot = async () => ({ ipam: ipamStateOfRecord(await stack.ipam.status({})), netwire: await stack.netwire.status({}) });
 
 function post(path: string, body: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { Kvm } from '@nats-io/kv';
-import type { ProcessStack } from '@weave/e2e';
+import { ipamStateOfRecord, selfChangingBuckets, type ProcessStack } from '@weave/e2e';
 
 /**
  * Everything a malformed request could have changed: each service's own account (status) and
@@ -11,13 +11,14 @@ export type Snapshot = Record<string, unknown>;
 
 export async function snapshot(stack: ProcessStack): Promise<Snapshot> {
   const [ipam, netwire, router, kv] = await Promise.all([stack.ipam.status({}), stack.netwire.status({}), stack.router.status({}), kvContents(stack.nc)]);
-  return { ipam, netwire, router, kv };
+  return { ipam: ipamStateOfRecord(ipam), netwire, router, kv };
 }
 
 async function kvContents(nc: NatsConnection): Promise<Record<string, Record<string, string>>> {
   const kvm = new Kvm(nc);
   const out: Record<string, Record<string, string>> = {};
   for await (const status of kvm.list()) {
+    if (selfChangingBuckets.includes(status.bucket)) continue;
     const kv = await kvm.open(status.bucket);
     const entries: Record<string, string> = {};
     for await (const key of await kv.keys()) {
