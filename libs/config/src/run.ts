@@ -33,16 +33,54 @@ export async function runService<T extends z.ZodObject>(
     process.exit(2);
   }
   const log = createLogger(service, env.WEAVE_HOST);
+  // Signals are handled from here on, not only once started: a stop that lands while the service
+  // starts (compose down right after up) must still close what start opened (plugin-api's socket
+  // file, for one), so it waits for start to finish and then stops.
+  let phase: 'connecting' | 'starting' | 'running' | 'stopping' = 'connecting';
+  let pending: string | null = null;
+  let stop: () => Promise<void> = async () => {};
+  let nc: Awaited<ReturnType<typeof connectBus>> | null = null;
+  const shutdown = async (signal: string): Promise<void> => {
+    phase = 'stopping';
+    log.info({ signal }, 'stopping');
+    try {
+      await stop();
+      await nc?.drain();
+    } catch (e) {
+      log.error({ err: e }, `unclean stop: ${describeError(e)}`);
+    }
+    process.exit(0);
+  };
+  const onSignal = (signal: string): void => {
+    if (phase === 'connecting') {
+      log.info({ signal }, 'stopping before NATS was reached: nothing to close');
+      process.exit(0);
+    }
+    if (phase === 'starting') {
+      pending ??= signal;
+      // A start that cannot finish (JetStream without a quorum, say) must not hold the stop until
+      // the runtime kills the process: exit then, which still runs 'exit' handlers.
+      setTimeout(() => {
+        log.warn({ signal }, 'still starting 3 s after the signal: exiting without a full stop');
+        process.exit(0);
+      }, 3000).unref();
+      return;
+    }
+    if (phase === 'running') void shutdown(signal);
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
   const servers = env.WEAVE_NATS_URL.split(',');
   const credsFile = env.WEAVE_NATS_CREDS_FILE;
-  const nc = await whileWaiting(connectBus({ servers, name: `${service}@${env.WEAVE_HOST}`, log, ...auth }), async () => {
+  nc = await whileWaiting(connectBus({ servers, name: `${service}@${env.WEAVE_HOST}`, log, ...auth }), async () => {
     log.warn({ servers }, `not connected to NATS yet: ${await whyNoNats(servers, auth, credsFile)}`);
   }).catch((e: unknown) => {
     // connectBus waits out an absent server, but not a refusal: that needs a person.
     log.fatal({ err: e, servers }, `cannot connect to NATS: ${natsFailure(e, credsFile)}`);
     process.exit(1);
   });
-  let stop: () => Promise<void>;
+  phase = 'starting';
   try {
     stop = await start({ env, log, nc });
   } catch (e) {
@@ -50,19 +88,9 @@ export async function runService<T extends z.ZodObject>(
     await nc.close();
     process.exit(1);
   }
+  phase = 'running';
   log.info('started');
-  const shutdown = async (signal: string): Promise<void> => {
-    log.info({ signal }, 'stopping');
-    try {
-      await stop();
-      await nc.drain();
-    } catch (e) {
-      log.error({ err: e }, `unclean stop: ${describeError(e)}`);
-    }
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  if (pending) await shutdown(pending);
 }
 
 type NatsAuth = ReturnType<typeof natsAuth>;

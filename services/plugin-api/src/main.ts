@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { EventPublisher, openBucket, rpcClient, serveRpc } from '@weave/bus';
 import { runService } from '@weave/config';
@@ -40,9 +41,13 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
       : null;
   await catalogue?.start();
   return async () => {
+    // The socket goes first: the rest can take a while (a catalogue pass waiting on a JetStream
+    // without quorum), and a socket file left behind would make Docker wait on a plugin that is gone.
+    const closed = new Promise((r) => server.close(r));
+    rmSync(socket, { force: true });
     rpc.unsubscribe();
     await reconciler.stop();
     await catalogue?.stop();
-    await new Promise((r) => server.close(r));
+    await closed;
   };
 });

@@ -137,4 +137,7 @@ export async function listenOnSocket(server: Server, path: string): Promise<void
     server.listen(path, () => resolve());
   });
   chmodSync(path, 0o600);
+  // Short of SIGKILL, the socket file does not outlive the process: a stale one makes Docker
+  // connect, fail and retry instead of seeing at once that the plugin is gone.
+  process.once('exit', () => rmSync(path, { force: true }));
 }
