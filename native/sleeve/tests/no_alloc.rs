@@ -299,8 +299,9 @@ fn tap_to_peers(read: Vec<u8>, vnet_hdr: bool, segments: u64) {
     )
     .unwrap();
     let during = allocations_after_warm_up(&stats.tap_frames_in, reads);
-    let s = stats.snapshot();
+    // Stopped first (threads joined), so the counters are read at rest, not mid-frame.
     engine.stop();
+    let s = stats.snapshot();
     assert_eq!(s.frames_to_peers, 3 * segments * s.tap_frames_in, "{s:?}");
     assert_eq!(
         during, 0,
@@ -341,8 +342,9 @@ fn peers_to_tap(burst: Vec<Vec<u8>>, vnet_hdr: bool) {
     )
     .unwrap();
     let during = allocations_after_warm_up(&stats.frames_from_peers, bursts * frames_per_burst);
-    let s = stats.snapshot();
+    // Stopped first (threads joined), so the counters are read at rest, not mid-frame.
     engine.stop();
+    let s = stats.snapshot();
     assert_eq!(s.tap_frames_out, s.frames_from_peers, "{s:?}");
     if vnet_hdr {
         assert_eq!(s.tap_super_frames_out, bursts, "one write per burst: {s:?}");
