@@ -217,11 +217,11 @@ test('a host whose dockerd and stack restart rejoins, and its containers are rea
   const [p1, , p3] = probes as [(typeof probes)[0], (typeof probes)[0], (typeof probes)[0]];
   const t0 = Date.now();
   await restartHost(3, { hosts: HOSTS, log });
-  // probe3 has --restart always: dockerd starts it again together with weave's stack, and its
-  // attach waits for the plugin. dockerd gives up on a container whose plugin it could not find
-  // within 15 s, which can still happen while the stack starts (making the plugin answer before
-  // dockerd asks is the daemon-restart issue's); then it is started by hand, and the rest of
-  // this test (the host rejoins, its container is reachable) still holds.
+  // probe3 has --restart always, but dockerd restarts it before weave's stack is back (the stack
+  // was stopped first, see restartHost) and gives up on a plugin it cannot find within 15 s:
+  // making the plugin answer before dockerd asks is the daemon-restart issue's. So it may need
+  // starting by hand; what this test asserts is that the host rejoins and its container is
+  // reachable again.
   const back = await waitFor(async () => (await outOf(3, ['inspect', '-f', '{{.State.Running}}', p3.name])).trim() === 'true' || null, {
     what: `${p3.name} running again on ${hostName(3)}`,
     timeoutMs: 30_000,
