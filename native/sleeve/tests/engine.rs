@@ -361,9 +361,9 @@ mod offload {
     //! frame each on the wire) and is written on the other side as few super-frames.
 
     use super::*;
-    use sleeve::core::segment::{prepare, Prepared};
+    use sleeve::core::segment::prepare;
     use sleeve::core::virtio::{VirtioHdr, F_NEEDS_CSUM};
-    use sleeve::fake::packets::{inspect, pattern, Packet};
+    use sleeve::fake::packets::{self as packets, inspect, pattern, Packet};
 
     /// 66 bytes of headers: segments are 1450-byte frames, 1472-byte datagrams.
     const MSS: u16 = 1384;
@@ -376,17 +376,8 @@ mod offload {
     fn frames_of(record: &[u8]) -> (VirtioHdr, Vec<Vec<u8>>) {
         let mut bytes = record.to_vec();
         let (hdr, frame) = VirtioHdr::split(&mut bytes).expect("virtio header");
-        let frames = match prepare(&hdr, frame).expect("a well-formed record") {
-            Prepared::Frame => vec![frame.to_vec()],
-            Prepared::Segments(s) => (0..s.count())
-                .map(|i| {
-                    let mut out = vec![0; s.len(i)];
-                    s.write(frame, i, &mut out);
-                    out
-                })
-                .collect(),
-        };
-        (hdr, frames)
+        let prepared = prepare(&hdr, frame).expect("a well-formed record");
+        (hdr, packets::frames_of(frame, prepared))
     }
 
     fn payload(frames: &[Vec<u8>]) -> Vec<u8> {

@@ -16,7 +16,7 @@ use sleeve::core::segment::{prepare_read, Prepared};
 use sleeve::core::train::Train;
 use sleeve::core::virtio::VirtioHdr;
 use sleeve::engine::Engine;
-use sleeve::fake::packets::{pattern, Packet};
+use sleeve::fake::packets::{frames_of, pattern, Packet};
 use sleeve::fake::FakeClock;
 use sleeve::os::{RecvBatch, Slot, Tap, TapFactory, Udp};
 use sleeve::stats::Stats;
@@ -145,7 +145,11 @@ impl Udp for LoopUdp {
             buf[len..len + d.len()].copy_from_slice(d);
             len += d.len();
         }
-        let segment = if self.burst.len() > 1 { self.burst[0].len() } else { 0 };
+        let segment = if self.burst.len() > 1 {
+            self.burst[0].len()
+        } else {
+            0
+        };
         slots[0] = Slot {
             len,
             from: self.from,
@@ -269,16 +273,10 @@ fn datagram(frames: &[Vec<u8>]) -> Vec<u8> {
 
 fn segments_of(read: &[u8]) -> Vec<Vec<u8>> {
     let mut read = read.to_vec();
-    let Ok((frame, Prepared::Segments(s))) = prepare_read(&mut read) else {
+    let Ok((frame, prepared @ Prepared::Segments(_))) = prepare_read(&mut read) else {
         panic!("a super-frame")
     };
-    (0..s.count())
-        .map(|i| {
-            let mut out = vec![0; s.len(i)];
-            s.write(frame, i, &mut out);
-            out
-        })
-        .collect()
+    frames_of(frame, prepared)
 }
 
 /// `segments` frames per read; the reads are FRAMES / segments so every run moves as much.

@@ -126,7 +126,11 @@ mod tests {
         assert_eq!(fold(sum(&b[40..], sum(&b[..40], 0))), fold(whole));
         // Parts that end inside an 8-byte word (the tail paths) add up too.
         for cut in [2, 6, 42, 46, 100] {
-            assert_eq!(fold(sum(&b[cut..], sum(&b[..cut], 0))), fold(whole), "cut {cut}");
+            assert_eq!(
+                fold(sum(&b[cut..], sum(&b[..cut], 0))),
+                fold(whole),
+                "cut {cut}"
+            );
         }
         b[10] = 0;
         b[11] = 0;

@@ -236,21 +236,15 @@ fn same_headers(a: &[u8], b: &[u8], s: &Segment) -> bool {
 mod tests {
     use super::*;
     use crate::core::segment::{prepare, Prepared};
-    use crate::fake::packets::{inspect, pattern, Packet, TCP_ACK, TCP_PSH};
+    use crate::fake::packets::{frames_of, inspect, pattern, Packet, TCP_ACK, TCP_PSH};
 
     fn segments(p: &Packet, mss: u16) -> Vec<Vec<u8>> {
         let mut read = p.super_read(mss);
         let (hdr, frame) = VirtioHdr::split(&mut read).unwrap();
-        let Ok(Prepared::Segments(s)) = prepare(&hdr, frame) else {
+        let prepared @ Prepared::Segments(_) = prepare(&hdr, frame).unwrap() else {
             panic!("not a super-frame")
         };
-        (0..s.count())
-            .map(|i| {
-                let mut out = vec![0; s.len(i)];
-                s.write(frame, i, &mut out);
-                out
-            })
-            .collect()
+        frames_of(frame, prepared)
     }
 
     /// Pushes frames, taking whenever asked; returns what would be written.
@@ -282,16 +276,8 @@ mod tests {
     /// Cuts a written super-frame again, as the kernel would: must give back the segments.
     fn recut(hdr: VirtioHdr, frame: &[u8]) -> Vec<Vec<u8>> {
         let mut f = frame.to_vec();
-        match prepare(&hdr, &mut f).unwrap() {
-            Prepared::Frame => vec![f],
-            Prepared::Segments(s) => (0..s.count())
-                .map(|i| {
-                    let mut out = vec![0; s.len(i)];
-                    s.write(&f, i, &mut out);
-                    out
-                })
-                .collect(),
-        }
+        let prepared = prepare(&hdr, &mut f).unwrap();
+        frames_of(&f, prepared)
     }
 
     #[test]

@@ -345,22 +345,13 @@ mod tests {
     use super::*;
     use crate::core::virtio;
     use crate::fake::packets::{
-        inspect, pattern, Packet, Seen, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH,
+        frames_of, inspect, pattern, Packet, Seen, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH,
     };
 
     /// Prepares a read and returns the frames it becomes.
     fn cut(mut read: Vec<u8>) -> Result<Vec<Vec<u8>>, OffloadError> {
         let (frame, prepared) = prepare_read(&mut read)?;
-        Ok(match prepared {
-            Prepared::Frame => vec![frame.to_vec()],
-            Prepared::Segments(s) => (0..s.count())
-                .map(|i| {
-                    let mut out = vec![0; s.len(i)];
-                    s.write(frame, i, &mut out);
-                    out
-                })
-                .collect(),
-        })
+        Ok(frames_of(frame, prepared))
     }
 
     fn seen(frames: &[Vec<u8>]) -> Vec<Seen> {

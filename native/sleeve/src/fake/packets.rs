@@ -1,6 +1,7 @@
 //! Ethernet frames carrying IPv4/IPv6 and TCP/UDP, built and checked for tests. Checksums use
 //! their own plain RFC 1071 code, so they check `core::checksum` rather than repeat it.
 
+use crate::core::segment::Prepared;
 use crate::core::virtio::{GsoType, VirtioHdr, F_NEEDS_CSUM};
 
 pub const TCP_ACK: u8 = 0x10;
@@ -361,5 +362,20 @@ mod tests {
             assert!(s.ip_checksum_ok && s.l4_checksum_ok, "{p:?}");
             assert_eq!(s.payload, p.payload);
         }
+    }
+}
+
+/// The frames a prepared read stands for: itself, or the segments a super-frame is cut into.
+/// Allocates, so it is for tests; the engine writes segments in place.
+pub fn frames_of(frame: &[u8], prepared: Prepared) -> Vec<Vec<u8>> {
+    match prepared {
+        Prepared::Frame => vec![frame.to_vec()],
+        Prepared::Segments(s) => (0..s.count())
+            .map(|i| {
+                let mut out = vec![0; s.len(i)];
+                s.write(frame, i, &mut out);
+                out
+            })
+            .collect(),
     }
 }
