@@ -84,6 +84,19 @@ async function startStack() {
   compose(env, 'up', '-d', '--remove-orphans');
 }
 
+/**
+ * A tool that needs the machine's packages, node_modules and the native addon but no Docker:
+ * set-up output goes to stderr (its stdout may be JSON), and its exit status is the command's.
+ */
+async function runTool(ensurePackages, script) {
+  setupStdio = ['inherit', 2, 2];
+  await ensurePackages(log);
+  ensureNodeModules();
+  buildNative();
+  const code = await shUntilDone('node', ['--import', 'tsx', script, ...process.argv.slice(3)]);
+  if (code !== 0) process.exit(code);
+}
+
 const commands = {
   async up() {
     await startStack();
@@ -117,22 +130,12 @@ const commands = {
   },
   async 'bench-mesh'() {
     // No Docker here: namespaces, iperf3 and the sleeve addon, built from the current source.
-    setupStdio = ['inherit', 2, 2];
-    await ensureBenchPackages(log);
-    ensureNodeModules();
-    buildNative();
-    const code = await shUntilDone('node', ['--import', 'tsx', 'tools/bench/src/mesh.ts', ...process.argv.slice(3)]);
-    if (code !== 0) process.exit(code);
+    await runTool(ensureBenchPackages, 'tools/bench/src/mesh.ts');
   },
   async fuzz() {
     // No Docker: a nats-server and the services as processes, netwire in a namespace of the
     // run's own, the router with its addon.
-    setupStdio = ['inherit', 2, 2];
-    await ensureFuzzPackages(log);
-    ensureNodeModules();
-    buildNative();
-    const code = await shUntilDone('node', ['--import', 'tsx', 'tools/fuzz/src/main.ts', ...process.argv.slice(3)]);
-    if (code !== 0) process.exit(code);
+    await runTool(ensureFuzzPackages, 'tools/fuzz/src/main.ts');
   },
 };
 
