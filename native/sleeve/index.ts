@@ -81,6 +81,8 @@ export const NetworkSchema = z
     tap: TapNameSchema,
     /** Source MACs that never cross the wire: the anycast gateway every host's bridge answers for. */
     localMacs: z.array(MacSchema).max(16).default([]),
+    /** Peers this network's frames go to; default every peer (the others use the fast path). */
+    sendTo: z.array(PeerIdSchema).optional(),
   })
   .strict();
 
@@ -107,6 +109,12 @@ export const SleeveConfigSchema = z
     dup(c.peers.map((p) => p.address), 'peers', 'peer address');
     dup(c.networks.map((n) => n.id), 'networks', 'network id');
     dup(c.networks.map((n) => n.tap), 'networks', 'tap name');
+    const peerIds = new Set(c.peers.map((p) => p.id));
+    c.networks.forEach((n, i) =>
+      n.sendTo?.forEach((id, j) => {
+        if (!peerIds.has(id)) ctx.addIssue({ code: 'custom', path: ['networks', i, 'sendTo', j], message: 'not one of the configured peers' });
+      }),
+    );
     c.peers.forEach((p, i) => {
       if (p.id === c.peerId) ctx.addIssue({ code: 'custom', path: ['peers', i, 'id'], message: 'peer id is our own peerId' });
     });
@@ -152,6 +160,8 @@ export interface SleeveStats {
   dropSenderMismatch: bigint;
   dropUnknownNetwork: bigint;
   dropNoPeers: bigint;
+  /** Frames for a peer this network reaches over the kernel's VXLAN instead (a stale bridge entry). */
+  dropPeerElsewhere: bigint;
   dropFrameTooLarge: bigint;
   dropRuntFrame: bigint;
   dropInvalidSource: bigint;

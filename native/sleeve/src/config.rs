@@ -29,6 +29,10 @@ pub struct NetworkConfig {
     /// Source MACs that must never cross the wire on this network: the anycast gateway's, which
     /// every host's bridge has, so each host answers for it itself.
     pub local_macs: Vec<[u8; 6]>,
+    /// The peers this network's frames are sent to; `None`: every peer. A peer reached by the
+    /// kernel's VXLAN for this network is left out, so no frame takes both paths. Frames from
+    /// any configured peer are still taken in, whichever path that peer chose.
+    pub send_to: Option<Vec<PeerId>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,7 @@ pub enum ConfigError {
     DuplicateTap(String),
     BadTapName(String),
     BadBatchBytes(usize),
+    UnknownSendPeer(NetworkId, PeerId),
 }
 
 impl fmt::Display for ConfigError {
@@ -83,6 +88,9 @@ impl fmt::Display for ConfigError {
                 "tap name {t:?} must be 1-15 bytes without '/', NUL or spaces"
             ),
             ConfigError::BadBatchBytes(n) => write!(f, "batchBytes {n} is outside 576..=65507"),
+            ConfigError::UnknownSendPeer(n, p) => {
+                write!(f, "network {n} sends to peer {p}, which is not a configured peer")
+            }
         }
     }
 }
@@ -116,6 +124,9 @@ impl EngineConfig {
             if !taps.insert(n.tap.as_str()) {
                 return Err(ConfigError::DuplicateTap(n.tap.clone()));
             }
+            if let Some(p) = n.send_to.iter().flatten().find(|p| !ids.contains(*p)) {
+                return Err(ConfigError::UnknownSendPeer(n.id, *p));
+            }
         }
         if !(576..=crate::core::wire::MAX_DATAGRAM).contains(&self.batch_bytes) {
             return Err(ConfigError::BadBatchBytes(self.batch_bytes));
@@ -147,6 +158,7 @@ mod tests {
             id: 7,
             tap: "vethwe-7".into(),
             local_macs: Vec::new(),
+            send_to: None,
         });
         c
     }
@@ -180,6 +192,7 @@ mod tests {
             id: 7,
             tap: "other".into(),
             local_macs: Vec::new(),
+            send_to: None,
         });
         assert_eq!(c.validate(), Err(ConfigError::DuplicateNetwork(7)));
         let mut c = cfg();
@@ -187,6 +200,7 @@ mod tests {
             id: 8,
             tap: "vethwe-7".into(),
             local_macs: Vec::new(),
+            send_to: None,
         });
         assert!(matches!(c.validate(), Err(ConfigError::DuplicateTap(_))));
         for bad in ["", "0123456789abcdef", "a/b", "a b", ".."] {
@@ -197,6 +211,9 @@ mod tests {
                 "{bad:?}"
             );
         }
+        let mut c = cfg();
+        c.networks[0].send_to = Some(vec![2, 9]);
+        assert_eq!(c.validate(), Err(ConfigError::UnknownSendPeer(7, 9)));
         let mut c = cfg();
         c.batch_bytes = 100;
         assert_eq!(c.validate(), Err(ConfigError::BadBatchBytes(100)));

@@ -78,6 +78,8 @@ struct View<T> {
     by_addr: HashMap<SocketAddr, PeerId>,
     taps: HashMap<NetworkId, (String, Arc<T>)>,
     local_macs: HashMap<NetworkId, Vec<Mac>>,
+    /// Networks whose frames go to some peers only (the others are on the fast path).
+    send_to: HashMap<NetworkId, Vec<PeerId>>,
     batch_bytes: usize,
     thread_nice: Option<i32>,
 }
@@ -166,6 +168,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             by_addr: HashMap::new(),
             taps: HashMap::new(),
             local_macs: HashMap::new(),
+            send_to: HashMap::new(),
             batch_bytes: config.batch_bytes,
             thread_nice: config.packet_thread_nice,
         };
@@ -231,6 +234,11 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
                 .iter()
                 .filter(|n| !n.local_macs.is_empty())
                 .map(|n| (n.id, n.local_macs.clone()))
+                .collect(),
+            send_to: config
+                .networks
+                .iter()
+                .filter_map(|n| Some((n.id, n.send_to.clone()?)))
                 .collect(),
             batch_bytes: config.batch_bytes,
             thread_nice: config.packet_thread_nice,
@@ -322,6 +330,8 @@ impl<F: TapFactory, U: Udp, C: Clock> Drop for Engine<F, U, C> {
 struct Outbox {
     slots: Vec<(PeerId, SocketAddr, Train)>,
     index: HashMap<PeerId, usize>,
+    /// Configured peers this network does not send to: they get its frames another way.
+    elsewhere: Vec<PeerId>,
 }
 
 /// What a TAP read gave, ready to encode.
@@ -345,7 +355,14 @@ impl Outbox {
     fn new<T>(network: NetworkId, view: &View<T>) -> Self {
         let mut slots = Vec::with_capacity(view.peers.len());
         let mut index = HashMap::with_capacity(view.peers.len());
-        for (i, (peer, addr)) in view.peers.iter().enumerate() {
+        let mut elsewhere = Vec::new();
+        let only = view.send_to.get(&network);
+        for (peer, addr) in &view.peers {
+            if only.is_some_and(|only| !only.contains(peer)) {
+                elsewhere.push(*peer);
+                continue;
+            }
+            let i = slots.len();
             slots.push((
                 *peer,
                 *addr,
@@ -353,7 +370,11 @@ impl Outbox {
             ));
             index.insert(*peer, i);
         }
-        Outbox { slots, index }
+        Outbox {
+            slots,
+            index,
+            elsewhere,
+        }
     }
 
     fn push(&mut self, slot: usize, read: Read<'_>, udp: &impl Udp, stats: &Stats) {
@@ -425,7 +446,12 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
     prioritise(cached.view.thread_nice, &shared.stats);
     let mut outbox = Outbox::new(network, &cached.view);
     while !stop.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
-        let n = match tap.recv(&mut buf) {
+        // Under load a frame is usually waiting: read first, and only poll when none is.
+        let read = match tap.try_recv(&mut buf) {
+            Ok(None) => tap.recv(&mut buf),
+            other => other,
+        };
+        let n = match read {
             Ok(Some(n)) => n,
             Ok(None) => {
                 // Idle: still drop our hold on TAPs that left the configuration.
@@ -538,6 +564,8 @@ fn on_tap_frame<T, U: Udp, C: Clock>(
     match action {
         Action::SendToPeer { peer, .. } => match outbox.index.get(&peer) {
             Some(&slot) => outbox.push(slot, read, &shared.udp, stats),
+            // The bridge sent it here from a stale entry; the owner gets it over the fast path.
+            None if outbox.elsewhere.contains(&peer) => Stats::inc(&stats.drop_peer_elsewhere),
             None => flood(outbox, read, &shared.udp, stats), // peer left since it was learned
         },
         Action::Flood { .. } => flood(outbox, read, &shared.udp, stats),

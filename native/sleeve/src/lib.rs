@@ -47,6 +47,8 @@ pub struct NetworkSpec {
     pub tap: String,
     /// Source MACs that never cross the wire on this network (`aa:bb:cc:dd:ee:ff`).
     pub local_macs: Option<Vec<String>>,
+    /// Peer ids this network's frames are sent to; default every peer.
+    pub send_to: Option<Vec<BigInt>>,
 }
 
 #[napi(object)]
@@ -95,6 +97,7 @@ pub struct SleeveStats {
     pub drop_sender_mismatch: BigInt,
     pub drop_unknown_network: BigInt,
     pub drop_no_peers: BigInt,
+    pub drop_peer_elsewhere: BigInt,
     pub drop_frame_too_large: BigInt,
     pub drop_runt_frame: BigInt,
     pub drop_invalid_source: BigInt,
@@ -300,10 +303,16 @@ fn settings(c: &SleeveConfig) -> Result<Settings> {
                     .ok_or_else(|| invalid(format!("local MAC {m:?} is not aa:bb:cc:dd:ee:ff")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let send_to = n
+            .send_to
+            .as_ref()
+            .map(|ids| ids.iter().map(|id| peer_id(id, "sendTo peer id")).collect())
+            .transpose()?;
         engine.networks.push(NetworkConfig {
             id: n.id,
             tap: n.tap.clone(),
             local_macs,
+            send_to,
         });
     }
     if let Some(ms) = c.mac_max_age_ms {
@@ -349,6 +358,7 @@ fn to_js_stats(s: StatsSnapshot, offloads: Option<UdpOffloads>) -> SleeveStats {
         drop_sender_mismatch: b(s.drop_sender_mismatch),
         drop_unknown_network: b(s.drop_unknown_network),
         drop_no_peers: b(s.drop_no_peers),
+        drop_peer_elsewhere: b(s.drop_peer_elsewhere),
         drop_frame_too_large: b(s.drop_frame_too_large),
         drop_runt_frame: b(s.drop_runt_frame),
         drop_invalid_source: b(s.drop_invalid_source),

@@ -62,6 +62,8 @@ counters! {
     drop_unknown_network,
     /// Floods with no peer to send to.
     drop_no_peers,
+    /// Frames for a peer that this network reaches over the fast path (a stale bridge entry).
+    drop_peer_elsewhere,
     /// Frames from a TAP too large to encode.
     drop_frame_too_large,
     drop_runt_frame,

@@ -86,6 +86,7 @@ fn config(local: u64, peers: &[(u64, &str)], networks: &[(u32, &str)]) -> Engine
             id: *id,
             tap: t.to_string(),
             local_macs: Vec::new(),
+            send_to: None,
         })
         .collect();
     c
@@ -265,6 +266,31 @@ fn the_anycast_gateway_mac_never_crosses_the_wire() {
     assert_eq!(recv(&b7), Some(eth(BCAST, MAC_A, 3)));
     // Counted just after the send the test already saw arrive.
     a.wait_for("one datagram out", |s| s.datagrams_out == 1);
+}
+
+#[test]
+fn a_network_sends_only_to_its_listed_peers_and_still_hears_the_others() {
+    let (net, clock) = (FakeNet::default(), FakeClock::default());
+    let a = node(&net, A, &clock, &config(1, &[(2, B)], &[(7, "t7")]));
+    // B reaches A over the fast path on network 7: its sleeve sends there to the raw peer only.
+    let mut cb = config(2, &[(1, A), (3, RAW)], &[(7, "t7")]);
+    cb.networks[0].send_to = Some(vec![3]);
+    let b = node(&net, B, &clock, &cb);
+    let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+    let raw = net.bind(addr(RAW));
+
+    // A still uses the sleeve towards B, and B takes it in: the choice is per direction.
+    a7.inject.send(eth(BCAST, MAC_A, 1)).unwrap();
+    assert_eq!(recv(&b7), Some(eth(BCAST, MAC_A, 1)));
+    // B's flood goes to the raw peer only.
+    b7.inject.send(eth(BCAST, MAC_B, 2)).unwrap();
+    assert!(raw.recv_within(WAIT).is_some(), "the listed peer gets the flood");
+    assert!(a7.written.recv_timeout(QUIET).is_err(), "A gets it over the fast path, not here");
+    // A unicast to MAC_A, learned behind peer 1, is dropped: it would arrive twice.
+    b7.inject.send(eth(MAC_A, MAC_B, 3)).unwrap();
+    b.wait_for("a drop for the peer on the fast path", |s| s.drop_peer_elsewhere == 1);
+    assert!(a7.written.recv_timeout(QUIET).is_err());
+    assert!(raw.recv_within(QUIET).is_none(), "not flooded either");
 }
 
 #[test]

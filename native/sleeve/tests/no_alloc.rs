@@ -232,6 +232,7 @@ fn config() -> EngineConfig {
         id: 7,
         tap: "t7".into(),
         local_macs: Vec::new(),
+            send_to: None,
     });
     c
 }

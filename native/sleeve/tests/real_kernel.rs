@@ -133,6 +133,7 @@ fn engine_on(
         id: 7,
         tap: tap.into(),
         local_macs: Vec::new(),
+            send_to: None,
     });
     Engine::start(
         &c,
