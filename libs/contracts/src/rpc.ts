@@ -302,6 +302,9 @@ export const Presence = z.strictObject({
 });
 export type Presence = z.output<typeof Presence>;
 
+/** A 64-bit counter, as a decimal string (JSON numbers lose precision past 2^53). */
+const Counter64 = z.string().regex(/^\d+$/);
+
 export const PeerStatus = z.object({
   host: HostName,
   address: IpString,
@@ -309,15 +312,20 @@ export const PeerStatus = z.object({
   state: z.enum(['connected', 'lost']),
   lastSeen: z.iso.datetime(),
   since: z.iso.datetime(),
-  /** The data path its traffic takes and the MTU a frame can have on it; null until known. */
-  path: z.enum(['sleeve']).nullable(),
+  /**
+   * The data path its traffic takes and the MTU a frame can have on it; null until known.
+   * `fastpath` is the kernel VXLAN path, for a router that chooses it.
+   */
+  path: z.enum(['sleeve', 'fastpath']).nullable(),
   mtu: Mtu.nullable(),
+  /** What this host has sent to and received from the peer, for a router that counts per peer. */
+  traffic: z.object({ bytesTo: Counter64, bytesFrom: Counter64, framesTo: Counter64, framesFrom: Counter64 }).partial().optional(),
 });
 
 export const RouterNetworkStatus = z.object({ networkId: DockerId, wireId: WireId, tap: z.string(), bridge: z.string(), attached: z.boolean() });
 
-/** The sleeve's counters, as decimal strings (they are 64-bit). */
-export const SleeveCounters = z.record(z.string(), z.string().regex(/^\d+$/));
+/** The sleeve's counters (64-bit, so decimal strings). */
+export const SleeveCounters = z.record(z.string(), Counter64);
 
 export const routerRpc = {
   service: 'router',

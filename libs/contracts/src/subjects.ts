@@ -20,3 +20,13 @@ export const Buckets = {
   netwire: 'weave-netwire',
   catalogue: 'weave-networks',
 } as const;
+
+/**
+ * JetStream streams besides the KV buckets'. `events` keeps a bounded history of every event for
+ * `weave events --since`: whatever is older than maxAgeMs, or beyond maxBytes / maxMsgs, is
+ * dropped oldest first. netwire creates it at start on every host with the same settings
+ * (replicas: WEAVE_KV_REPLICAS), so a fresh install has it and a second host finds it made.
+ */
+export const Streams = {
+  events: { name: 'WEAVE_EVENTS', subjects: [Subjects.allEvents], maxAgeMs: 24 * 3600_000, maxBytes: 64 * 1024 * 1024, maxMsgs: 200_000 },
+} as const;

@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/nats-core';
-import { EventPublisher, openBucket, RpcHandlers, serveRpc } from '@weave/bus';
+import { ensureEventHistory, EventPublisher, openBucket, RpcHandlers, serveRpc } from '@weave/bus';
 import { Buckets, netwireRpc } from '@weave/contracts';
 import type { Logger } from '@weave/log';
 import type { Kernel } from './kernel';
@@ -27,6 +27,8 @@ export interface RunningNetwire {
 /** netwire on the bus: its state in KV, its events published, its methods served. */
 export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNetwire> {
   const kv = await openBucket(o.nc, Buckets.netwire, { replicas: o.replicas ?? 1 });
+  // Every service's events, kept for `weave events --since`: made here, as netwire runs on every host.
+  await ensureEventHistory(o.nc, { replicas: o.replicas ?? 1, log: o.log });
   const events = new EventPublisher(o.nc, o.host, 'netwire', o.log);
   const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu });
   // Before the first request: Docker may already be calling for networks whose kernel state a
