@@ -86,7 +86,7 @@ export const EventKinds = {
     'peer.connected': z.object({ peer: HostName, address: IpString, port: z.number().int() }),
     'peer.disconnected': z.object({ peer: HostName, reason: z.enum(['left', 'timeout', 'restarted']) }),
     /** The data path and MTU a peer's traffic takes; sent when either changes. */
-    'peer.path': z.object({ peer: HostName, path: z.enum(['sleeve']), mtu: Mtu, reason: z.string() }),
+    'peer.path': z.object({ peer: HostName, path: z.enum(['sleeve', 'fastpath']), mtu: Mtu, reason: z.string() }),
     'network.attached': z.object({ networkId: DockerId, wireId: WireId, tap: z.string() }),
     'network.detached': z.object({ networkId: DockerId, wireId: WireId, tap: z.string() }),
   },

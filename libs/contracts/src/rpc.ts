@@ -318,11 +318,21 @@ export const PeerStatus = z.object({
    */
   path: z.enum(['sleeve', 'fastpath']).nullable(),
   mtu: Mtu.nullable(),
+  /** Why the peer is on that path ("VXLAN replies arrive", "no VXLAN reply for 3 s: …"). */
+  pathReason: z.string().nullable().optional(),
   /** What this host has sent to and received from the peer, for a router that counts per peer. */
   traffic: z.object({ bytesTo: Counter64, bytesFrom: Counter64, framesTo: Counter64, framesFrom: Counter64 }).partial().optional(),
 });
 
-export const RouterNetworkStatus = z.object({ networkId: DockerId, wireId: WireId, tap: z.string(), bridge: z.string(), attached: z.boolean() });
+export const RouterNetworkStatus = z.object({
+  networkId: DockerId,
+  wireId: WireId,
+  tap: z.string(),
+  bridge: z.string(),
+  attached: z.boolean(),
+  /** The network's kernel VXLAN device and id; absent for a network that stays on the sleeve. */
+  vxlan: z.object({ device: z.string(), vni: z.number().int().min(0).max(0xffffff), up: z.boolean() }).optional(),
+});
 
 /** The sleeve's counters (64-bit, so decimal strings). */
 export const SleeveCounters = z.record(z.string(), Counter64);

@@ -5,3 +5,9 @@
  * VXLAN needs 50, so an MTU that fits the sleeve fits both paths.
  */
 export const SLEEVE_OVERHEAD = 64;
+
+/** The kernel VXLAN's on an IPv4 underlay: IPv4 (20) + UDP (8) + VXLAN (8) + Ethernet (14). */
+export const VXLAN_OVERHEAD = 50;
+
+/** The UDP port of the kernel's VXLAN fast path (IANA's). */
+export const DEFAULT_VXLAN_PORT = 4789;

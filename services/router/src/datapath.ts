@@ -1,12 +1,13 @@
 import type { EventPublisher } from '@weave/bus';
 import type { z } from 'zod';
-import type { RouterNetworkStatus, SleeveCounters } from '@weave/contracts';
+import { RouterNetworkStatus, SLEEVE_OVERHEAD, SleeveCounters, VXLAN_OVERHEAD } from '@weave/contracts';
 import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { CoalescedPasses } from '@weave/sync';
 import type { SleeveConfigInput, SleeveStats } from '@weave/sleeve';
 import type { Peer } from './peers';
-import { LocalNetwork, planSleeve, PlannedNetwork } from './sleeve-plan';
+import { peerIdOf } from './peer-id';
+import { DataPathPlan, LocalNetwork, planDataPath, PlannedNetwork } from './path-plan';
 import type { TapPlumbing } from './taps';
 
 /** The part of @weave/sleeve's Sleeve the router uses. */
@@ -16,11 +17,40 @@ export interface SleeveLike {
   stats(): SleeveStats;
 }
 
+/** The kernel's VXLAN devices, one per network on its bridge. */
+export interface VxlanPlumbing {
+  ensure(spec: { name: string; vni: number; local: string; port: number; bridge: string; mtu: number }): Promise<void>;
+  /** Makes the device's flood entries exactly `peers` (underlay addresses). */
+  setPeers(name: string, peers: readonly string[]): Promise<void>;
+  remove(name: string): Promise<void>;
+  /** The weave VXLAN devices present, leftovers included. */
+  list(): Promise<string[]>;
+}
+
+/** Whether VXLAN reaches each peer now. */
+export interface FastPathProbeLike {
+  setPeers(peers: Array<{ host: string; address: string; peerId: bigint }>): Promise<void>;
+  state(host: string): { up: boolean; reason: string };
+}
+
+/** The kernel fast path, when this host has one. */
+export interface FastPath {
+  vxlan: VxlanPlumbing;
+  probe: FastPathProbeLike;
+  /** Lets VXLAN in from these underlay addresses only. */
+  guard(peers: readonly string[]): Promise<void>;
+  /** The underlay address VXLAN leaves from, and its UDP port. */
+  local: string;
+  port: number;
+}
+
 export interface DataPathDeps {
   sleeve: SleeveLike;
   /** The parts of the sleeve's config that never change while it runs. */
   identity: Pick<SleeveConfigInput, 'peerId' | 'listenHost' | 'listenPort'>;
   plumbing: TapPlumbing;
+  /** The kernel fast path, or why there is none (every peer then stays on the sleeve). */
+  fastPath: FastPath | { off: string };
   /** This host's weave networks, from netwire. */
   localNetworks(): Promise<LocalNetwork[]>;
   peers(): Peer[];
@@ -30,17 +60,27 @@ export interface DataPathDeps {
   log: Logger;
 }
 
+interface PeerPath {
+  path: 'sleeve' | 'fastpath';
+  mtu: number;
+  reason: string;
+}
+
 /**
- * Keeps the sleeve in line with the networks netwire has and the peers that are connected. Every
- * change (a peer, a netwire event, the periodic resync) asks for one pass; passes never overlap,
- * and requests during a pass coalesce into one more. A pass that fails (netwire away, a TAP the
- * kernel refused) is logged with its cause and repaired by the next one.
+ * Keeps the data path in line with the networks netwire has, the peers that are connected and
+ * which of them the kernel's VXLAN reaches. Every change (a peer, a probe result, a netwire event,
+ * the periodic resync) asks for one pass; passes never overlap, and requests during a pass
+ * coalesce into one more. A pass that fails (netwire away, a device the kernel refused) is logged
+ * with its cause and repaired by the next one.
  */
 export class DataPath {
   private networks: LocalNetwork[] = [];
-  private planned: PlannedNetwork[] = [];
+  private plan: DataPathPlan = planDataPath([], []);
   private readonly plugged = new Set<string>();
-  private readonly pathed = new Map<string, number>();
+  private readonly vxlansUp = new Set<string>();
+  /** Networks whose VXLAN device failed in the last pass: the sleeve carries them meanwhile. */
+  private failing = new Set<string>();
+  private readonly pathed = new Map<string, PeerPath>();
   private refetch = true;
   private readonly passes = new CoalescedPasses(
     () => this.pass(),
@@ -67,15 +107,25 @@ export class DataPath {
   status(): { networks: Array<z.output<typeof RouterNetworkStatus>>; sleeve: z.output<typeof SleeveCounters> } {
     const stats = this.d.sleeve.stats();
     return {
-      networks: this.planned.map((n) => ({ networkId: n.networkId, wireId: n.wireId, tap: n.tap, bridge: n.bridge, attached: this.plugged.has(n.tap) })),
+      networks: this.plan.taps.map((n) => {
+        const vx = this.plan.vxlans.find((v) => v.networkId === n.networkId);
+        return {
+          networkId: n.networkId,
+          wireId: n.wireId,
+          tap: n.tap,
+          bridge: n.bridge,
+          attached: this.plugged.has(n.tap),
+          ...(vx ? { vxlan: { device: vx.name, vni: vx.vni, up: this.vxlansUp.has(vx.name) } } : {}),
+        };
+      }),
       sleeve: Object.fromEntries(Object.entries(stats).flatMap(([k, v]) => (typeof v === 'bigint' ? [[k, v.toString()]] : []))),
     };
   }
 
-  /** The path and MTU last announced for `host`. */
-  pathOf(host: string): { path: 'sleeve' | null; mtu: number | null } {
-    const mtu = this.pathed.get(host);
-    return mtu === undefined ? { path: null, mtu: null } : { path: 'sleeve', mtu };
+  /** The path, MTU and reason last announced for `host`. */
+  pathOf(host: string): { path: PeerPath['path'] | null; mtu: number | null; pathReason: string | null } {
+    const p = this.pathed.get(host);
+    return p ? { path: p.path, mtu: p.mtu, pathReason: p.reason } : { path: null, mtu: null, pathReason: null };
   }
 
   stop(): void {
@@ -94,30 +144,61 @@ export class DataPath {
         failures.push(err);
       }
     }
-    const plan = planSleeve(this.networks, this.d.peers());
+    const fp = 'off' in this.d.fastPath ? null : this.d.fastPath;
+    const connected = this.d.peers().filter((p) => p.state === 'connected');
+    if (fp) {
+      await attempt(failures, () => fp.guard(connected.map((p) => p.address)));
+      await attempt(failures, () => fp.probe.setPeers(connected.map((p) => ({ host: p.host, address: p.address, peerId: peerIdOf(p.host) }))));
+    }
+    const fast = new Set(fp ? connected.filter((p) => fp.probe.state(p.host).up).map((p) => p.host) : []);
+    const plan = planDataPath(this.networks, connected, fast, this.failing);
+    // The sleeve first: a peer leaving the fast path is carried again before VXLAN lets it go.
     this.d.sleeve.applyConfig({ ...this.d.identity, peers: plan.peers, networks: plan.networks });
-    const before = this.planned;
-    this.planned = plan.taps;
-    for (const gone of before.filter((b) => !plan.taps.some((t) => t.tap === b.tap))) {
+    const before = this.plan;
+    this.plan = plan;
+    for (const gone of before.taps.filter((b) => !plan.taps.some((t) => t.tap === b.tap))) {
       this.plugged.delete(gone.tap);
       this.d.events.publish('network.detached', { networkId: gone.networkId, wireId: gone.wireId, tap: gone.tap });
     }
-    for (const t of plan.taps) {
-      if (await this.d.plumbing.isPlugged(t.tap, t.bridge, t.mtu)) {
-        if (!this.plugged.has(t.tap)) this.attached(t);
-        continue;
-      }
-      this.plugged.delete(t.tap);
-      try {
-        await this.d.plumbing.plug(t.tap, t.bridge, t.mtu);
-        this.attached(t);
-      } catch (err) {
-        failures.push(err);
-      }
-    }
-    await this.announcePaths();
+    for (const t of plan.taps) await attempt(failures, () => this.plugTap(t));
+    if (fp && (await this.syncVxlans(fp, failures))) void this.sync(); // carry what failed by the sleeve now
+    const changed = await this.announcePaths(connected, fast);
+    // A MAC the bridge learnt behind one path must be looked for on both again.
+    if (changed) for (const port of [...plan.taps.map((t) => t.tap), ...plan.vxlans.map((v) => v.name)]) await attempt(failures, () => this.d.plumbing.forgetLearned(port));
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new Error(failures.map(describeError).join('; '));
+  }
+
+  private async plugTap(t: PlannedNetwork): Promise<void> {
+    if (await this.d.plumbing.isPlugged(t.tap, t.bridge, t.mtu)) {
+      if (!this.plugged.has(t.tap)) this.attached(t);
+      return;
+    }
+    this.plugged.delete(t.tap);
+    await this.d.plumbing.plug(t.tap, t.bridge, t.mtu);
+    this.attached(t);
+  }
+
+  /** True when the set of networks whose device fails changed (the plan must be made again). */
+  private async syncVxlans(fp: FastPath, failures: unknown[]): Promise<boolean> {
+    const failing = new Set<string>();
+    for (const v of this.plan.vxlans) {
+      const ok = await attempt(failures, async () => {
+        await fp.vxlan.ensure({ name: v.name, vni: v.vni, local: fp.local, port: fp.port, bridge: v.bridge, mtu: v.mtu });
+        await fp.vxlan.setPeers(v.name, v.peers);
+      });
+      if (ok) this.vxlansUp.add(v.name);
+      else (this.vxlansUp.delete(v.name), failing.add(v.networkId));
+    }
+    // Devices of networks that left, also those a crashed router left behind.
+    const present = await fp.vxlan.list().catch((err: unknown) => (failures.push(err), []));
+    for (const name of present.filter((n) => !this.plan.vxlans.some((v) => v.name === n))) {
+      this.vxlansUp.delete(name);
+      await attempt(failures, () => fp.vxlan.remove(name));
+    }
+    const changed = failing.size !== this.failing.size || [...failing].some((n) => !this.failing.has(n));
+    this.failing = failing;
+    return changed;
   }
 
   private attached(t: PlannedNetwork): void {
@@ -126,15 +207,41 @@ export class DataPath {
     this.d.events.publish('network.attached', { networkId: t.networkId, wireId: t.wireId, tap: t.tap });
   }
 
-  /** A `peer.path` event for each connected peer whose path or MTU is new. */
-  private async announcePaths(): Promise<void> {
-    const connected = this.d.peers().filter((p) => p.state === 'connected');
+  /** A `peer.path` event for each connected peer whose path or MTU is new; true when any changed. */
+  private async announcePaths(connected: Peer[], fast: ReadonlySet<string>): Promise<boolean> {
+    let changed = false;
     for (const host of [...this.pathed.keys()]) if (!connected.some((p) => p.host === host)) this.pathed.delete(host);
     for (const p of connected) {
-      const mtu = await this.d.pathMtu(p.address);
-      if (this.pathed.get(p.host) === mtu) continue;
-      this.pathed.set(p.host, mtu);
-      this.d.events.publish('peer.path', { peer: p.host, path: 'sleeve', mtu, reason: 'the sleeve is the only data path this router has' });
+      const sleeveMtu = await this.d.pathMtu(p.address);
+      const next: PeerPath = fast.has(p.host)
+        ? { path: 'fastpath', mtu: sleeveMtu + SLEEVE_OVERHEAD - VXLAN_OVERHEAD, reason: this.reason(p.host) }
+        : { path: 'sleeve', mtu: sleeveMtu, reason: this.reason(p.host) };
+      const was = this.pathed.get(p.host);
+      if (was?.path === next.path && was.mtu === next.mtu) {
+        was.reason = next.reason;
+        continue;
+      }
+      if (was && was.path !== next.path) changed = true;
+      this.pathed.set(p.host, next);
+      this.d.log.info({ peer: p.host, ...next }, 'peer path');
+      this.d.events.publish('peer.path', { peer: p.host, ...next });
     }
+    return changed;
+  }
+
+  private reason(host: string): string {
+    const fp = this.d.fastPath;
+    return 'off' in fp ? fp.off : fp.probe.state(host).reason;
+  }
+}
+
+/** Runs `step`, keeping its failure for the end of the pass so the other steps still run. */
+async function attempt(failures: unknown[], step: () => Promise<void>): Promise<boolean> {
+  try {
+    await step();
+    return true;
+  } catch (err) {
+    failures.push(err);
+    return false;
   }
 }

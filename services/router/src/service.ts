@@ -5,7 +5,7 @@ import { netwireRpc, Presence, routerRpc, Subjects } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { sleevePathMtu } from './address';
-import { DataPath, SleeveLike } from './datapath';
+import { DataPath, FastPath, SleeveLike } from './datapath';
 import { peerIdOf } from './peer-id';
 import { PeerChange, PeerTable } from './peers';
 import { LinuxTapPlumbing, TapPlumbing } from './taps';
@@ -26,6 +26,8 @@ export interface RouterOptions {
   sleeve: SleeveLike;
   sleeveListen?: { host: string; port: number };
   plumbing?: TapPlumbing;
+  /** The kernel VXLAN fast path, or why there is none; default none (every peer on the sleeve). */
+  fastPath?: FastPath | { off: string };
   pathMtu?: (address: string) => Promise<number>;
   now?: () => number;
 }
@@ -54,6 +56,7 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
     sleeve: o.sleeve,
     identity: sleeveIdentity(o.host, o.sleeveListen?.host ?? o.address, o.sleeveListen?.port ?? o.port),
     plumbing: o.plumbing ?? new LinuxTapPlumbing(),
+    fastPath: o.fastPath ?? { off: 'the fast path is off on this host' },
     localNetworks: async () => (await netwire.status({})).networks,
     peers: () => peers.list(),
     pathMtu: o.pathMtu ?? sleevePathMtu,
