@@ -36,8 +36,8 @@ const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 /** `weave peers`: every peer this router knows, with the path its traffic takes. */
 export function peersView(r: RouterStatus, now: Date): string {
   return table(
-    ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'LAST HEARD', 'SINCE'],
-    r.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), ago(p.lastSeen, now), ago(p.since, now)]),
+    ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'LAST HEARD', 'SINCE', 'WHY THIS PATH'],
+    r.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), ago(p.lastSeen, now), ago(p.since, now), p.pathReason ?? '-']),
   );
 }
 
@@ -94,10 +94,11 @@ export function statusView(r: HostReport, now: Date): string {
     out.push(
       '',
       table(
-        ['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS', 'WIRE ID', 'SLEEVE TAP'],
+        ['NETWORK', 'BRIDGE', 'SUBNETS', 'MTU', 'INTERNAL', 'ENDPOINTS', 'WIRE ID', 'SLEEVE TAP', 'VXLAN (VNI)'],
         r.netwire.networks.map((n) => {
           const t = taps.get(n.networkId);
-          return [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints), hex(n.wireId), t ? `${t.tap}${t.attached ? '' : ' (not attached)'}` : '-'];
+          const vx = t?.vxlan ? `${t.vxlan.device} (${t.vxlan.vni})${t.vxlan.up ? '' : ' (not set up)'}` : '-';
+          return [n.networkId.slice(0, 12), n.bridge, n.subnets.join(','), String(n.mtu), String(n.internal), String(n.endpoints), hex(n.wireId), t ? `${t.tap}${t.attached ? '' : ' (not attached)'}` : '-', vx];
         }),
       ),
     );

@@ -22,19 +22,21 @@ const router = {
   address: '10.254.254.11',
   port: 6784,
   peers: [
-    { host: 'host2', address: '10.254.254.12', port: 6784, state: 'connected' as const, lastSeen: '2026-01-01T00:09:59.000Z', since: '2026-01-01T00:00:00.000Z', path: 'sleeve' as const, mtu: 1436 },
+    { host: 'host2', address: '10.254.254.12', port: 6784, state: 'connected' as const, lastSeen: '2026-01-01T00:09:59.000Z', since: '2026-01-01T00:00:00.000Z', path: 'sleeve' as const, mtu: 1436, pathReason: 'no VXLAN reply for 3 s' },
     { host: 'host3', address: '10.254.254.13', port: 6784, state: 'lost' as const, lastSeen: '2026-01-01T00:09:00.000Z', since: '2026-01-01T00:09:20.000Z', path: null, mtu: null },
+    { host: 'host4', address: '10.254.254.14', port: 6784, state: 'connected' as const, lastSeen: '2026-01-01T00:09:59.000Z', since: '2026-01-01T00:00:00.000Z', path: 'fastpath' as const, mtu: 1450, pathReason: 'VXLAN replies arrive' },
   ],
-  networks: [{ networkId: NET, wireId: 0x0a200000, tap: 'wvs0a200000', bridge: 'wvbaaaaaaaaaaaa', attached: true }],
+  networks: [{ networkId: NET, wireId: 0x0a200000, tap: 'wvs0a200000', bridge: 'wvbaaaaaaaaaaaa', attached: true, vxlan: { device: 'wvx0a200000', vni: 0x0a2000, up: true } }],
   sleeve: { framesToPeers: '12', framesFromPeers: '9', dropUnknownPeer: '2', malformedTruncated: '0' },
 };
 
 test('weave peers', () => {
   expect(peersView(router, now)).toBe(
     [
-      'PEER   ADDRESS             STATE      PATH    MTU   LAST HEARD  SINCE',
-      'host2  10.254.254.12:6784  connected  sleeve  1436  1s ago      10m ago',
-      'host3  10.254.254.13:6784  lost       -       -     60s ago     40s ago',
+      'PEER   ADDRESS             STATE      PATH      MTU   LAST HEARD  SINCE    WHY THIS PATH',
+      'host2  10.254.254.12:6784  connected  sleeve    1436  1s ago      10m ago  no VXLAN reply for 3 s',
+      'host3  10.254.254.13:6784  lost       -         -     60s ago     40s ago  -',
+      'host4  10.254.254.14:6784  connected  fastpath  1450  1s ago      10m ago  VXLAN replies arrive',
     ].join('\n'),
   );
 });
@@ -62,14 +64,15 @@ test('weave status: the host, its peers, sleeve counters, networks, pools, then 
     [
       'host host1 (10.254.254.11:6784)',
       '',
-      'PEER   ADDRESS             STATE      PATH    MTU   LAST HEARD  SINCE',
-      'host2  10.254.254.12:6784  connected  sleeve  1436  1s ago      10m ago',
-      'host3  10.254.254.13:6784  lost       -       -     60s ago     40s ago',
+      'PEER   ADDRESS             STATE      PATH      MTU   LAST HEARD  SINCE    WHY THIS PATH',
+      'host2  10.254.254.12:6784  connected  sleeve    1436  1s ago      10m ago  no VXLAN reply for 3 s',
+      'host3  10.254.254.13:6784  lost       -         -     60s ago     40s ago  -',
+      'host4  10.254.254.14:6784  connected  fastpath  1450  1s ago      10m ago  VXLAN replies arrive',
       '',
       'sleeve: 12 frames to peers, 9 from peers; dropped: dropUnknownPeer 2',
       '',
-      'NETWORK       BRIDGE           SUBNETS       MTU   INTERNAL  ENDPOINTS  WIRE ID     SLEEVE TAP',
-      'aaaaaaaaaaaa  wvbaaaaaaaaaaaa  10.32.0.0/24  1436  false     1          0x0a200000  wvs0a200000',
+      'NETWORK       BRIDGE           SUBNETS       MTU   INTERNAL  ENDPOINTS  WIRE ID     SLEEVE TAP   VXLAN (VNI)',
+      'aaaaaaaaaaaa  wvbaaaaaaaaaaaa  10.32.0.0/24  1436  false     1          0x0a200000  wvs0a200000  wvx0a200000 (663552)',
       '',
       'POOL          RANGE  HOLDERS  BLOCKS (owner used/size)',
       '10.32.0.0/24  -      host1:1  10.32.0.0/26 host1 3/63',

@@ -1,13 +1,14 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { docker, dockerResult } from '@weave/docker-cli';
 import { waitFor } from '@weave/testing';
-import { hostAddress, hostDocker, hostName, hostNs, inContainerNet, INTRUDER_NS, LOG_DIR, meshDown, meshUp, natsView, presentHosts, restartHost, sendGarbage, UNDERLAY_NS, weaveCli, withIntruder } from '../src/mesh';
+import { hostAddress, hostDocker, hostName, hostNs, inContainerNet, inHost, INTRUDER_NS, LOG_DIR, meshDown, meshUp, natsView, presentHosts, restartHost, sendGarbage, UNDERLAY_NS, weaveCli, withIntruder } from '../src/mesh';
 
 /**
  * Three simulated Docker hosts (own netns, own dockerd, own /run/docker/plugins) running weave's
  * stack with WEAVE_PEERS: their nats-servers form one cluster, the routers find each other, a
  * network created on one host appears on the others, the IPAM is mesh-wide, and containers on
- * different hosts share one L2 segment through the routers' sleeve.
+ * different hosts share one L2 segment: over the kernel's VXLAN between hosts where it works, over
+ * the routers' sleeve where it does not (a blocked port) and for networks with no VXLAN id.
  * The tests build on each other in file order (one mesh, brought up once).
  */
 const HOSTS = 3;
@@ -15,6 +16,8 @@ const CONTAINERS = 100;
 const SUBNET = '10.252.7.0/24';
 const NET = 'weave:meshtest';
 const NET2 = 'weave:meshother';
+/** Narrower than /24: no VXLAN id, so its traffic takes the sleeve between every pair of hosts. */
+const SUBNET2 = '10.252.8.0/25';
 const hosts = Array.from({ length: HOSTS }, (_, i) => i + 1);
 const log = (m: string) => process.stderr.write(`[mesh] ${m}\n`);
 
@@ -49,8 +52,8 @@ const ipOf = (n: number, name: string, net = NET) => on(n, ['inspect', '-f', `{{
 const pings = async (n: number, from: string, to: string): Promise<boolean> => (await tryOn(n, ['exec', from, 'ping', '-c', '1', '-W', '1', to])).ok;
 
 interface RouterStatus {
-  peers: Array<{ host: string; state: string; address: string }>;
-  networks: Array<{ wireId: number; tap: string; attached: boolean }>;
+  peers: Array<{ host: string; state: string; address: string; path: string | null; pathReason?: string | null }>;
+  networks: Array<{ wireId: number; tap: string; attached: boolean; vxlan?: { device: string; vni: number; up: boolean } }>;
   sleeve: Record<string, string>;
 }
 const routerStatus = async (n: number): Promise<RouterStatus | null> => (JSON.parse(await weaveCli(n, ['status', '--json'])) as { router: RouterStatus | null }).router;
@@ -168,6 +171,54 @@ test('containers on different hosts are on one L2 segment: ARP, ping, TCP, UDP a
   expect(answered).toEqual(new Set([p2.ip, p3.ip]));
 }, 120_000);
 
+/** Host n's path to host m, as its router reports it. */
+const pathTo = async (n: number, m: number): Promise<string | null> => (await routerStatus(n))?.peers.find((p) => p.host === hostName(m))?.path ?? null;
+/** Packets the kernel's VXLAN device of NET sent on host n. */
+const vxlanTx = async (n: number): Promise<number> => {
+  const dev = (await routerStatus(n))!.networks.find((x) => x.vxlan)!.vxlan!.device;
+  return Number((await inHost(n, 'cat', [`/sys/class/net/${dev}/statistics/tx_packets`])).stdout);
+};
+/** Drops VXLAN between hosts a and b, both ways, as each sends it (`-D` to undo). */
+const blockVxlan = async (op: '-I' | '-D', a: number, b: number) => {
+  for (const [n, to] of [[a, b], [b, a]] as const) {
+    const r = await inHost(n, 'iptables', [op, 'OUTPUT', '-p', 'udp', '--dport', '4789', '-d', hostAddress(to), '-j', 'DROP']);
+    if (r.code !== 0) throw new Error(`iptables ${op} on ${hostName(n)}: ${r.stderr}`);
+  }
+};
+
+test('by default hosts carry the network over the kernel VXLAN; a blocked pair falls back to the sleeve within 5 s and returns when unblocked', async () => {
+  const [p1, p2, p3] = probes as [(typeof probes)[0], (typeof probes)[0], (typeof probes)[0]];
+  for (const n of hosts) {
+    for (const m of hosts.filter((x) => x !== n)) await waitFor(async () => (await pathTo(n, m)) === 'fastpath' || null, { what: `${hostName(n)} → ${hostName(m)} on the fast path`, timeoutMs: 15_000 });
+  }
+  // The traffic really is the kernel's: its VXLAN counters move, the sleeve's stay.
+  const [tx0, sleeve0] = [await vxlanTx(1), BigInt((await routerStatus(1))!.sleeve.framesToPeers ?? '0')];
+  expect(await pings(1, p1.name, p3.ip)).toBe(true);
+  expect(await vxlanTx(1)).toBeGreaterThan(tx0);
+  expect(BigInt((await routerStatus(1))!.sleeve.framesToPeers ?? '0')).toBe(sleeve0);
+
+  await blockVxlan('-I', 1, 3);
+  try {
+    const t0 = Date.now();
+    for (const [n, m] of [[1, 3], [3, 1]] as const) await waitFor(async () => (await pathTo(n, m)) === 'sleeve' || null, { what: `${hostName(n)} → ${hostName(m)} back on the sleeve`, timeoutMs: 5_000, intervalMs: 200 });
+    log(`hosts 1 and 3 fell back to the sleeve ${((Date.now() - t0) / 1000).toFixed(1)} s after VXLAN was blocked`);
+    expect((await routerStatus(1))!.peers.find((p) => p.host === hostName(3))!.pathReason).toMatch(/VXLAN|4789/);
+    // The other pairs stay on the kernel.
+    expect([await pathTo(1, 2), await pathTo(2, 3), await pathTo(3, 2)]).toEqual(['fastpath', 'fastpath', 'fastpath']);
+    // And traffic keeps flowing: 1↔3 over the sleeve, the rest as before.
+    await waitFor(async () => (await pings(1, p1.name, p3.ip)) || null, { what: 'host 1 to reach host 3 over the sleeve', timeoutMs: 10_000, intervalMs: 200 });
+    expect(await pings(3, p3.name, p1.ip)).toBe(true);
+    expect(await pings(2, p2.name, p3.ip)).toBe(true);
+    expect(BigInt((await routerStatus(1))!.sleeve.framesToPeers ?? '0')).toBeGreaterThan(sleeve0);
+  } finally {
+    await blockVxlan('-D', 1, 3);
+  }
+  const t1 = Date.now();
+  for (const [n, m] of [[1, 3], [3, 1]] as const) await waitFor(async () => (await pathTo(n, m)) === 'fastpath' || null, { what: `${hostName(n)} → ${hostName(m)} on the fast path again`, timeoutMs: 10_000, intervalMs: 200 });
+  log(`hosts 1 and 3 back on the fast path ${((Date.now() - t1) / 1000).toFixed(1)} s after unblocking`);
+  await waitFor(async () => (await pings(1, p1.name, p3.ip)) || null, { what: 'host 1 to reach host 3 over VXLAN again', timeoutMs: 10_000, intervalMs: 200 });
+}, 120_000);
+
 test('weave ps and weave networks on one host show the whole mesh', async () => {
   const ps = JSON.parse(await weaveCli(1, ['ps', '--json'])) as Array<{ host: string; endpoints: Array<{ address: string | null }> | null }>;
   expect(ps.map((r) => r.host).sort()).toEqual(hosts.map(hostName));
@@ -180,7 +231,7 @@ test('weave ps and weave networks on one host show the whole mesh', async () => 
 });
 
 test('a second network is a separate segment: its containers reach each other and nothing of the first', async () => {
-  await on(2, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', NET2]);
+  await on(2, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', '--subnet', SUBNET2, NET2]);
   for (const n of [1, 3]) await waitFor(async () => (await tryOn(n, ['network', 'inspect', NET2])).ok, { what: `${NET2} on ${hostName(n)}`, timeoutMs: 5000 });
   await on(1, ['run', '-d', '--name', 'other1', '--net', NET2, 'weave-bbox:local', 'sleep', '1d']);
   await on(3, ['run', '-d', '--name', 'other3', '--net', NET2, 'weave-bbox:local', 'sleep', '1d']);
@@ -192,13 +243,14 @@ test('a second network is a separate segment: its containers reach each other an
   expect(await pings(1, 'other1', p2.ip)).toBe(false);
   expect(await pings(3, 'other3', p3.ip)).toBe(false);
   expect(await pings(2, p2.name, other3)).toBe(false);
-  // Each host's router carries both networks, each on its own TAP.
+  // Each host's router carries both networks, each on its own TAP; the second one has no VXLAN id.
   for (const n of hosts) {
     const s = await waitFor(async () => ((await routerStatus(n))?.networks.filter((x) => x.attached).length === 2 ? routerStatus(n) : null), {
       what: `both networks on ${hostName(n)}'s sleeve`,
       timeoutMs: 10_000,
     });
     expect(new Set(s!.networks.map((x) => x.tap)).size).toBe(2);
+    expect(s!.networks.filter((x) => x.vxlan).length).toBe(1);
   }
   await on(1, ['rm', '-f', 'other1']);
   await on(3, ['rm', '-f', 'other3']);
