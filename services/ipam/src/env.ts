@@ -1,5 +1,6 @@
 import { CidrString } from '@weave/contracts';
 import { InvalidRequestError } from '@weave/errors';
+import { METRICS_PORTS, MetricsPort } from '@weave/metrics';
 import { bitsOf, parseCidr } from '@weave/netaddr';
 import { z } from 'zod';
 import type { IpamConfig } from './deps';
@@ -16,6 +17,8 @@ export const IpamEnv = z.object({
   WEAVE_IPAM_RENEW_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
   /** How long a host may go unrenewed before a survivor reclaims its blocks. */
   WEAVE_IPAM_HOST_LEASE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(300_000),
+  /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
+  WEAVE_IPAM_METRICS_PORT: MetricsPort(METRICS_PORTS.ipam),
 });
 export type IpamEnv = z.output<typeof IpamEnv>;
 

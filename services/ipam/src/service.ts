@@ -4,6 +4,7 @@ import { EventPublisher, serveRpc } from '@weave/bus';
 import { ipamRpc } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
+import { type CallMetrics, timedHandlers } from '@weave/metrics';
 import { formatCidr } from '@weave/netaddr';
 import type { HeldAddress, HeldPool } from './core/hosts';
 import { parsePoolId } from './core/keys';
@@ -32,6 +33,8 @@ export interface IpamServiceOptions {
   /** Defaults to the KV buckets on `nc`; tests may pass another store. `stop` closes it. */
   store?: IpamStore;
   now?: () => Date;
+  /** Counts and times the RPC requests handled (see @weave/metrics). */
+  rpcMetrics?: CallMetrics;
 }
 
 export interface RunningIpam {
@@ -58,7 +61,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   await lease.start();
   o.log.info({ pools: await ipam.warm() }, 'loaded the pools this host holds');
   await probeRoutes(o.routes, o.log);
-  const sub = serveRpc(o.nc, o.host, ipamRpc, {
+  const sub = serveRpc(o.nc, o.host, ipamRpc, timedHandlers({
     // Checked again in Addresses.request, under the pool's lock, for what queued before a reclaim.
     requestPool: (r, ctx) => {
       lease.assertServing();
@@ -73,7 +76,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
     status: async () => ({ ...(await ipam.status()), hosts: await lease.status() }),
     reconcileHost: (r) => ipam.reconcileHost(r),
     rmpeer: async (r) => rmpeerReply(await reclaimer.reclaim(r.host, r.force)),
-  }, o.log);
+  }, o.rpcMetrics), o.log);
   // Once the server has the subscription, callers on other connections can reach us.
   await o.nc.flush();
   events.publish('service.started', { version: '0.1.0', pid: process.pid });

@@ -9,6 +9,7 @@ describe('environment', () => {
       WEAVE_IPAM_RANGE: '10.32.0.0/12',
       WEAVE_IPAM_DEFAULT_PREFIX: 24,
       WEAVE_IPAM_BLOCK_SIZE: 64,
+      WEAVE_IPAM_METRICS_PORT: 9782,
       WEAVE_IPAM_RENEW_MS: 10_000,
       WEAVE_IPAM_HOST_LEASE_MS: 300_000,
     });

@@ -1,3 +1,4 @@
+import { METRICS_PORTS, MetricsPort } from '@weave/metrics';
 import { z } from 'zod';
 import { MTU_MAX, MTU_MIN } from './mtu';
 
@@ -20,5 +21,7 @@ export const NetwireEnv = z.object({
    * simulated host runs its netwire so. Unset in production (host networking).
    */
   WEAVE_NETNS: z.preprocess(unsetIfEmpty, z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional()),
+  /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
+  WEAVE_NETWIRE_METRICS_PORT: MetricsPort(METRICS_PORTS.netwire),
 });
 export type NetwireEnv = z.output<typeof NetwireEnv>;

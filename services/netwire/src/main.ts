@@ -1,10 +1,19 @@
 import { runService } from '@weave/config';
+import { rpcCallMetrics, serveMetrics, serviceRegistry } from '@weave/metrics';
 import { NetwireEnv } from './env';
 import { LinuxKernel } from './kernel-linux';
+import { collectNetwireState } from './metrics';
 import { startNetwire } from './service';
 
 void runService('netwire', NetwireEnv, async ({ env, log, nc }) => {
   const kernel = new LinuxKernel({ netns: env.WEAVE_NETNS ?? null });
-  const running = await startNetwire({ nc, host: env.WEAVE_HOST, kernel, log, mtu: env.WEAVE_MTU ?? null, replicas: env.WEAVE_KV_REPLICAS });
-  return running.stop;
+  const metrics = serviceRegistry('netwire', env.WEAVE_HOST);
+  const rpcMetrics = rpcCallMetrics(metrics, 'netwire');
+  const running = await startNetwire({ nc, host: env.WEAVE_HOST, kernel, log, mtu: env.WEAVE_MTU ?? null, replicas: env.WEAVE_KV_REPLICAS, rpcMetrics });
+  collectNetwireState(metrics, running.netwire, kernel);
+  const served = await serveMetrics(metrics, { port: env.WEAVE_NETWIRE_METRICS_PORT, log, variable: 'WEAVE_NETWIRE_METRICS_PORT' });
+  return async () => {
+    await served?.close();
+    await running.stop();
+  };
 });

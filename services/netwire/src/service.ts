@@ -2,6 +2,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { ensureEventHistory, EventPublisher, openBucket, RpcHandlers, serveRpc } from '@weave/bus';
 import { Buckets, netwireRpc } from '@weave/contracts';
 import type { Logger } from '@weave/log';
+import { type CallMetrics, timedHandlers } from '@weave/metrics';
 import type { Kernel } from './kernel';
 import { Netwire } from './netwire';
 import { KvStore } from './store';
@@ -16,6 +17,8 @@ export interface NetwireServiceOptions {
   mtu: number | null;
   /** Copies of the state bucket in a NATS cluster (WEAVE_KV_REPLICAS). */
   replicas?: number;
+  /** Counts and times the RPC requests handled (see @weave/metrics). */
+  rpcMetrics?: CallMetrics;
 }
 
 export interface RunningNetwire {
@@ -35,7 +38,7 @@ export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNet
   // crash or reboot took away, and leftovers must go before new links could clash with them.
   const report = await netwire.reconcile();
   o.log.info({ ...report }, 'reconciled kernel state with records');
-  const sub = serveRpc(o.nc, o.host, netwireRpc, handlers(netwire), o.log);
+  const sub = serveRpc(o.nc, o.host, netwireRpc, timedHandlers(handlers(netwire), o.rpcMetrics), o.log);
   events.publish('service.started', { version: VERSION, pid: process.pid });
   return {
     netwire,

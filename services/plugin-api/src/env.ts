@@ -1,4 +1,5 @@
 import { InvalidRequestError } from '@weave/errors';
+import { METRICS_PORTS, MetricsPort } from '@weave/metrics';
 import { z } from 'zod';
 
 /** plugin-api's own environment, on top of CommonEnv. */
@@ -15,6 +16,8 @@ export const PluginApiEnv = z.object({
   WEAVE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   /** How old a lease or endpoint Docker does not list must be before it is dropped; see reconcileSettings. */
   WEAVE_RECONCILE_GRACE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
+  /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
+  WEAVE_PLUGIN_API_METRICS_PORT: MetricsPort(METRICS_PORTS['plugin-api']),
 });
 export type PluginApiEnv = z.output<typeof PluginApiEnv>;
 

@@ -3,11 +3,13 @@ import { join } from 'node:path';
 import { EventPublisher, openBucket, rpcClient, serveRpc } from '@weave/bus';
 import { runService } from '@weave/config';
 import { Buckets, ipamRpc, netwireRpc, pluginApiRpc } from '@weave/contracts';
+import { serveMetrics, serviceRegistry } from '@weave/metrics';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
 import { BackendGate } from './backend-gate';
 import { routes } from './driver';
 import { PluginApiEnv, reconcileSettings } from './env';
+import { dockerCallMetrics } from './metrics';
 import { DockerReconciler } from './reconcile/reconciler';
 import { listenOnSocket, pluginServer } from './server';
 
@@ -19,7 +21,10 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const netwire = rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts);
   const gate = new BackendGate([() => ipam.status({}), () => netwire.status({})], env.WEAVE_BACKEND_WAIT_MS, log);
   const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire) });
+  const metrics = serviceRegistry('plugin-api', env.WEAVE_HOST);
+  const countCall = dockerCallMetrics(metrics, Object.keys(table));
   const server = pluginServer(table, log, (c) => {
+    countCall(c);
     log.debug({ method: c.method, status: c.status, ms: Math.round(c.ms * 10) / 10 }, 'docker call');
     if (c.error) events.publish('docker.call.failed', { method: c.method, message: c.error, status: c.status });
   });
@@ -29,6 +34,7 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const socket = join(env.WEAVE_PLUGIN_DIR, `${env.WEAVE_PLUGIN_NAME}.sock`);
   await listenOnSocket(server, socket);
   log.info({ socket }, 'plugin listening');
+  const served = await serveMetrics(metrics, { port: env.WEAVE_PLUGIN_API_METRICS_PORT, log, variable: 'WEAVE_PLUGIN_API_METRICS_PORT' });
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
   const engine = new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET);
   const reconciler = new DockerReconciler({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, events, log, ...reconcile });
@@ -45,6 +51,7 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
     // without quorum), and a socket file left behind would make Docker wait on a plugin that is gone.
     const closed = new Promise((r) => server.close(r));
     rmSync(socket, { force: true });
+    await served?.close();
     rpc.unsubscribe();
     await reconciler.stop();
     await catalogue?.stop();

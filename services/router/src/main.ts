@@ -1,8 +1,10 @@
 import { runService } from '@weave/config';
 import { IpString } from '@weave/contracts';
 import { InvalidRequestError } from '@weave/errors';
+import { METRICS_PORTS, MetricsPort, serveMetrics, serviceRegistry } from '@weave/metrics';
 import { z } from 'zod';
 import { defaultAdvertiseAddress } from './address';
+import { collectRouterState } from './metrics';
 import { Sleeve } from '@weave/sleeve';
 import { sleeveIdentity, startRouter } from './service';
 
@@ -11,6 +13,8 @@ const Env = z.object({
   WEAVE_ROUTER_PORT: z.coerce.number().int().min(1).max(65535).default(6784),
   WEAVE_HEARTBEAT_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
   WEAVE_PEER_TIMEOUT_MS: z.coerce.number().int().min(500).max(600_000).default(5000),
+  /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
+  WEAVE_ROUTER_METRICS_PORT: MetricsPort(METRICS_PORTS.router),
 });
 
 void runService('router', Env, async ({ env, log, nc }) => {
@@ -29,5 +33,11 @@ void runService('router', Env, async ({ env, log, nc }) => {
     peerTimeoutMs: env.WEAVE_PEER_TIMEOUT_MS,
     sleeve,
   });
-  return router.stop;
+  const metrics = serviceRegistry('router', env.WEAVE_HOST);
+  collectRouterState(metrics, router);
+  const served = await serveMetrics(metrics, { port: env.WEAVE_ROUTER_METRICS_PORT, log, variable: 'WEAVE_ROUTER_METRICS_PORT' });
+  return async () => {
+    await served?.close();
+    await router.stop();
+  };
 });
