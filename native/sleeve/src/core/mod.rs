@@ -4,6 +4,7 @@
 pub mod checksum;
 pub mod clock;
 pub mod coalesce;
+pub mod crypto;
 pub mod gso;
 pub mod mac;
 pub mod segment;

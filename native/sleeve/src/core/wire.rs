@@ -9,8 +9,12 @@
 //! ```
 //! All integers are big-endian. The frame count makes every proper prefix of a datagram
 //! invalid, so truncation is always detected, even at a frame boundary. `flags` and the
-//! reserved field are for later versions (virtio header present, encrypted); version 1
-//! requires both to be zero.
+//! reserved field are for later versions (virtio header present); version 1 requires both to be
+//! zero.
+//!
+//! Byte 2 says what the datagram is ([`Kind`]): 1 is this plaintext datagram; an encrypted mesh
+//! sends handshake messages and transport datagrams instead (`core::crypto::message`), each an
+//! encrypted plaintext datagram. An older sleeve counts those as a bad version.
 
 use super::{NetworkId, PeerId};
 
@@ -55,6 +59,49 @@ impl DecodeError {
         DecodeError::RuntFrame,
         DecodeError::FrameTooLarge,
     ];
+}
+
+/// What a datagram is, from its third byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A plaintext datagram of frames (version 1).
+    Plain,
+    HandshakeInit,
+    HandshakeResponse,
+    /// An encrypted plaintext datagram (or an empty keepalive).
+    Transport,
+}
+
+impl Kind {
+    pub fn byte(self) -> u8 {
+        match self {
+            Kind::Plain => VERSION,
+            Kind::HandshakeInit => 2,
+            Kind::HandshakeResponse => 3,
+            Kind::Transport => 4,
+        }
+    }
+
+    /// The kind of any sleeve datagram; the rest is checked by its own parser.
+    pub fn of(buf: &[u8]) -> Result<Kind, DecodeError> {
+        if buf.len() < 3 {
+            return Err(DecodeError::ShortHeader);
+        }
+        if buf[0..2] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        match buf[2] {
+            VERSION => Ok(Kind::Plain),
+            2 => Ok(Kind::HandshakeInit),
+            3 => Ok(Kind::HandshakeResponse),
+            4 => Ok(Kind::Transport),
+            _ => Err(DecodeError::BadVersion),
+        }
+    }
+
+    pub fn encrypted(self) -> bool {
+        self != Kind::Plain
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
