@@ -48,6 +48,25 @@ export const ReconcileHostRequest = z.strictObject({
   pools: z.array(z.strictObject({ subnet: CidrString, keep: z.array(IpString).max(65_536) })).max(4096),
   olderThan: z.iso.datetime(),
 });
+/**
+ * This host's Docker networks on weave's IPAM as plugin-api listed them while forwarding a
+ * RequestPool or ReleasePool, which name no network. Against it ipam tells a second network
+ * asking for a subnet this host uses (Docker lists the first) from a create that is asked again
+ * after a lost reply or a crash (Docker lists no network with it: this host's reference is a
+ * leftover, taken over rather than refused), and a removal's or a rollback's ReleasePool (Docker
+ * leaves a network it is removing out of its list) from a stray one that would take the
+ * reference of a network Docker still has. Absent or null when Docker could not be asked in time:
+ * ipam then decides as it did without it.
+ */
+export const DockerPoolView = z.strictObject({
+  networks: z
+    .array(z.strictObject({ id: DockerId, name: z.string().min(1).max(1024), subnets: z.array(CidrString).max(64) }))
+    .max(4096),
+  /** As for ReconcileHostRequest: a reference taken after this may belong to a network create still in flight. */
+  olderThan: z.iso.datetime(),
+});
+export type DockerPoolView = z.output<typeof DockerPoolView>;
+
 export const ReleasedLease = z.strictObject({ poolId: z.string(), address: IpString, leasedAt: z.iso.datetime() });
 export const ReleasedPool = z.strictObject({ poolId: z.string(), pool: CidrString });
 export const ReconcileHostResult = z.strictObject({
@@ -128,10 +147,11 @@ export const ipamRpc = {
         subPool: CidrString.nullable(),
         v6: z.boolean(),
         options: Labels,
+        docker: DockerPoolView.nullable().optional(),
       }),
       res: z.strictObject({ poolId: z.string(), pool: CidrString, data: Labels }),
     },
-    releasePool: { req: z.strictObject({ poolId: z.string().min(1) }), res: Empty },
+    releasePool: { req: z.strictObject({ poolId: z.string().min(1), docker: DockerPoolView.nullable().optional() }), res: Empty },
     requestAddress: {
       req: z.strictObject({
         poolId: z.string().min(1),

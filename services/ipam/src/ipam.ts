@@ -5,6 +5,7 @@ import { Cidr, containsCidr, formatCidr, formatIp, ipWithPrefix, parseCidr } fro
 import { KeyedMutex } from '@weave/sync';
 import { z } from 'zod';
 import { Addresses } from './addresses';
+import { describeNetworks, DockerContext, keptFor } from './core/docker-users';
 import { cidrOfPoolKey, parsePoolId, PoolSpec, poolKey, valueOfChildKey } from './core/keys';
 import { heldBy } from './core/records';
 import { poolStatus } from './core/status';
@@ -31,8 +32,11 @@ export class Ipam {
   private readonly pools: Pools;
   private readonly addresses: Addresses;
   private readonly sweeper: HostSweeper;
+  /** When references without a time count as taken (see DockerContext). */
+  private readonly startedAt: Date;
 
   constructor(private readonly d: IpamDeps) {
+    this.startedAt = d.now();
     this.views = new Views(d);
     this.pools = new Pools(d, this.views);
     this.addresses = new Addresses(d, this.views);
@@ -45,14 +49,14 @@ export class Ipam {
    * (see undoneIfLate); otherwise Docker's retry would be refused as the same subnet used twice
    * on this host, and so would every retry after it.
    *
-   * A retry that finds a reference still recorded is refused all the same, on purpose. Docker
-   * sends no network identity with RequestPool, so ipam cannot tell a reference left by a request
-   * whose reply was lost from a live network using the subnet; taking it over would let two
-   * networks share one reference, and the first one removed would tear the pool down under the
-   * other. Such leftovers now need a lost reply or a crash between the KV write and the reply; a
-   * retry arriving while the late request still runs waits behind it (the pool's lock) and finds
-   * it undone. Reclaiming real leftovers needs Docker's view of its networks, which plugin-api
-   * has: reconciliation against Docker releases them once older than its grace (see HostSweeper).
+   * A request for a subnet this host holds already is decided against Docker's list of this host's
+   * networks, which plugin-api sends along (see heldVerdict): a second network using it is refused
+   * and named; a reference no network of Docker's has is a leftover of a create that never
+   * completed (a lost reply, a crash between the KV write and the reply), and the create asked
+   * again takes it over, with the same PoolID and still one reference, once it is older than any
+   * create in flight. Without Docker's list (plugin-api could not ask in time) it is refused as a
+   * second network would be; reconciliation against Docker releases such leftovers once older than
+   * its grace (see HostSweeper).
    */
   async requestPool(req: Req<'requestPool'>, ctx: RpcContext = NO_DEADLINE): Promise<Res<'requestPool'>> {
     if (req.pool === null) {
@@ -64,16 +68,30 @@ export class Ipam {
       return { poolId, pool: formatCidr(parsePoolId(poolId).pool), data: {} };
     }
     const spec = explicitSpec(req.pool, req.subPool, req.v6);
+    const docker: DockerContext | null = req.docker ? { view: req.docker, unknownAge: this.startedAt } : null;
     const poolId = await this.lock.run(poolKey(spec.pool), () =>
-      undoneIfLate(this.d, ctx, `RequestPool for ${formatCidr(spec.pool)}`, () => this.pools.requestExplicit(spec), (id) => this.pools.release(spec, id)),
+      undoneIfLate(this.d, ctx, `RequestPool for ${formatCidr(spec.pool)}`, () => this.pools.requestExplicit(spec, docker), (id) => this.pools.release(spec, id)),
     );
     // No gateway in `data`: Docker then asks for one with RequestAddress, which records it.
     return { poolId, pool: formatCidr(spec.pool), data: {} };
   }
 
+  /**
+   * Drops this host's reference. Not while Docker (its list sent along by plugin-api) still has a
+   * network here with the pool's subnet: Docker leaves a network it is removing out of that list,
+   * and a rolled-back create never was in it, so that ReleasePool is not the listed network's and
+   * must not take the reference it relies on (see keptFor). Docker only logs a ReleasePool's
+   * failure, so it is answered as done, and the reason is logged here.
+   */
   releasePool(req: Req<'releasePool'>): Promise<Res<'releasePool'>> {
     const spec = parsePoolId(req.poolId);
-    return this.lock.run(poolKey(spec.pool), async () => {
+    const key = poolKey(spec.pool);
+    return this.lock.run(key, async () => {
+      const users = req.docker ? keptFor((await this.d.store.pools.get(key))?.value ?? null, this.d.host, req.docker) : null;
+      if (users) {
+        this.d.log.warn({ poolId: req.poolId, networks: users }, `ReleasePool for ${req.poolId} not done: network ${describeNetworks(users)} still uses it on this host`);
+        return {};
+      }
       await this.pools.release(spec, req.poolId);
       return {};
     });

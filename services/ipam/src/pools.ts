@@ -1,7 +1,8 @@
 import type { Written } from '@weave/bus';
 import { ConflictError, describeError, ExhaustedError, InternalError, UnavailableError } from '@weave/errors';
 import { Cidr, formatCidr, formatIp, overlaps, parseCidr } from '@weave/netaddr';
-import { cidrOfPoolKey, PoolSpec, poolIdOf, poolKey, valueOfChildKey } from './core/keys';
+import { describeNetworks, DockerContext, heldVerdict, networksOverlapping } from './core/docker-users';
+import { cidrOfPoolKey, parsePoolId, PoolSpec, poolIdOf, poolKey, valueOfChildKey } from './core/keys';
 import { BlockRecord, decideJoin, decideLeave, heldBy, holderTotal, JoinResult, LeaseRecord, NewPool, newPoolRecord, PoolRecord } from './core/records';
 import { blockOf, chooseSubnet } from './core/space';
 import type { IpamDeps } from './deps';
@@ -19,27 +20,46 @@ export class Pools {
     private readonly views: Views,
   ) {}
 
-  /** `--subnet` given: create or join that pool. Returns the PoolID. */
-  async requestExplicit(spec: PoolSpec): Promise<string> {
+  /**
+   * `--subnet` given: create or join that pool. Returns the PoolID. `docker`: this host's Docker
+   * networks, which tell a create asked again from a second network (see heldVerdict).
+   */
+  async requestExplicit(spec: PoolSpec, docker: DockerContext | null = null): Promise<string> {
     const existing = await this.overlappingNow(spec.pool);
-    if (existing) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(existing)}, which a weave network already uses`);
-    const { result: joined, revision } = await this.join(spec);
+    if (existing) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(existing)}, which a weave network already uses${this.here(docker, existing)}`);
+    const { result: joined, revision } = await this.join(spec, docker);
     if (joined.kind === 'created') {
       const other = await this.confirmAlone(spec, revision);
       if (other) throw new ConflictError(`subnet ${formatCidr(spec.pool)} overlaps ${formatCidr(other)}, which another host created at the same moment; try again`);
+    }
+    if (joined.kind === 'adopted') {
+      this.d.log.info({ poolId: joined.record.poolId }, 'pool asked for again by a network Docker does not have yet: this host keeps its one reference (left by a create that never completed)');
     }
     this.requested(joined.record);
     return joined.record.poolId;
   }
 
-  private async join(spec: PoolSpec): Promise<Written<Exclude<JoinResult, { kind: 'draining' }>>> {
+  /** Docker's networks here that overlap `pool`, for a refusal's message. */
+  private here(docker: DockerContext | null, pool: Cidr): string {
+    const users = docker ? networksOverlapping(docker.view, pool) : [];
+    return users.length > 0 ? ` (network ${describeNetworks(users)} on this host)` : '';
+  }
+
+  private async join(spec: PoolSpec, docker: DockerContext | null): Promise<Written<Exclude<JoinResult, { kind: 'draining' | 'stale' }>>> {
     const key = poolKey(spec.pool);
+    const whenHeld = docker ? (cur: PoolRecord) => heldVerdict(cur, this.d.host, spec, docker) : undefined;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const { result, revision } = await this.d.store.pools.mutate(key, (cur) => decideJoin(cur, this.newPool(spec)));
+      const { result, revision } = await this.d.store.pools.mutate(key, (cur) => decideJoin(cur, this.newPool(spec), whenHeld));
       this.views.drop(key);
-      if (result.kind !== 'draining') return { result, revision };
-      // Its last holder left but did not finish removing it (or is doing so now): finish it.
-      await this.drain(key);
+      if (result.kind === 'draining') {
+        // Its last holder left but did not finish removing it (or is doing so now): finish it.
+        await this.drain(key);
+      } else if (result.kind === 'stale') {
+        // This host's leftover with another ip-range: gone first, as reconciliation would drop it.
+        await this.leave(parsePoolId(result.record.poolId), result.record.poolId);
+      } else {
+        return { result, revision };
+      }
     }
     throw new UnavailableError(`pool ${poolIdOf(spec)} is being removed by another host; try again`);
   }

@@ -11,7 +11,7 @@ import { memoryStore } from '../src/store-memory';
 type Event = { kind: string; data: Record<string, unknown> };
 
 let ids = 0;
-function instance(host: string, store: IpamStore, blockSize = 16) {
+function instance(host: string, store: IpamStore, blockSize = 16, now = () => new Date('2026-11-29T12:00:00Z')) {
   const events: Event[] = [];
   const deps: IpamDeps = {
     host,
@@ -21,7 +21,7 @@ function instance(host: string, store: IpamStore, blockSize = 16) {
     log: silentLogger(),
     config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize },
     membership: ALWAYS_LIVE,
-    now: () => new Date('2026-11-29T12:00:00Z'),
+    now,
     newId: () => `gen-${++ids}`,
   };
   return { ipam: new Ipam(deps), events };
@@ -125,6 +125,84 @@ describe('holders', () => {
     expect(await keys(store.mirrors.leases)).toEqual([]);
     expect(await keys(store.mirrors.blocks)).toEqual([]);
     expect((await h2.requestAddress(dyn(poolId))).address).toBe('10.93.0.1/24');
+  });
+});
+
+describe("a RequestPool for a subnet this host holds, decided by Docker's list of its networks", () => {
+  const FOO = { id: 'f'.repeat(64), name: 'weave:foo', subnets: ['10.91.0.0/24'] };
+  /** Docker's list as plugin-api sends it; the instances' clock says 12:00:00, so references taken then are older than 12:00:01. */
+  const docker = (...networks: Array<typeof FOO>) => ({ networks, olderThan: '2026-11-29T12:00:01.000Z' });
+  const inFlight = (...networks: Array<typeof FOO>) => ({ networks, olderThan: '2026-11-29T12:00:00.000Z' });
+
+  it('a create asked again after its reply was lost gets the same PoolID and still one reference, which its one ReleasePool balances', async () => {
+    const store = memoryStore();
+    const { ipam: h1, events } = instance('h1', store);
+    const { poolId } = await h1.requestPool(pool('10.91.0.0/24')); // its reply lost: Docker made no network
+    await h1.requestAddress(gw(poolId));
+    expect(await h1.requestPool({ ...pool('10.91.0.0/24'), docker: docker() })).toEqual({ poolId, pool: '10.91.0.0/24', data: {} });
+    expect((await h1.status()).pools).toEqual([expect.objectContaining({ poolId, holders: { h1: 1 }, gateway: '10.91.0.1' })]);
+    expect(events.filter((e) => e.kind === 'pool.requested').map((e) => e.data.holders)).toEqual([1, 1]);
+    expect(await h1.requestAddress(gw(poolId))).toEqual({ address: '10.91.0.1/24' });
+    await h1.requestAddress(dyn(poolId));
+
+    await h1.releaseAddress({ poolId, address: '10.91.0.2' });
+    await h1.releaseAddress({ poolId, address: '10.91.0.1' });
+    await h1.releasePool({ poolId, docker: docker() }); // `docker network rm`: Docker no longer lists it
+    expect(await dump(store)).toEqual({ pools: [], blocks: [], leases: [] });
+  });
+
+  it('taken over, the reference is younger again: reconciliation spares it while Docker stores the network', async () => {
+    const store = memoryStore();
+    const h1 = instance('h1', store, 16, () => new Date('2026-11-29T12:00:00Z')).ipam;
+    await h1.requestPool(pool('10.91.0.0/24'));
+    const later = instance('h1', store, 16, () => new Date('2026-11-29T12:10:00Z')).ipam;
+    await later.requestPool({ ...pool('10.91.0.0/24'), docker: { networks: [], olderThan: '2026-11-29T12:09:00.000Z' } });
+    const swept = await later.reconcileHost({ pools: [], olderThan: '2026-11-29T12:09:00.000Z' });
+    expect(swept).toMatchObject({ releasedPools: [], spared: 1 });
+  });
+
+  it('a second network on the subnet is refused and named, and a stray ReleasePool after it keeps the first network\'s reference', async () => {
+    const store = memoryStore();
+    const h1 = instance('h1', store).ipam;
+    const { poolId } = await h1.requestPool(pool('10.91.0.0/24'));
+    await expect(h1.requestPool({ ...pool('10.91.0.0/24'), docker: docker(FOO) })).rejects.toThrow(
+      new ConflictError('subnet 10.91.0.0/24 is already used by network weave:foo (ffffffffffff) on this host (h1)'),
+    );
+    await expect(h1.requestPool({ ...pool('10.91.0.0/25'), docker: docker(FOO) })).rejects.toThrow(/overlaps 10.91.0.0\/24, which a weave network already uses \(network weave:foo \(ffffffffffff\) on this host\)/);
+    await h1.releasePool({ poolId, docker: docker(FOO) });
+    expect((await h1.status()).pools).toEqual([expect.objectContaining({ poolId, holders: { h1: 1 } })]);
+    expect(await h1.requestAddress(dyn(poolId))).toEqual({ address: '10.91.0.1/24' });
+  });
+
+  it('a reference that may belong to a create in flight is not shared: refused, saying when to try again', async () => {
+    const store = memoryStore();
+    const h1 = instance('h1', store).ipam;
+    await h1.requestPool(pool('10.91.0.0/24'));
+    await expect(h1.requestPool({ ...pool('10.91.0.0/24'), docker: inFlight() })).rejects.toThrow(/taken moments ago .*try again in 1 s/);
+    expect((await h1.status()).pools[0]!.holders).toEqual({ h1: 1 });
+  });
+
+  it('a leftover of another ip-range goes, with its blocks and leases, and the request gets the pool it asked for', async () => {
+    const store = memoryStore();
+    const h1 = instance('h1', store).ipam;
+    const old = await h1.requestPool(pool('10.91.0.0/24', '10.91.0.128/25'));
+    await h1.requestAddress(gw(old.poolId));
+    await h1.requestAddress(dyn(old.poolId));
+    const { poolId } = await h1.requestPool({ ...pool('10.91.0.0/24'), docker: docker() });
+    expect(poolId).toBe('weave:10.91.0.0/24');
+    expect((await h1.status()).pools).toEqual([expect.objectContaining({ poolId, subPool: null, holders: { h1: 1 }, gateway: null, blocks: [] })]);
+    expect(await dump(store)).toEqual({ pools: ['v4-0a5b0000-24'], blocks: [], leases: [] });
+  });
+
+  it('a leftover on a pool other hosts hold too: taken over, theirs untouched', async () => {
+    const store = memoryStore();
+    const [h1, h2] = [instance('h1', store).ipam, instance('h2', store).ipam];
+    const { poolId } = await h1.requestPool(pool('10.91.0.0/24'));
+    await h2.requestPool(pool('10.91.0.0/24'));
+    expect((await h1.requestPool({ ...pool('10.91.0.0/24'), docker: docker() })).poolId).toBe(poolId);
+    expect((await h1.status()).pools[0]!.holders).toEqual({ h1: 1, h2: 1 });
+    await h1.releasePool({ poolId, docker: docker() });
+    expect((await h2.status()).pools[0]!.holders).toEqual({ h2: 1 });
   });
 });
 

@@ -1,4 +1,4 @@
-import { AddressSpaces, DockerOption, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
+import { AddressSpaces, DockerOption, DockerPoolView, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
 import type { RpcClient } from '@weave/bus';
 import { InvalidRequestError } from '@weave/errors';
 import { z } from 'zod';
@@ -20,11 +20,17 @@ export interface Route {
 export interface Backends {
   ipam: RpcClient<typeof ipamRpc>;
   netwire: RpcClient<typeof netwireRpc>;
+  /**
+   * This host's Docker networks on our IPAM, sent along with RequestPool (for a given subnet) and
+   * ReleasePool, which name no network (see dockerPoolView). Without it ipam decides alone.
+   */
+  dockerPools?: () => Promise<DockerPoolView | null>;
 }
 
 const Empty = {};
 
-export function routes({ ipam, netwire }: Backends): Record<string, Route> {
+export function routes({ ipam, netwire, dockerPools }: Backends): Record<string, Route> {
+  const docker = async (): Promise<{ docker?: DockerPoolView | null }> => (dockerPools ? { docker: await dockerPools() } : {});
   const nd = <K extends keyof typeof NetworkDriver>(m: K, handle: (b: z.output<(typeof NetworkDriver)[K]>) => Promise<unknown>): [string, Route] =>
     [`NetworkDriver.${m}`, { iface: 'NetworkDriver', body: NetworkDriver[m], handle }];
   const id = <K extends keyof typeof IpamDriver>(m: K, handle: (b: z.output<(typeof IpamDriver)[K]>) => Promise<unknown>): [string, Route] =>
@@ -51,10 +57,12 @@ export function routes({ ipam, netwire }: Backends): Record<string, Route> {
         subPool: b.SubPool || null,
         v6: b.V6,
         options: b.Options,
+        // A default subnet is never one this host holds already: nothing for Docker's list to decide.
+        ...(b.Pool ? await docker() : {}),
       });
       return { PoolID: r.poolId, Pool: r.pool, Data: r.data };
     }),
-    id('ReleasePool', async (b) => (await ipam.releasePool({ poolId: b.PoolID }), Empty)),
+    id('ReleasePool', async (b) => (await ipam.releasePool({ poolId: b.PoolID, ...(await docker()) }), Empty)),
     id('RequestAddress', async (b) => {
       const gateway = b.Options[DockerOption.requestAddressType] === DockerOption.gatewayType;
       const r = await ipam.requestAddress({ poolId: b.PoolID, address: b.Address || null, kind: gateway ? 'gateway' : 'endpoint' });

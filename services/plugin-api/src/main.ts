@@ -7,6 +7,7 @@ import { serveMetrics, serviceRegistry } from '@weave/metrics';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
 import { BackendGate } from './backend-gate';
+import { dockerPoolView } from './docker-pools';
 import { routes } from './driver';
 import { PluginApiEnv, reconcileSettings } from './env';
 import { dockerCallMetrics } from './metrics';
@@ -20,7 +21,9 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const ipam = rpcClient(nc, env.WEAVE_HOST, ipamRpc, opts);
   const netwire = rpcClient(nc, env.WEAVE_HOST, netwireRpc, opts);
   const gate = new BackendGate([() => ipam.status({}), () => netwire.status({})], env.WEAVE_BACKEND_WAIT_MS, log);
-  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire) });
+  // RequestPool and ReleasePool name no network: ipam decides with Docker's list of them.
+  const dockerPools = dockerPoolView({ docker: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), driver: env.WEAVE_PLUGIN_NAME, graceMs: reconcile.graceMs, log });
+  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire), dockerPools });
   const metrics = serviceRegistry('plugin-api', env.WEAVE_HOST);
   const countCall = dockerCallMetrics(metrics, Object.keys(table));
   const server = pluginServer(table, log, (c) => {

@@ -5,3 +5,4 @@ export * from './host-state';
 export * from './use-stack';
 export * from './listeners';
 export * from './state-of-record';
+export * from './private-dockerd';

@@ -3,6 +3,7 @@ import { AddressKind, CidrString, HostName, IpString } from '@weave/contracts';
 import { ConflictError, NotFoundError } from '@weave/errors';
 import { formatCidr } from '@weave/netaddr';
 import { z } from 'zod';
+import type { HeldVerdict } from './docker-users';
 import { PoolSpec } from './keys';
 
 /**
@@ -94,22 +95,39 @@ export const newPoolRecord = (n: NewPool): PoolRecord => ({
   ...(n.at === undefined ? {} : { since: { [n.host]: n.at } }),
 });
 
-export type JoinResult = { kind: 'created' | 'joined'; record: PoolRecord } | { kind: 'draining'; record: PoolRecord };
+export type JoinResult =
+  | { kind: 'created' | 'joined'; record: PoolRecord }
+  /** This host's leftover reference, taken over by the request (see heldVerdict). */
+  | { kind: 'adopted'; record: PoolRecord }
+  /** This host's leftover reference of another ip-range: the caller releases it and asks again. */
+  | { kind: 'stale'; record: PoolRecord }
+  | { kind: 'draining'; record: PoolRecord };
 type Decision<R> = { change: Mutation<PoolRecord>; result: R };
 
 /**
  * Joining `host` to the pool: creates the record, or adds the host as a holder. Refuses what
  * Docker's own IPAM refuses in one address space (the same subnet twice on one host), and a
  * different ip-range than the other hosts use (they would disagree on which addresses are free).
+ *
+ * A host holds a pool once at most. When it holds it already, `whenHeld` (heldVerdict, from
+ * Docker's list of this host's networks) tells a second network, refused, from the create that
+ * left the reference asked again, which takes it over: same reference, its time renewed so that
+ * reconciliation spares it while the network is being created. Without `whenHeld`: refused.
  */
-export function decideJoin(cur: PoolRecord | null, n: NewPool): Decision<JoinResult> {
+export function decideJoin(cur: PoolRecord | null, n: NewPool, whenHeld?: (cur: PoolRecord) => HeldVerdict): Decision<JoinResult> {
   if (!cur) {
     const record = newPoolRecord(n);
     return { change: { put: record }, result: { kind: 'created', record } };
   }
   if (holderTotal(cur) === 0) return { change: { keep: true }, result: { kind: 'draining', record: cur } };
   const pool = formatCidr(n.spec.pool);
-  if (heldBy(cur, n.host) > 0) throw new ConflictError(`subnet ${pool} is already used by another network on this host (${n.host})`);
+  if (heldBy(cur, n.host) > 0) {
+    const v: HeldVerdict = whenHeld?.(cur) ?? { kind: 'refuse', reason: `subnet ${pool} is already used by another network on this host (${n.host})` };
+    if (v.kind === 'refuse') throw new ConflictError(v.reason);
+    if (v.kind === 'replace') return { change: { keep: true }, result: { kind: 'stale', record: cur } };
+    const record = withHolder(cur, n.host, heldBy(cur, n.host), n.at);
+    return { change: { put: record }, result: { kind: 'adopted', record } };
+  }
   const subPool = n.spec.subPool && formatCidr(n.spec.subPool);
   if (cur.subPool !== subPool) {
     const theirs = cur.subPool ? `--ip-range ${cur.subPool}` : 'no --ip-range';

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { CidrString, DockerId } from '@weave/contracts';
 import { UnavailableError } from '@weave/errors';
 import { z } from 'zod';
 import type { DockerEndpoints, DockerNetworkView } from '../reconcile/plan';
@@ -27,6 +28,18 @@ const Inspect = z.looseObject({
   Containers: z.record(z.string(), z.unknown()).nullish(),
 });
 const Listed = z.array(z.looseObject({ Id: z.string(), Driver: z.string(), IPAM: z.looseObject({ Driver: z.string().optional() }).nullish() }));
+/** `GET /networks` as ipamNetworks reads it: the list carries each network's IPAM config. */
+const ListedIpam = z.array(
+  z.looseObject({
+    Id: z.string(),
+    Name: z.string(),
+    Driver: z.string(),
+    IPAM: z.looseObject({ Driver: z.string().optional(), Config: z.array(z.looseObject({ Subnet: z.string().optional() })).nullish() }).nullish(),
+  }),
+);
+/** One of our networks in that list: strict, since ipam acts on it (an id or subnet that does not parse fails the listing). */
+const IpamNetwork = z.object({ id: DockerId, name: z.string().min(1), subnets: z.array(CidrString) });
+export type IpamNetwork = z.output<typeof IpamNetwork>;
 
 /**
  * The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them).
@@ -71,6 +84,17 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
       if (raw !== undefined) out.push(networkView(EndpointsInspect.parse(raw)));
     }
     return out;
+  }
+
+  /**
+   * This engine's networks on `driver`'s IPAM (whatever their network driver) with their subnets,
+   * in one call; fails after `timeoutMs` rather than hold up the plugin call that asks.
+   */
+  async ipamNetworks(driver: string, timeoutMs: number): Promise<IpamNetwork[]> {
+    const all = ListedIpam.parse(await this.call('GET', '/networks', undefined, timeoutMs));
+    return all
+      .filter((n) => n.IPAM?.Driver === driver)
+      .map((n) => IpamNetwork.parse({ id: n.Id, name: n.Name, subnets: (n.IPAM?.Config ?? []).flatMap((c) => (c.Subnet ? [c.Subnet] : [])) }));
   }
 
   private async listed(driver: string): Promise<z.output<typeof Listed>> {
@@ -133,7 +157,7 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
     };
   }
 
-  private call(method: string, path: string, body?: unknown): Promise<unknown> {
+  private call(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<unknown> {
     const text = body === undefined ? '' : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = request(
@@ -149,7 +173,10 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
           });
         },
       );
-      req.on('error', (e) => reject(new UnavailableError(`cannot reach the Docker engine at ${this.socketPath}`, { cause: e })));
+      req.on('error', (e) => reject(new UnavailableError(`cannot reach the Docker engine at ${this.socketPath}: ${e.message}`, { cause: e })));
+      if (timeoutMs !== undefined) {
+        req.setTimeout(timeoutMs, () => req.destroy(new Error(`Docker ${method} ${path} did not answer within ${timeoutMs} ms`)));
+      }
       req.end(text);
     });
   }
