@@ -9,5 +9,8 @@ export const SLEEVE_OVERHEAD = 64;
 /** The kernel VXLAN's on an IPv4 underlay: IPv4 (20) + UDP (8) + VXLAN (8) + Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
 
-/** The UDP port of the kernel's VXLAN fast path (IANA's). */
-export const DEFAULT_VXLAN_PORT = 4789;
+/**
+ * The UDP port of the kernel's VXLAN fast path. Not IANA's 4789: the router lets only the mesh's
+ * peers in on its port, and on 4789 that would cut off a Docker overlay or another VXLAN user.
+ */
+export const DEFAULT_VXLAN_PORT = 6786;

@@ -1,9 +1,10 @@
 import { runService } from '@weave/config';
-import { IpString } from '@weave/contracts';
+import { DEFAULT_VXLAN_PORT, IpString } from '@weave/contracts';
 import { InvalidRequestError } from '@weave/errors';
 import { METRICS_PORTS, MetricsPort, serveMetrics, serviceRegistry } from '@weave/metrics';
 import { z } from 'zod';
 import { defaultAdvertiseAddress } from './address';
+import { startFastPath } from './fastpath';
 import { collectRouterState } from './metrics';
 import { Sleeve } from '@weave/sleeve';
 import { sleeveIdentity, startRouter } from './service';
@@ -13,6 +14,9 @@ const Env = z.object({
   WEAVE_ROUTER_PORT: z.coerce.number().int().min(1).max(65535).default(6784),
   WEAVE_HEARTBEAT_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
   WEAVE_PEER_TIMEOUT_MS: z.coerce.number().int().min(500).max(600_000).default(5000),
+  WEAVE_FASTPATH: z.enum(['on', 'off']).default('on'),
+  WEAVE_VXLAN_PORT: z.coerce.number().int().min(1).max(65535).default(DEFAULT_VXLAN_PORT),
+  WEAVE_PROBE_PORT: z.coerce.number().int().min(1).max(65535).default(6785),
   /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
   WEAVE_ROUTER_METRICS_PORT: MetricsPort(METRICS_PORTS.router),
 });
@@ -23,6 +27,14 @@ void runService('router', Env, async ({ env, log, nc }) => {
   // Bound to the advertised address, so datagrams leave from the address peers expect them from.
   const sleeve = new Sleeve(sleeveIdentity(env.WEAVE_HOST, address, env.WEAVE_ROUTER_PORT));
   sleeve.start();
+  const fast = await startFastPath({
+    enabled: env.WEAVE_FASTPATH === 'on',
+    host: env.WEAVE_HOST,
+    address,
+    vxlanPort: env.WEAVE_VXLAN_PORT,
+    probePort: env.WEAVE_PROBE_PORT,
+    log,
+  });
   const router = await startRouter({
     nc,
     host: env.WEAVE_HOST,
@@ -32,12 +44,15 @@ void runService('router', Env, async ({ env, log, nc }) => {
     heartbeatMs: env.WEAVE_HEARTBEAT_MS,
     peerTimeoutMs: env.WEAVE_PEER_TIMEOUT_MS,
     sleeve,
+    fastPath: fast.fastPath,
   });
+  fast.onChange(() => void router.dataPath.sync());
   const metrics = serviceRegistry('router', env.WEAVE_HOST);
   collectRouterState(metrics, router);
   const served = await serveMetrics(metrics, { port: env.WEAVE_ROUTER_METRICS_PORT, log, variable: 'WEAVE_ROUTER_METRICS_PORT' });
   return async () => {
     await served?.close();
     await router.stop();
+    await fast.stop();
   };
 });
