@@ -3,8 +3,10 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::crypto::{Limits, Psk};
 use crate::core::{NetworkId, PeerId};
 
 pub const DEFAULT_LISTEN_PORT: u16 = 6784;
@@ -35,6 +37,14 @@ pub struct NetworkConfig {
     pub send_to: Option<Vec<PeerId>>,
 }
 
+/// Encryption between routers: every peer must have the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoConfig {
+    /// Derived from the mesh password ([`Psk::derive`]); a new one ends every session.
+    pub psk: Arc<Psk>,
+    pub limits: Limits,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Our own peer id, written into every datagram.
@@ -47,6 +57,8 @@ pub struct EngineConfig {
     pub batch_bytes: usize,
     /// Nice value for the packet threads; `None` leaves them as spawned (tests, fakes).
     pub packet_thread_nice: Option<i32>,
+    /// `None`: plaintext datagrams, as before; encrypted ones are dropped.
+    pub crypto: Option<CryptoConfig>,
 }
 
 impl EngineConfig {
@@ -59,6 +71,7 @@ impl EngineConfig {
             mac_capacity: DEFAULT_MAC_CAPACITY,
             batch_bytes: DEFAULT_BATCH_BYTES,
             packet_thread_nice: None,
+            crypto: None,
         }
     }
 }
@@ -73,6 +86,8 @@ pub enum ConfigError {
     BadTapName(String),
     BadBatchBytes(usize),
     UnknownSendPeer(NetworkId, PeerId),
+    /// Rekeying must come before the keys are refused, by time and by count.
+    BadCryptoLimits,
 }
 
 impl fmt::Display for ConfigError {
@@ -90,6 +105,9 @@ impl fmt::Display for ConfigError {
             ConfigError::BadBatchBytes(n) => write!(f, "batchBytes {n} is outside 576..=65507"),
             ConfigError::UnknownSendPeer(n, p) => {
                 write!(f, "network {n} sends to peer {p}, which is not a configured peer")
+            }
+            ConfigError::BadCryptoLimits => {
+                write!(f, "rekey limits must be positive and below the reject limits")
             }
         }
     }
@@ -130,6 +148,9 @@ impl EngineConfig {
         }
         if !(576..=crate::core::wire::MAX_DATAGRAM).contains(&self.batch_bytes) {
             return Err(ConfigError::BadBatchBytes(self.batch_bytes));
+        }
+        if self.crypto.as_ref().is_some_and(|c| !c.limits.valid()) {
+            return Err(ConfigError::BadCryptoLimits);
         }
         Ok(())
     }

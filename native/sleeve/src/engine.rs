@@ -5,6 +5,11 @@
 //! configuration they read is an immutable [`View`] swapped in by [`Engine::apply`]; each
 //! thread notices a new generation with one atomic load per wake-up, so the hot path takes no
 //! config lock. Buffers are allocated when a thread starts or the view changes, never per packet.
+//!
+//! With a password, the UDP thread also owns the sessions ([`Mesh`]): it answers and starts
+//! handshakes, runs their timers, and decrypts in place before parsing. It publishes each peer's
+//! send key the way `apply` publishes the view (a generation the TAP threads check once per
+//! wake-up); a TAP thread seals each train in place with one atomic add for its counters.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,13 +19,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::config::{ConfigError, EngineConfig};
+use crate::config::{ConfigError, CryptoConfig, EngineConfig};
 use crate::core::clock::Clock;
 use crate::core::coalesce::{Coalescer, Push};
+use crate::core::crypto::mesh::{Handshake, HandshakeRefused};
+use crate::core::crypto::tunnel::{Completed, HandshakeDrop, RecvDrop};
+use crate::core::crypto::{message, Mesh, Out, PeerStatus, SendKey};
 use crate::core::mac::{src_mac, Action, Mac, MacTable, Port};
 use crate::core::segment::{self, Prepared, Segmenter};
-use crate::core::train::Train;
-use crate::core::wire::{Datagram, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
+use crate::core::train::{Room, Train};
+use crate::core::wire::{Datagram, Kind, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::core::{NetworkId, PeerId};
 use crate::os::{sched, RecvBatch, Tap, TapFactory, Udp, UdpOffloads};
 use crate::stats::Stats;
@@ -75,16 +83,22 @@ impl std::error::Error for EngineError {
 struct View<T> {
     local: PeerId,
     peers: Vec<(PeerId, SocketAddr)>,
-    by_addr: HashMap<SocketAddr, PeerId>,
+    /// A peer by address, with its index in `peers` (its slot in the [`Mesh`]).
+    by_addr: HashMap<SocketAddr, (PeerId, usize)>,
     taps: HashMap<NetworkId, (String, Arc<T>)>,
     local_macs: HashMap<NetworkId, Vec<Mac>>,
     /// Networks whose frames go to some peers only (the others are on the fast path).
     send_to: HashMap<NetworkId, Vec<PeerId>>,
     batch_bytes: usize,
     thread_nice: Option<i32>,
+    crypto: Option<CryptoConfig>,
 }
 
 impl<T> View<T> {
+    fn addr(&self, peer: PeerId) -> Option<SocketAddr> {
+        self.peers.iter().find(|(p, _)| *p == peer).map(|(_, a)| *a)
+    }
+
     fn is_local_only(&self, network: NetworkId, frame: &[u8]) -> bool {
         frame.len() >= MIN_FRAME_LEN
             && self
@@ -102,9 +116,22 @@ struct Shared<T, U, C> {
     view: Mutex<Arc<View<T>>>,
     generation: AtomicU64,
     macs: Mutex<MacTable>,
+    /// Each established peer's send key, published by the UDP thread.
+    keys: Mutex<Arc<SendKeys>>,
+    keys_generation: AtomicU64,
+    /// A TAP thread's train crossed a key's rekey count: the UDP thread starts a handshake.
+    rekey_wanted: AtomicBool,
+    sessions: Mutex<Vec<PeerStatus>>,
 }
 
+type SendKeys = HashMap<PeerId, Arc<SendKey>>;
+
 impl<T, U, C> Shared<T, U, C> {
+    fn publish_keys(&self, keys: SendKeys) {
+        *self.keys.lock().expect("keys lock") = Arc::new(keys);
+        self.keys_generation.fetch_add(1, Ordering::Release);
+    }
+
     fn publish(&self, view: View<T>) {
         *self.view.lock().expect("view lock") = Arc::new(view);
         self.generation.fetch_add(1, Ordering::Release);
@@ -171,6 +198,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             send_to: HashMap::new(),
             batch_bytes: config.batch_bytes,
             thread_nice: config.packet_thread_nice,
+            crypto: None,
         };
         let shared = Arc::new(Shared {
             udp,
@@ -180,6 +208,10 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             view: Mutex::new(Arc::new(empty)),
             generation: AtomicU64::new(0),
             macs: Mutex::new(MacTable::new(config.mac_max_age, config.mac_capacity)),
+            keys: Mutex::default(),
+            keys_generation: AtomicU64::new(0),
+            rekey_wanted: AtomicBool::new(false),
+            sessions: Mutex::default(),
         });
         let mut engine = Engine {
             shared,
@@ -227,7 +259,12 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
         self.shared.publish(View {
             local: config.local_peer,
             peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
-            by_addr: config.peers.iter().map(|p| (p.addr, p.id)).collect(),
+            by_addr: config
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.addr, (p.id, i)))
+                .collect(),
             taps,
             local_macs: config
                 .networks
@@ -242,6 +279,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
                 .collect(),
             batch_bytes: config.batch_bytes,
             thread_nice: config.packet_thread_nice,
+            crypto: config.crypto.clone(),
         });
         self.reconcile_workers()
     }
@@ -304,6 +342,13 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
         self.shared.udp.offloads()
     }
 
+    /// Each configured peer's session state as the UDP thread last published it, and the
+    /// clock's time to read it against.
+    pub fn sessions(&self) -> (Duration, Vec<PeerStatus>) {
+        let sessions = self.shared.sessions.lock().expect("sessions lock").clone();
+        (self.shared.clock.now(), sessions)
+    }
+
     /// Stops and joins every thread. Also done on drop.
     pub fn stop(mut self) {
         self.shutdown();
@@ -332,6 +377,12 @@ struct Outbox {
     index: HashMap<PeerId, usize>,
     /// Configured peers this network does not send to: they get its frames another way.
     elsewhere: Vec<PeerId>,
+    /// Encryption is on: each slot's train is sealed with its key, and without one nothing is
+    /// sent to that peer.
+    sealed: bool,
+    keys: Vec<Option<Arc<SendKey>>>,
+    /// The generation of `Shared::keys` in `keys`.
+    keys_generation: Option<u64>,
 }
 
 /// What a TAP read gave, ready to encode.
@@ -349,6 +400,13 @@ impl<'a> Read<'a> {
             Read::Frame(f) | Read::Super(f, _) => f,
         }
     }
+
+    fn frames(&self) -> usize {
+        match self {
+            Read::Frame(_) => 1,
+            Read::Super(_, seg) => seg.count(),
+        }
+    }
 }
 
 impl Outbox {
@@ -357,82 +415,123 @@ impl Outbox {
         let mut index = HashMap::with_capacity(view.peers.len());
         let mut elsewhere = Vec::new();
         let only = view.send_to.get(&network);
+        let room = match view.crypto {
+            Some(_) => Room {
+                head: message::HEADER_LEN,
+                tail: message::TAG_LEN,
+            },
+            None => Room::default(),
+        };
         for (peer, addr) in &view.peers {
             if only.is_some_and(|only| !only.contains(peer)) {
                 elsewhere.push(*peer);
                 continue;
             }
             let i = slots.len();
-            slots.push((
-                *peer,
-                *addr,
-                Train::new(view.batch_bytes, network, view.local),
-            ));
+            let train = Train::with_room(view.batch_bytes, network, view.local, room);
+            slots.push((*peer, *addr, train));
             index.insert(*peer, i);
         }
         Outbox {
+            keys: vec![None; slots.len()],
             slots,
             index,
             elsewhere,
+            sealed: view.crypto.is_some(),
+            keys_generation: None,
         }
     }
 
-    fn push(&mut self, slot: usize, read: Read<'_>, udp: &impl Udp, stats: &Stats) {
+    /// Takes the keys the UDP thread published last, if they changed (one atomic load).
+    fn refresh_keys<T, U, C>(&mut self, shared: &Shared<T, U, C>) {
+        let generation = shared.keys_generation.load(Ordering::Acquire);
+        if !self.sealed || self.keys_generation == Some(generation) {
+            return;
+        }
+        let keys = shared.keys.lock().expect("keys lock").clone();
+        for ((peer, _, _), key) in self.slots.iter().zip(&mut self.keys) {
+            *key = keys.get(peer).cloned();
+        }
+        self.keys_generation = Some(generation);
+    }
+
+    fn push<T, U: Udp, C: Clock>(&mut self, slot: usize, read: Read<'_>, shared: &Shared<T, U, C>) {
+        if self.sealed && self.keys[slot].is_none() {
+            return Stats::add(&shared.stats.drop_no_session, read.frames() as u64);
+        }
         match read {
-            Read::Frame(frame) => self.push_one(
-                slot,
-                frame.len(),
-                |out| out.copy_from_slice(frame),
-                udp,
-                stats,
-            ),
+            Read::Frame(frame) => {
+                self.push_one(slot, frame.len(), |out| out.copy_from_slice(frame), shared)
+            }
             Read::Super(frame, seg) => {
                 for i in 0..seg.count() {
                     let fill = |out: &mut [u8]| seg.write(frame, i, out);
-                    self.push_one(slot, seg.len(i), fill, udp, stats);
+                    self.push_one(slot, seg.len(i), fill, shared);
                 }
             }
         }
     }
 
-    fn push_one(
+    fn push_one<T, U: Udp, C: Clock>(
         &mut self,
         slot: usize,
         len: usize,
         fill: impl Fn(&mut [u8]),
-        udp: &impl Udp,
-        stats: &Stats,
+        shared: &Shared<T, U, C>,
     ) {
-        let (_, addr, train) = &mut self.slots[slot];
-        let pushed = match train.push_with(len, &fill) {
+        let pushed = match self.slots[slot].2.push_with(len, &fill) {
             Err(PushError::Full) => {
-                send(udp, train, *addr, stats);
-                train.push_with(len, &fill)
+                self.send(slot, shared);
+                self.slots[slot].2.push_with(len, &fill)
             }
             other => other,
         };
         match pushed {
-            Ok(()) => Stats::inc(&stats.frames_to_peers),
-            Err(_) => Stats::inc(&stats.drop_frame_too_large),
+            Ok(()) => Stats::inc(&shared.stats.frames_to_peers),
+            Err(_) => Stats::inc(&shared.stats.drop_frame_too_large),
         }
     }
 
-    fn flush(&mut self, udp: &impl Udp, stats: &Stats) {
-        for (_, addr, train) in &mut self.slots {
-            if !train.is_empty() {
-                send(udp, train, *addr, stats);
+    fn flush<T, U: Udp, C: Clock>(&mut self, shared: &Shared<T, U, C>) {
+        for slot in 0..self.slots.len() {
+            if !self.slots[slot].2.is_empty() {
+                self.send(slot, shared);
             }
         }
     }
+
+    /// Sends a slot's train, sealed first when encryption is on.
+    fn send<T, U: Udp, C: Clock>(&mut self, slot: usize, shared: &Shared<T, U, C>) {
+        let (_, addr, train) = &mut self.slots[slot];
+        if self.sealed && !seal(train, self.keys[slot].as_deref(), shared) {
+            Stats::add(&shared.stats.drop_no_session, train.frames() as u64);
+            return train.clear();
+        }
+        let stats = &*shared.stats;
+        let sent = shared.udp.send_train(train.datagrams(), *addr);
+        Stats::add(&stats.datagrams_out, sent.ok as u64);
+        Stats::add(&stats.bytes_out, sent.bytes as u64);
+        Stats::add(&stats.udp_send_errors, sent.failed as u64);
+        Stats::add(&stats.udp_gso_fallbacks, sent.gso_fallbacks as u64);
+        train.clear();
+    }
 }
 
-fn send(udp: &impl Udp, train: &mut Train, to: SocketAddr, stats: &Stats) {
-    let sent = udp.send_train(train.datagrams(), to);
-    Stats::add(&stats.datagrams_out, sent.ok as u64);
-    Stats::add(&stats.bytes_out, sent.bytes as u64);
-    Stats::add(&stats.udp_send_errors, sent.failed as u64);
-    Stats::add(&stats.udp_gso_fallbacks, sent.gso_fallbacks as u64);
-    train.clear();
+/// Seals every datagram of `train` in place with consecutive counters (one atomic add for the
+/// train). False when there is no usable key: the train must not be sent.
+fn seal<T, U, C: Clock>(train: &mut Train, key: Option<&SendKey>, shared: &Shared<T, U, C>) -> bool {
+    let Some(key) = key else {
+        return false;
+    };
+    let n = train.datagrams().lens.len();
+    let Some(reserved) = key.reserve(n, shared.clock.now()) else {
+        return false;
+    };
+    if reserved.rekey {
+        shared.rekey_wanted.store(true, Ordering::Release);
+    }
+    train.seal_each(|i, datagram| key.seal(reserved.first + i as u64, datagram));
+    true
 }
 
 fn tap_loop<T: Tap, U: Udp, C: Clock>(
@@ -470,6 +569,7 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
         if cached.refresh(shared) {
             outbox = Outbox::new(network, &cached.view);
         }
+        outbox.refresh_keys(shared);
         on_tap_read(
             shared,
             &cached.view,
@@ -495,7 +595,7 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
                 }
             }
         }
-        outbox.flush(&shared.udp, &shared.stats);
+        outbox.flush(shared);
     }
 }
 
@@ -563,25 +663,25 @@ fn on_tap_frame<T, U: Udp, C: Clock>(
         .from_tap(network, frame, now);
     match action {
         Action::SendToPeer { peer, .. } => match outbox.index.get(&peer) {
-            Some(&slot) => outbox.push(slot, read, &shared.udp, stats),
+            Some(&slot) => outbox.push(slot, read, shared),
             // The bridge sent it here from a stale entry; the owner gets it over the fast path.
             None if outbox.elsewhere.contains(&peer) => Stats::inc(&stats.drop_peer_elsewhere),
-            None => flood(outbox, read, &shared.udp, stats), // peer left since it was learned
+            None => flood(outbox, read, shared), // peer left since it was learned
         },
-        Action::Flood { .. } => flood(outbox, read, &shared.udp, stats),
+        Action::Flood { .. } => flood(outbox, read, shared),
         Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
         Action::WriteToTap { .. } => {} // never returned for TAP input
     }
 }
 
-fn flood(outbox: &mut Outbox, read: Read<'_>, udp: &impl Udp, stats: &Stats) {
+fn flood<T, U: Udp, C: Clock>(outbox: &mut Outbox, read: Read<'_>, shared: &Shared<T, U, C>) {
     if outbox.slots.is_empty() {
-        Stats::inc(&stats.drop_no_peers);
+        Stats::inc(&shared.stats.drop_no_peers);
         return;
     }
-    Stats::inc(&stats.floods);
+    Stats::inc(&shared.stats.floods);
     for slot in 0..outbox.slots.len() {
-        outbox.push(slot, read, udp, stats);
+        outbox.push(slot, read, shared);
     }
 }
 
@@ -657,21 +757,30 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
     let mut writer = TapWriter::new();
     let mut cached = Cached::new(shared);
     prioritise(cached.view.thread_nice, &shared.stats);
+    let mut mesh = Mesh::new(cached.view.local);
+    configure(&mut mesh, &cached.view);
+    publish(shared, &mut mesh);
     let mut last_sweep = shared.clock.now();
     while !shared.stop.load(Ordering::Acquire) {
         match shared.udp.recv_batch(&mut batch) {
-            Ok(0) => {
-                cached.refresh(shared);
-            }
-            Ok(_) => {
-                cached.refresh(shared); // after waking: see the view current at receipt
-                let now = shared.clock.now(); // one reading per batch: it arrived at once
-                let mut seen = Seen::default(); // per batch: the view and `now` are fixed
-                for (datagram, from) in batch.datagrams() {
-                    let at = (datagram, from, now);
-                    on_datagram(shared, &cached.view, at, &mut seen, &mut writer);
+            Ok(n) => {
+                // After waking: see the view current at receipt.
+                if cached.refresh(shared) {
+                    configure(&mut mesh, &cached.view);
                 }
-                writer.flush(&cached.view, &shared.stats);
+                if n > 0 {
+                    let now = shared.clock.now(); // one reading per batch: it arrived at once
+                    let mut seen = Seen::default(); // per batch: the view and `now` are fixed
+                    let rx = Rx {
+                        shared,
+                        view: &cached.view,
+                        now,
+                    };
+                    for (datagram, from) in batch.datagrams_mut() {
+                        rx.datagram(&mut mesh, datagram, from, &mut seen, &mut writer);
+                    }
+                    writer.flush(&cached.view, &shared.stats);
+                }
             }
             Err(_) => {
                 Stats::inc(&shared.stats.udp_recv_errors);
@@ -679,10 +788,43 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
             }
         }
         let now = shared.clock.now();
+        let woken = shared.rekey_wanted.load(Ordering::Relaxed)
+            && shared.rekey_wanted.swap(false, Ordering::AcqRel);
+        if woken || now >= mesh.deadline() {
+            let rx = Rx {
+                shared,
+                view: &cached.view,
+                now,
+            };
+            mesh.poll(now, shared.clock.wall_nanos(), &mut |peer, out, bytes| {
+                rx.send(peer, out, bytes)
+            });
+        }
+        publish(shared, &mut mesh);
         if now.saturating_sub(last_sweep) >= SWEEP_EVERY {
             shared.macs.lock().expect("mac lock").expire(now);
             last_sweep = now;
         }
+    }
+}
+
+/// The mesh follows the view: its peers (slot `i` is `view.peers[i]`) and its password.
+fn configure<T>(mesh: &mut Mesh, view: &View<T>) {
+    let peers: Vec<PeerId> = view.peers.iter().map(|(p, _)| *p).collect();
+    let (psk, limits) = match &view.crypto {
+        Some(c) => (Some(c.psk.clone()), c.limits),
+        None => (None, Default::default()),
+    };
+    mesh.configure(view.local, psk, limits, &peers);
+}
+
+/// Hands what the mesh changed to the TAP threads (keys) and to `sessions()` (status).
+fn publish<T, U, C>(shared: &Shared<T, U, C>, mesh: &mut Mesh) {
+    if mesh.take_keys_changed() {
+        shared.publish_keys(mesh.send_keys());
+    }
+    if mesh.take_status_changed() {
+        *shared.sessions.lock().expect("sessions lock") = mesh.status();
     }
 }
 
@@ -691,15 +833,15 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
 /// MAC table's lock again. Only valid for one batch: one view, one clock reading.
 #[derive(Default)]
 struct Seen {
-    /// The last sender address and the peer it is.
-    peer: Option<(SocketAddr, PeerId)>,
+    /// The last sender address, the peer it is and its slot.
+    peer: Option<(SocketAddr, (PeerId, usize))>,
     /// The last source learnt: forwarding another frame of it would learn the same entry at the
     /// same time, and it already passed the local-only check.
     learnt: Option<(NetworkId, PeerId, Mac)>,
 }
 
 impl Seen {
-    fn peer<T>(&mut self, view: &View<T>, from: SocketAddr) -> Option<PeerId> {
+    fn peer<T>(&mut self, view: &View<T>, from: SocketAddr) -> Option<(PeerId, usize)> {
         match self.peer {
             Some((addr, peer)) if addr == from => Some(peer),
             _ => {
@@ -715,52 +857,155 @@ impl Seen {
     }
 }
 
-fn on_datagram<T: Tap, U, C: Clock>(
-    shared: &Shared<T, U, C>,
-    view: &View<T>,
-    (bytes, from, now): (&[u8], SocketAddr, Duration),
-    seen: &mut Seen,
-    writer: &mut TapWriter,
-) {
-    let stats = &*shared.stats;
-    Stats::inc(&stats.datagrams_in);
-    Stats::add(&stats.bytes_in, bytes.len() as u64);
-    let Some(peer) = seen.peer(view, from) else {
-        return Stats::inc(&stats.drop_unknown_peer);
-    };
-    let datagram = match Datagram::parse(bytes) {
-        Ok(d) => d,
-        Err(e) => return Stats::inc(stats.malformed(e)),
-    };
-    if datagram.header.sender != peer {
-        return Stats::inc(&stats.drop_sender_mismatch);
-    }
-    let network = datagram.header.network;
-    let Some((_, tap)) = view.taps.get(&network) else {
-        return Stats::inc(&stats.drop_unknown_network);
-    };
-    for frame in datagram.frames() {
-        Stats::inc(&stats.frames_from_peers);
-        if seen.learnt(network, peer, frame) {
-            writer.write(view, network, &**tap, frame, stats);
-            continue;
-        }
-        if view.is_local_only(network, frame) {
-            Stats::inc(&stats.drop_local_only_source);
-            continue;
-        }
-        let action = shared
-            .macs
-            .lock()
-            .expect("mac lock")
-            .from_peer(network, peer, frame, now);
-        match action {
-            Action::WriteToTap { .. } => {
-                seen.learnt = Some((network, peer, src_mac(frame)));
-                writer.write(view, network, &**tap, frame, stats);
+/// The receive thread's context for one batch (or one timer run).
+struct Rx<'a, T, U, C> {
+    shared: &'a Shared<T, U, C>,
+    view: &'a View<T>,
+    now: Duration,
+}
+
+impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
+    fn datagram(
+        &self,
+        mesh: &mut Mesh,
+        bytes: &mut [u8],
+        from: SocketAddr,
+        seen: &mut Seen,
+        writer: &mut TapWriter,
+    ) {
+        let stats = &*self.shared.stats;
+        Stats::inc(&stats.datagrams_in);
+        Stats::add(&stats.bytes_in, bytes.len() as u64);
+        let Some((peer, slot)) = seen.peer(self.view, from) else {
+            return Stats::inc(&stats.drop_unknown_peer);
+        };
+        let kind = match Kind::of(bytes) {
+            Ok(kind) => kind,
+            Err(e) => return Stats::inc(stats.malformed(e)),
+        };
+        let plain: &[u8] = match kind {
+            Kind::Plain if mesh.encrypting() => {
+                mesh.saw_plaintext(slot, self.now);
+                return Stats::inc(&stats.drop_plaintext);
             }
-            Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
-            Action::SendToPeer { .. } | Action::Flood { .. } => {} // never returned for peer input
+            Kind::Plain => bytes,
+            _ if !mesh.encrypting() => {
+                mesh.saw_encrypted(slot, self.now);
+                return Stats::inc(&stats.drop_encrypted);
+            }
+            Kind::Transport => match self.open(mesh, slot, bytes) {
+                Some(plain) => plain,
+                None => return,
+            },
+            Kind::HandshakeInit | Kind::HandshakeResponse => {
+                return self.handshake(mesh, slot, kind, bytes)
+            }
+        };
+        if !plain.is_empty() {
+            self.frames(peer, plain, seen, writer);
+        } // else a keepalive
+    }
+
+    /// Decrypts a transport datagram in place; `None` when it was dropped (and counted).
+    fn open<'b>(&self, mesh: &mut Mesh, slot: usize, bytes: &'b mut [u8]) -> Option<&'b [u8]> {
+        let stats = &*self.shared.stats;
+        let counter = match mesh.open(slot, bytes, self.now) {
+            Ok(opened) => {
+                if let Some(c) = opened.confirmed {
+                    completed(stats, c);
+                }
+                return Some(opened.plain);
+            }
+            Err(Err(e)) => stats.malformed(e),
+            Err(Ok(RecvDrop::Replay)) => &stats.replays_dropped,
+            Err(Ok(RecvDrop::Decrypt)) => &stats.decrypt_failures,
+            Err(Ok(RecvDrop::Expired)) => &stats.drop_session_expired,
+            Err(Ok(RecvDrop::UnknownSession)) => &stats.drop_unknown_session,
+        };
+        Stats::inc(counter);
+        None
+    }
+
+    fn handshake(&self, mesh: &mut Mesh, slot: usize, kind: Kind, bytes: &[u8]) {
+        let stats = &*self.shared.stats;
+        let send = &mut |peer, out, bytes: &[u8]| self.send(peer, out, bytes);
+        let counter = match mesh.on_handshake(slot, kind, bytes, self.now, send) {
+            Ok(Handshake::Completed(c)) => return completed(stats, c),
+            Ok(Handshake::Answered) => return,
+            Err(HandshakeRefused::Malformed(e)) => stats.malformed(e),
+            Err(HandshakeRefused::SenderMismatch) => &stats.drop_sender_mismatch,
+            Err(HandshakeRefused::Dropped(HandshakeDrop::Decrypt)) => &stats.handshakes_failed,
+            Err(HandshakeRefused::Dropped(HandshakeDrop::Replay)) => &stats.handshake_replays,
+            Err(HandshakeRefused::Dropped(HandshakeDrop::Ignored)) => &stats.handshakes_ignored,
+        };
+        Stats::inc(counter);
+    }
+
+    /// Sends a message of the mesh's (handshake or keepalive) to a peer.
+    fn send(&self, peer: PeerId, out: Out, bytes: &[u8]) {
+        let stats = &*self.shared.stats;
+        let Some(addr) = self.view.addr(peer) else {
+            return;
+        };
+        match self.shared.udp.send_to(bytes, addr) {
+            Ok(()) => {
+                Stats::inc(&stats.datagrams_out);
+                Stats::add(&stats.bytes_out, bytes.len() as u64);
+            }
+            Err(_) => Stats::inc(&stats.udp_send_errors),
         }
+        match out {
+            Out::Init => Stats::inc(&stats.handshakes_sent),
+            Out::Response => Stats::inc(&stats.handshakes_answered),
+            Out::Keepalive => {}
+        }
+    }
+
+    /// The frames of a plaintext datagram (received as is, or decrypted) from `peer`.
+    fn frames(&self, peer: PeerId, bytes: &[u8], seen: &mut Seen, writer: &mut TapWriter) {
+        let (shared, view, now) = (self.shared, self.view, self.now);
+        let stats = &*shared.stats;
+        let datagram = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(e) => return Stats::inc(stats.malformed(e)),
+        };
+        if datagram.header.sender != peer {
+            return Stats::inc(&stats.drop_sender_mismatch);
+        }
+        let network = datagram.header.network;
+        let Some((_, tap)) = view.taps.get(&network) else {
+            return Stats::inc(&stats.drop_unknown_network);
+        };
+        for frame in datagram.frames() {
+            Stats::inc(&stats.frames_from_peers);
+            if seen.learnt(network, peer, frame) {
+                writer.write(view, network, &**tap, frame, stats);
+                continue;
+            }
+            if view.is_local_only(network, frame) {
+                Stats::inc(&stats.drop_local_only_source);
+                continue;
+            }
+            let action = shared
+                .macs
+                .lock()
+                .expect("mac lock")
+                .from_peer(network, peer, frame, now);
+            match action {
+                Action::WriteToTap { .. } => {
+                    seen.learnt = Some((network, peer, src_mac(frame)));
+                    writer.write(view, network, &**tap, frame, stats);
+                }
+                Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
+                Action::SendToPeer { .. } | Action::Flood { .. } => {} // never returned for peer input
+            }
+        }
+    }
+}
+
+fn completed(stats: &Stats, c: Completed) {
+    Stats::inc(&stats.handshakes_completed);
+    if c.rekey {
+        Stats::inc(&stats.rekeys);
     }
 }

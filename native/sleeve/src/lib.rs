@@ -1,4 +1,5 @@
-//! The napi surface of the sleeve data path: `new / applyConfig / start / stop / stats`.
+//! The napi surface of the sleeve data path: `new / applyConfig / start / stop / stats`, and
+//! `sessions` (each peer's encryption state, for status).
 //! Everything below it is plain Rust, tested with `cargo test`; no per-packet call crosses
 //! into JavaScript. Config arrives already validated by the JS wrapper (zod) and is checked
 //! again here, because the addon cannot trust its caller.
@@ -17,11 +18,14 @@ use std::time::Duration;
 use napi::bindgen_prelude::BigInt;
 use napi::{Error, Result, Status};
 use napi_derive::napi;
+use zeroize::Zeroizing;
 
 use crate::config::{
-    EngineConfig, NetworkConfig, PeerConfig, DEFAULT_LISTEN_PORT, DEFAULT_PACKET_THREAD_NICE,
+    CryptoConfig, EngineConfig, NetworkConfig, PeerConfig, DEFAULT_LISTEN_PORT,
+    DEFAULT_PACKET_THREAD_NICE,
 };
 use crate::core::clock::MonotonicClock;
+use crate::core::crypto::{Limits, PeerStatus, Psk, SessionState};
 use crate::engine::{Engine, EngineError};
 use crate::os::tap::OsTapFactory;
 use crate::os::udp::OsUdp;
@@ -65,6 +69,26 @@ pub struct SleeveConfig {
     pub mac_max_age_ms: Option<u32>,
     /// Soft datagram size for batching; default 1472.
     pub batch_bytes: Option<u32>,
+    /// The mesh password (1-1024 bytes): every datagram between routers is encrypted, and
+    /// only peers with the same password are heard. Never logged or echoed.
+    pub password: Option<String>,
+    /// A handshake starts after this many datagrams with one key; default 2^32 (tests lower it).
+    pub rekey_after_messages: Option<f64>,
+    /// The initiator of a session starts the next handshake after this long; default 120.
+    pub rekey_after_seconds: Option<u32>,
+}
+
+/// One peer's encryption state, for status.
+#[napi(object)]
+pub struct SleeveSession {
+    pub peer_id: BigInt,
+    /// `established`, `handshaking`, `wrongPassword`, `plaintextPeer` (it has no password),
+    /// `encryptedPeer` (it has one and we do not), or `off`.
+    pub state: String,
+    pub established: bool,
+    pub wrong_password: bool,
+    /// Milliseconds since the last completed handshake with the peer, if any.
+    pub handshake_age_ms: Option<f64>,
 }
 
 /// Counters since `new()`; they keep counting across stop/start.
@@ -118,6 +142,20 @@ pub struct SleeveStats {
     pub malformed_trailing_bytes: BigInt,
     pub malformed_runt_frame: BigInt,
     pub malformed_frame_too_large: BigInt,
+    pub handshakes_sent: BigInt,
+    pub handshakes_answered: BigInt,
+    pub handshakes_completed: BigInt,
+    pub handshakes_failed: BigInt,
+    pub handshake_replays: BigInt,
+    pub handshakes_ignored: BigInt,
+    pub rekeys: BigInt,
+    pub drop_no_session: BigInt,
+    pub drop_plaintext: BigInt,
+    pub drop_encrypted: BigInt,
+    pub decrypt_failures: BigInt,
+    pub replays_dropped: BigInt,
+    pub drop_unknown_session: BigInt,
+    pub drop_session_expired: BigInt,
 }
 
 type OsEngine = Engine<OsTapFactory, OsUdp, MonotonicClock>;
@@ -125,6 +163,9 @@ type OsEngine = Engine<OsTapFactory, OsUdp, MonotonicClock>;
 struct Settings {
     listen: SocketAddr,
     engine: EngineConfig,
+    /// The password the engine's key was derived from, so an unchanged password is not
+    /// stretched again at every apply (Argon2id costs tens of milliseconds on purpose).
+    password: Option<Zeroizing<String>>,
 }
 
 struct Inner {
@@ -143,7 +184,7 @@ pub struct Sleeve {
 impl Sleeve {
     #[napi(constructor)]
     pub fn new(config: SleeveConfig) -> Result<Self> {
-        let settings = settings(&config)?;
+        let settings = settings(&config, None)?;
         let inner = Inner {
             settings,
             stats: Arc::new(Stats::default()),
@@ -159,8 +200,8 @@ impl Sleeve {
     /// while running.
     #[napi]
     pub fn apply_config(&self, config: SleeveConfig) -> Result<()> {
-        let next = settings(&config)?;
         let mut inner = self.lock()?;
+        let next = settings(&config, Some(&inner.settings))?;
         let listen = inner.settings.listen;
         if let Some(engine) = inner.engine.as_mut() {
             if next.listen != listen {
@@ -224,6 +265,37 @@ impl Sleeve {
         let offloads = inner.engine.as_ref().map(|e| e.udp_offloads());
         Ok(to_js_stats(inner.stats.snapshot(), offloads))
     }
+
+    /// Each configured peer's encryption state while running (empty when stopped).
+    #[napi]
+    pub fn sessions(&self) -> Result<Vec<SleeveSession>> {
+        let inner = self.lock()?;
+        let Some(engine) = inner.engine.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let (now, sessions) = engine.sessions();
+        Ok(sessions.iter().map(|s| to_js_session(s, now)).collect())
+    }
+}
+
+fn to_js_session(s: &PeerStatus, now: Duration) -> SleeveSession {
+    let state = match s.state(now) {
+        SessionState::Established => "established",
+        SessionState::Handshaking => "handshaking",
+        SessionState::WrongPassword => "wrongPassword",
+        SessionState::PlaintextPeer => "plaintextPeer",
+        SessionState::EncryptedPeer => "encryptedPeer",
+        SessionState::Off => "off",
+    };
+    SleeveSession {
+        peer_id: BigInt::from(s.peer),
+        state: state.into(),
+        established: s.established,
+        wrong_password: s.wrong_password,
+        handshake_age_ms: s
+            .last_handshake
+            .map(|t| now.saturating_sub(t).as_secs_f64() * 1000.0),
+    }
 }
 
 impl Sleeve {
@@ -267,7 +339,38 @@ fn peer_id(v: &BigInt, what: &str) -> Result<u64> {
     Ok(value)
 }
 
-fn settings(c: &SleeveConfig) -> Result<Settings> {
+/// The key for `c`'s password: `previous`'s if the password did not change.
+fn crypto(c: &SleeveConfig, previous: Option<&Settings>) -> Result<Option<CryptoConfig>> {
+    let Some(password) = c.password.as_deref() else {
+        return Ok(None);
+    };
+    if password.is_empty() || password.len() > 1024 {
+        return Err(invalid("password must be 1-1024 bytes".into()));
+    }
+    let mut limits = Limits::default();
+    if let Some(m) = c.rekey_after_messages {
+        if !(m.fract() == 0.0 && (100.0..=4_294_967_296.0).contains(&m)) {
+            return Err(invalid(format!("rekeyAfterMessages {m} is outside 100..=2^32")));
+        }
+        limits.rekey_after_messages = m as u64;
+    }
+    if let Some(secs) = c.rekey_after_seconds {
+        if !(1..=86_400).contains(&secs) {
+            return Err(invalid(format!("rekeyAfterSeconds {secs} is outside 1..=86400")));
+        }
+        let margin = limits.reject_after_time - limits.rekey_after_time;
+        limits.rekey_after_time = Duration::from_secs(secs.into());
+        limits.reject_after_time = limits.rekey_after_time + margin;
+    }
+    let same = previous.and_then(|p| {
+        let key = &p.engine.crypto.as_ref()?.psk;
+        (p.password.as_deref()?.as_str() == password).then(|| key.clone())
+    });
+    let psk = same.unwrap_or_else(|| Arc::new(Psk::derive(password.as_bytes())));
+    Ok(Some(CryptoConfig { psk, limits }))
+}
+
+fn settings(c: &SleeveConfig, previous: Option<&Settings>) -> Result<Settings> {
     let host: IpAddr = c
         .listen_host
         .as_deref()
@@ -321,10 +424,12 @@ fn settings(c: &SleeveConfig) -> Result<Settings> {
     if let Some(b) = c.batch_bytes {
         engine.batch_bytes = b as usize;
     }
+    engine.crypto = crypto(c, previous)?;
     engine.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(Settings {
         listen: SocketAddr::new(host, port),
         engine,
+        password: c.password.clone().map(Zeroizing::new),
     })
 }
 
@@ -379,5 +484,19 @@ fn to_js_stats(s: StatsSnapshot, offloads: Option<UdpOffloads>) -> SleeveStats {
         malformed_trailing_bytes: b(s.malformed_trailing_bytes),
         malformed_runt_frame: b(s.malformed_runt_frame),
         malformed_frame_too_large: b(s.malformed_frame_too_large),
+        handshakes_sent: b(s.handshakes_sent),
+        handshakes_answered: b(s.handshakes_answered),
+        handshakes_completed: b(s.handshakes_completed),
+        handshakes_failed: b(s.handshakes_failed),
+        handshake_replays: b(s.handshake_replays),
+        handshakes_ignored: b(s.handshakes_ignored),
+        rekeys: b(s.rekeys),
+        drop_no_session: b(s.drop_no_session),
+        drop_plaintext: b(s.drop_plaintext),
+        drop_encrypted: b(s.drop_encrypted),
+        decrypt_failures: b(s.decrypt_failures),
+        replays_dropped: b(s.replays_dropped),
+        drop_unknown_session: b(s.drop_unknown_session),
+        drop_session_expired: b(s.drop_session_expired),
     }
 }

@@ -85,6 +85,35 @@ counters! {
     drop_offload_bad_l4_header,
     /// Super-frames whose segments would exceed the largest frame we carry.
     drop_offload_segment_too_large,
+    /// Handshake initiations sent (retries and rekeys included).
+    handshakes_sent,
+    /// Initiations from peers answered.
+    handshakes_answered,
+    /// Handshakes that put a new session in use for sending (counted once on each side).
+    handshakes_completed,
+    /// Handshake messages that failed to decrypt: the peer has another password.
+    handshakes_failed,
+    /// Initiations not newer than the last one from that peer (replayed).
+    handshake_replays,
+    /// Responses to no initiation in flight, initiations that lost a simultaneous initiation,
+    /// and handshake messages while encryption is off.
+    handshakes_ignored,
+    /// Completed handshakes that replaced a session in use.
+    rekeys,
+    /// Frames not sent because the peer has no session yet (or its keys ran out).
+    drop_no_session,
+    /// Plaintext datagrams dropped because encryption is on here.
+    drop_plaintext,
+    /// Encrypted datagrams (handshakes included) dropped because encryption is off here.
+    drop_encrypted,
+    /// Transport datagrams that failed authentication.
+    decrypt_failures,
+    /// Transport datagrams whose counter was seen already or is too old.
+    replays_dropped,
+    /// Transport datagrams for a session we do not have (a handshake is started).
+    drop_unknown_session,
+    /// Transport datagrams for a session past its limits.
+    drop_session_expired,
     malformed_short_header,
     malformed_bad_magic,
     malformed_bad_version,

@@ -531,3 +531,193 @@ fn packet_threads_take_the_configured_nice_value() {
     assert!(thread_nices("sleeve-udp").contains(&7));
     assert_eq!(a.stats().thread_nice_refused, 0);
 }
+
+mod encrypted {
+    //! Engines with a password: sessions, the wire seen from outside, other passwords, replays.
+
+    use super::*;
+    use sleeve::config::CryptoConfig;
+    use sleeve::core::crypto::{Limits, Psk, SessionState};
+
+    const C: &str = "10.0.0.4:6784";
+
+    fn secret(b: u8) -> CryptoConfig {
+        CryptoConfig {
+            psk: Arc::new(Psk::from_bytes([b; 32])),
+            limits: Limits::default(),
+        }
+    }
+
+    fn with(mut c: EngineConfig, crypto: Option<CryptoConfig>) -> EngineConfig {
+        c.crypto = crypto;
+        c
+    }
+
+    /// `None` until the receive thread has published the peer.
+    fn state(n: &Node, peer: u64) -> Option<SessionState> {
+        let (now, sessions) = n.engine.sessions();
+        sessions.iter().find(|s| s.peer == peer).map(|s| s.state(now))
+    }
+
+    /// Waits for `peer`'s session on `n`; every 200 ms of waiting steps the clock a second,
+    /// which lets a handshake retry (one lost before the other engine was bound, say).
+    fn wait_state(n: &Node, peer: u64, want: SessionState, clock: &FakeClock) {
+        let deadline = Instant::now() + WAIT;
+        for i in 1.. {
+            if state(n, peer) == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{peer}: {:?}, {:?}", state(n, peer), n.stats());
+            std::thread::sleep(Duration::from_millis(10));
+            if i % 20 == 0 {
+                clock.advance(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// A (1) and B (2) on network 7, both with password 1, sessions up.
+    fn pair(net: &FakeNet, clock: &FakeClock, crypto: CryptoConfig) -> (Node, Node) {
+        let nets = [(7, "t7")];
+        let a = node(net, A, clock, &with(config(1, &[(2, B), (3, C)], &nets), Some(crypto.clone())));
+        let b = node(net, B, clock, &with(config(2, &[(1, A), (3, C)], &nets), Some(crypto)));
+        wait_state(&a, 2, SessionState::Established, clock);
+        wait_state(&b, 1, SessionState::Established, clock);
+        (a, b)
+    }
+
+    #[test]
+    fn same_password_exchanges_frames_and_the_wire_shows_no_payload() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, b) = pair(&net, &clock, secret(1));
+        net.capture();
+        let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+        let payload = b"a known payload that must not be seen on the underlay";
+        let mut hello = eth(BCAST, MAC_A, 0);
+        hello.extend_from_slice(payload);
+        a7.inject.send(hello.clone()).unwrap();
+        assert_eq!(recv(&b7), Some(hello));
+        let mut reply = eth(MAC_A, MAC_B, 0);
+        reply.extend_from_slice(payload);
+        b7.inject.send(reply.clone()).unwrap();
+        assert_eq!(recv(&a7), Some(reply));
+
+        let wire = net.captured();
+        assert!(wire.len() >= 2, "{wire:?}");
+        for (_, _, d) in &wire {
+            assert!(!d.windows(payload.len()).any(|w| w == payload), "plaintext on the wire");
+            assert!(!d.windows(6).any(|w| w == MAC_A), "not even the MACs");
+        }
+        let (sa, sb) = (a.stats(), b.stats());
+        assert!(sa.handshakes_completed >= 1 && sb.handshakes_completed >= 1);
+        assert_eq!((sa.decrypt_failures, sb.decrypt_failures), (0, 0));
+    }
+
+    #[test]
+    fn another_password_delivers_nothing_and_shows_in_status() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, b) = pair(&net, &clock, secret(1));
+        let c = node(&net, C, &clock, &with(config(3, &[(1, A), (2, B)], &[(7, "t7")]), Some(secret(2))));
+        wait_state(&c, 1, SessionState::WrongPassword, &clock);
+        wait_state(&a, 3, SessionState::WrongPassword, &clock);
+        let c7 = c.tap("t7");
+        // A floods to both; C has no session with anyone, so nothing reaches its TAP.
+        a.tap("t7").inject.send(eth(BCAST, MAC_A, 1)).unwrap();
+        c7.inject.send(eth(BCAST, [2, 0, 0, 0, 0, 0xc], 2)).unwrap();
+        assert!(recv(&b.tap("t7")).is_some(), "B still hears A");
+        assert!(c7.written.recv_timeout(QUIET).is_err(), "C delivers nothing");
+        let (sa, sc) = (a.stats(), c.stats());
+        assert!(sa.handshakes_failed > 0 && sc.handshakes_failed > 0, "{sa:?} {sc:?}");
+        assert_eq!((sc.frames_from_peers, sc.tap_frames_out), (0, 0));
+        assert!(sa.drop_no_session >= 1 && sc.drop_no_session >= 1, "nothing sent in plaintext");
+        assert_eq!(state(&b, 1), Some(SessionState::Established));
+    }
+
+    #[test]
+    fn a_replayed_datagram_is_dropped() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, b) = pair(&net, &clock, secret(1));
+        net.capture();
+        let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+        a7.inject.send(eth(BCAST, MAC_A, 1)).unwrap();
+        assert!(recv(&b7).is_some());
+        let wire = net.captured();
+        let (from, to, datagram) = wire.iter().find(|(_, to, _)| *to == addr(B)).unwrap().clone();
+        net.inject(from, to, datagram.clone());
+        b.wait_for("the replay dropped", |s| s.replays_dropped == 1);
+        let mut forged = datagram;
+        forged[15] = forged[15].wrapping_add(100); // a fresh counter: the tag no longer fits
+        net.inject(from, to, forged);
+        b.wait_for("the forgery dropped", |s| s.decrypt_failures == 1);
+        assert!(b7.written.recv_timeout(QUIET).is_err(), "delivered once only");
+    }
+
+    #[test]
+    fn plaintext_and_encrypted_meshes_refuse_each_other_visibly() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, _b) = pair(&net, &clock, secret(1));
+        let c = node(&net, C, &clock, &config(3, &[(1, A), (2, B)], &[(7, "t7")]));
+        c.tap("t7").inject.send(eth(BCAST, [2, 0, 0, 0, 0, 0xc], 1)).unwrap();
+        a.wait_for("plaintext dropped", |s| s.drop_plaintext >= 1);
+        assert_eq!(state(&a, 3), Some(SessionState::PlaintextPeer));
+        wait_state(&c, 1, SessionState::EncryptedPeer, &clock); // A's initiations to C
+        assert!(c.stats().drop_encrypted >= 1);
+        assert_eq!(c.stats().tap_frames_out, 0);
+    }
+
+    #[test]
+    fn traffic_flows_across_rekeys_by_count_and_by_time() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let limits = Limits {
+            rekey_after_messages: 20,
+            ..Limits::default()
+        };
+        let (a, b) = pair(&net, &clock, CryptoConfig { limits, ..secret(1) });
+        let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+        let mut next = 0u32;
+        let mut round = |n: usize| {
+            for _ in 0..n {
+                let mut f = eth(BCAST, MAC_A, 0);
+                f.extend_from_slice(&next.to_be_bytes());
+                a7.inject.send(f.clone()).unwrap();
+                assert_eq!(recv(&b7), Some(f), "frame {next}");
+                next += 1;
+            }
+        };
+        // Each round crosses the count (one datagram per frame), and the frames sent while
+        // the handshake is under way still arrive.
+        for rekeys in 1..=3 {
+            round(30);
+            a.wait_for("rekeyed by count", |s| s.rekeys >= rekeys);
+        }
+        let before = a.stats().rekeys + b.stats().rekeys;
+        clock.advance(sleeve::core::crypto::REKEY_AFTER_TIME); // and once by time
+        let deadline = Instant::now() + WAIT;
+        while a.stats().rekeys + b.stats().rekeys < before + 2 {
+            assert!(Instant::now() < deadline, "no rekey by time");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        round(10);
+        let (sa, sb) = (a.stats(), b.stats());
+        // Only the flood's copies for C (configured, never up) found no session.
+        assert_eq!((sa.drop_no_session, sb.replays_dropped, sb.decrypt_failures), (100, 0, 0));
+        assert_eq!(sb.tap_frames_out, 100);
+    }
+
+    #[test]
+    fn a_new_password_ends_the_sessions_until_the_peer_has_it_too() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (mut a, mut b) = pair(&net, &clock, secret(1));
+        let nets = [(7, "t7")];
+        a.engine
+            .apply(&with(config(1, &[(2, B), (3, C)], &nets), Some(secret(5))))
+            .unwrap();
+        wait_state(&a, 2, SessionState::WrongPassword, &clock);
+        b.engine
+            .apply(&with(config(2, &[(1, A), (3, C)], &nets), Some(secret(5))))
+            .unwrap();
+        wait_state(&a, 2, SessionState::Established, &clock);
+        wait_state(&b, 1, SessionState::Established, &clock);
+        a.tap("t7").inject.send(eth(BCAST, MAC_A, 1)).unwrap();
+        assert!(recv(&b.tap("t7")).is_some());
+    }
+}

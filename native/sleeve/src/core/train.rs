@@ -28,6 +28,16 @@ pub struct Train {
     target: usize,
     network: NetworkId,
     sender: PeerId,
+    /// Bytes left free before and after each datagram, for sealing it in place.
+    room: Room,
+    frames: usize,
+}
+
+/// Space around each datagram of a train: an encryption header before, a tag after.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Room {
+    pub head: usize,
+    pub tail: usize,
 }
 
 /// Finished datagrams: `lens[i]` bytes each, back to back in `bytes`.
@@ -55,18 +65,27 @@ impl<'a> Datagrams<'a> {
 impl Train {
     /// `target` is the soft datagram size, as for [`wire::BatchEncoder::new`].
     pub fn new(target: usize, network: NetworkId, sender: PeerId) -> Self {
-        let target = target.clamp(HEADER_LEN + LEN_PREFIX + MIN_FRAME_LEN, MAX_DATAGRAM);
+        Train::with_room(target, network, sender, Room::default())
+    }
+
+    /// A train whose datagrams each keep `room` free around them, within `target`: what is
+    /// sent is the datagram with its room filled (sealed), so `target` stays the wire size.
+    pub fn with_room(target: usize, network: NetworkId, sender: PeerId, room: Room) -> Self {
+        let around = room.head + room.tail;
+        let target = target.clamp(around + HEADER_LEN + LEN_PREFIX + MIN_FRAME_LEN, MAX_DATAGRAM);
         Train {
             // One datagram's worth up front: most (network, peer) pairs never carry a burst.
             // A busy one grows to at most the train limit (or one lone datagram) once, and
             // `clear` keeps the capacity, so the steady state does not allocate.
-            buf: Vec::with_capacity(target.max(HEADER_LEN + LEN_PREFIX + MAX_FRAME_LEN)),
+            buf: Vec::with_capacity(target.max(around + HEADER_LEN + LEN_PREFIX + MAX_FRAME_LEN)),
             len: 0,
             lens: Vec::with_capacity(MAX_TRAIN_DATAGRAMS),
             open: None,
             target,
             network,
             sender,
+            room,
+            frames: 0,
         }
     }
 
@@ -84,16 +103,17 @@ impl Train {
         if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
             return Err(PushError::BadFrame);
         }
+        let Room { head, tail } = self.room;
         if let Some((start, count)) = self.open {
-            if self.len - start + LEN_PREFIX + len > self.target || count == u16::MAX {
+            if self.len - start + LEN_PREFIX + len + tail > self.target || count == u16::MAX {
                 self.close();
             }
         }
         let opening = self.open.is_none();
-        let extra = LEN_PREFIX + len + if opening { HEADER_LEN } else { 0 };
+        let extra = LEN_PREFIX + len + if opening { head + HEADER_LEN } else { 0 };
         let alone = self.lens.is_empty();
         if !alone
-            && (self.len + extra > MAX_TRAIN_BYTES
+            && (self.len + extra + tail > MAX_TRAIN_BYTES
                 || (opening && self.lens.len() == MAX_TRAIN_DATAGRAMS))
         {
             return Err(PushError::Full);
@@ -103,6 +123,7 @@ impl Train {
         }
         if opening {
             self.open = Some((self.len, 0));
+            self.len += head;
             let header = wire::header(self.network, self.sender, 0);
             self.buf[self.len..self.len + HEADER_LEN].copy_from_slice(&header);
             self.len += HEADER_LEN;
@@ -114,18 +135,41 @@ impl Train {
         if let Some((_, count)) = &mut self.open {
             *count += 1;
         }
+        self.frames += 1;
         Ok(())
     }
 
     fn close(&mut self) {
         if let Some((start, count)) = self.open.take() {
-            wire::set_count(&mut self.buf[start..], count);
+            wire::set_count(&mut self.buf[start + self.room.head..], count);
+            let end = self.len + self.room.tail;
+            if self.buf.len() < end {
+                self.buf.resize(end, 0);
+            }
+            self.len = end;
             self.lens.push((self.len - start) as u16);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.open.is_none() && self.lens.is_empty()
+    }
+
+    /// Frames pushed since the last [`Train::clear`].
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Closes the datagram being filled and hands each datagram, with its room, to `seal`
+    /// (with its position in the train) to be filled in place.
+    pub fn seal_each(&mut self, mut seal: impl FnMut(usize, &mut [u8])) {
+        self.close();
+        let mut at = 0;
+        for (i, &len) in self.lens.iter().enumerate() {
+            let end = at + len as usize;
+            seal(i, &mut self.buf[at..end]);
+            at = end;
+        }
     }
 
     /// Closes the datagram being filled and returns them all. They stay until [`Train::clear`].
@@ -139,6 +183,7 @@ impl Train {
 
     pub fn clear(&mut self) {
         self.len = 0;
+        self.frames = 0;
         self.lens.clear();
         self.open = None;
     }
@@ -243,6 +288,29 @@ mod tests {
             d.lens,
             [(HEADER_LEN + 7 * (LEN_PREFIX + MAX_FRAME_LEN)) as u16]
         );
+    }
+
+    #[test]
+    fn room_around_each_datagram_stays_within_the_target() {
+        let room = Room { head: 16, tail: 16 };
+        let mut t = Train::with_room(1472, 7, 9, room);
+        for i in 0..5 {
+            t.push(&frame(1418, i)).unwrap(); // 1472 - 32 - 20 - 2: exactly one per datagram
+        }
+        t.push(&frame(60, 9)).unwrap();
+        assert_eq!(t.frames(), 6);
+        let mut seen = Vec::new();
+        t.seal_each(|i, d| {
+            let inner = &d[16..d.len() - 16];
+            let parsed = Datagram::parse(inner).expect("a datagram inside the room");
+            seen.push((i, d.len(), parsed.header.count));
+            d[..16].fill(0xaa);
+        });
+        let full = (0..5).map(|i| (i, 1472, 1));
+        assert_eq!(seen, full.chain([(5, 32 + 20 + 2 + 60, 1)]).collect::<Vec<_>>());
+        assert!(t.datagrams().iter().all(|d| d[..16] == [0xaa; 16]));
+        t.clear();
+        assert_eq!(t.frames(), 0);
     }
 
     #[test]

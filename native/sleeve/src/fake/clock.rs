@@ -16,8 +16,15 @@ impl FakeClock {
     }
 }
 
+/// Wall time of a fake clock at zero: 2023-11-14, any fixed point would do.
+const FAKE_EPOCH_NANOS: u64 = 1_700_000_000_000_000_000;
+
 impl Clock for FakeClock {
     fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+
+    fn wall_nanos(&self) -> u64 {
+        FAKE_EPOCH_NANOS + self.nanos.load(Ordering::SeqCst)
     }
 }

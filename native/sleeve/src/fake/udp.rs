@@ -17,7 +17,12 @@ type Wire = Sender<Vec<Datagram>>;
 #[derive(Clone, Default)]
 pub struct FakeNet {
     sockets: Arc<Mutex<HashMap<SocketAddr, Wire>>>,
+    /// Every datagram put on the net, as a packet capture on the underlay would see it.
+    captured: Arc<Mutex<Option<Vec<Captured>>>>,
 }
+
+/// A datagram seen on the fake net: from, to, bytes.
+pub type Captured = (SocketAddr, SocketAddr, Vec<u8>);
 
 struct Inbox {
     rx: Receiver<Vec<Datagram>>,
@@ -49,6 +54,30 @@ pub struct FakeUdp {
 }
 
 impl FakeNet {
+    /// Starts keeping a copy of every datagram sent from now on.
+    pub fn capture(&self) {
+        *self.captured.lock().expect("capture lock") = Some(Vec::new());
+    }
+
+    /// What was captured so far.
+    pub fn captured(&self) -> Vec<Captured> {
+        self.captured.lock().expect("capture lock").clone().unwrap_or_default()
+    }
+
+    /// Puts a datagram on the net as if `from` had sent it (a spoofed or replayed one).
+    pub fn inject(&self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        self.deliver(from, to, vec![(bytes, from)]);
+    }
+
+    fn deliver(&self, from: SocketAddr, to: SocketAddr, arrival: Vec<Datagram>) {
+        if let Some(c) = self.captured.lock().expect("capture lock").as_mut() {
+            c.extend(arrival.iter().map(|(d, _)| (from, to, d.clone())));
+        }
+        if let Some(wire) = self.sockets.lock().expect("fake net lock").get(&to) {
+            let _ = wire.send(arrival);
+        }
+    }
+
     pub fn bind(&self, addr: SocketAddr) -> FakeUdp {
         let (tx, rx) = channel();
         self.sockets.lock().expect("fake net lock").insert(addr, tx);
@@ -75,9 +104,7 @@ impl FakeUdp {
     }
 
     fn put(&self, to: SocketAddr, arrival: Vec<Datagram>) {
-        if let Some(wire) = self.net.sockets.lock().expect("fake net lock").get(&to) {
-            let _ = wire.send(arrival);
-        }
+        self.net.deliver(self.addr, to, arrival);
     }
 }
 

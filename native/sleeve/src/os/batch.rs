@@ -70,6 +70,32 @@ impl RecvBatch {
     }
 }
 
+impl RecvBatch {
+    /// [`RecvBatch::datagrams`], writable: transport datagrams are decrypted in place.
+    pub fn datagrams_mut(&mut self) -> impl Iterator<Item = (&mut [u8], SocketAddr)> + '_ {
+        let slot_len = self.slot_len;
+        let slots = &self.slots[..self.filled];
+        self.buf
+            .chunks_mut(slot_len)
+            .zip(slots)
+            .flat_map(move |(chunk, s)| {
+                let bytes = &mut chunk[..s.len.min(slot_len)];
+                segments_mut(bytes, s.segment).map(move |d| (d, s.from))
+            })
+    }
+}
+
+/// As [`segments`], writable.
+fn segments_mut(bytes: &mut [u8], segment: usize) -> impl Iterator<Item = &mut [u8]> {
+    let step = if segment == 0 { bytes.len().max(1) } else { segment };
+    let (empty, whole) = if bytes.is_empty() {
+        (Some(<&mut [u8]>::default()), None)
+    } else {
+        (None, Some(bytes.chunks_mut(step)))
+    };
+    empty.into_iter().chain(whole.into_iter().flatten())
+}
+
 /// `bytes` cut every `segment` bytes (`0`: whole). An empty slot is still one (empty) datagram,
 /// so it is counted and rejected like any other.
 fn segments(bytes: &[u8], segment: usize) -> impl Iterator<Item = &[u8]> {
@@ -129,6 +155,23 @@ mod tests {
                 (&b"x"[..], 1)
             ]
         );
+    }
+
+    #[test]
+    fn writable_datagrams_are_the_same_slices() {
+        let mut b = RecvBatch::new(3, 16);
+        fill(&mut b, &[(b"aaaabbbbcc", 4), (b"", 0), (b"x", 0)]);
+        let want: Vec<(Vec<u8>, SocketAddr)> =
+            b.datagrams().map(|(d, from)| (d.to_vec(), from)).collect();
+        let got: Vec<(Vec<u8>, SocketAddr)> = b
+            .datagrams_mut()
+            .map(|(d, from)| {
+                d.iter_mut().for_each(|c| *c = c.to_ascii_uppercase());
+                (d.to_ascii_lowercase(), from)
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(b.datagrams().next().unwrap().0, b"AAAA");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub const REJECT_AFTER_MESSAGES: u64 = 1 << 36;
 /// First wait for a handshake response; doubled per attempt up to [`RETRY_MAX`].
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// An initiation of ours at least this old when the peer's loses to it is sent again at once:
+/// the peer evidently did not get it (it had not started yet, say).
+pub const COLLISION_RESEND: Duration = Duration::from_millis(250);
 /// How long a plaintext (or encrypted) datagram from a peer still shows in its status.
 pub const SIGHTING_FRESH: Duration = Duration::from_secs(60);
 

@@ -178,6 +178,21 @@ fn a_simultaneous_initiation_ends_with_one_session_each_way() {
 }
 
 #[test]
+fn a_peer_that_starts_late_is_answered_at_once_by_the_higher_id() {
+    let (mut a, mut b) = pair(Limits::default());
+    b.poll(Duration::ZERO);
+    b.wire.clear(); // lost: A was not up yet
+    let t = Duration::from_millis(400);
+    a.poll(t);
+    exchange(&mut [&mut a, &mut b], t);
+    assert_eq!(b.mesh.deadline(), t - t, "B resends rather than waiting for its backoff");
+    b.poll(t);
+    exchange(&mut [&mut a, &mut b], t);
+    assert_eq!(carry(&mut a, &mut b, b"up", t), ok(b"up"));
+    assert_eq!(carry(&mut b, &mut a, b"up too", t), ok(b"up too"));
+}
+
+#[test]
 fn another_password_gets_no_session_and_shows_on_both_sides() {
     let mut a = Host::new(1, Some(&psk(1)), &[2], Limits::default());
     let mut b = Host::new(2, Some(&psk(2)), &[1], Limits::default());

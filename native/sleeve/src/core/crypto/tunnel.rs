@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::handshake::{HandshakeError, Initiation, Keys, Received};
 use super::keys::{OpenError, RecvKey, SendKey};
 use super::message::{Init, Response, Transport, OVERHEAD};
-use super::{Limits, Psk, RESPONDER_REKEY_GRACE, RETRY_BASE, RETRY_MAX};
+use super::{Limits, Psk, COLLISION_RESEND, RESPONDER_REKEY_GRACE, RETRY_BASE, RETRY_MAX};
 use crate::core::PeerId;
 
 /// What the mesh lends a tunnel for one call.
@@ -124,6 +124,9 @@ pub struct Tunnel {
     peer_stamp: Option<u64>,
     /// Start a handshake at the next poll (a datagram for a session we do not have).
     wanted: bool,
+    /// Send our initiation again at the next poll: the peer's lost to ours, and ours is old
+    /// enough to have been lost itself.
+    resend: bool,
     pub(super) wrong_password: bool,
     pub(super) last_handshake: Option<Duration>,
     pub(super) plaintext_seen: Option<Duration>,
@@ -147,6 +150,7 @@ impl Tunnel {
             attempts: 0,
             peer_stamp: None,
             wanted: false,
+            resend: false,
             wrong_password: false,
             last_handshake: None,
             plaintext_seen: None,
@@ -204,6 +208,7 @@ impl Tunnel {
             .flatten()
             .map(|s| s.expires(limits));
         let handshake = match (&self.pending, &self.current) {
+            (Some(_), _) if self.resend => Duration::ZERO,
             (Some(p), _) => p.sent_at + retry_delay(self.attempts),
             (None, _) if self.next.is_some() => Duration::MAX,
             (None, None) => Duration::ZERO,
@@ -234,9 +239,10 @@ impl Tunnel {
         let retry = self
             .pending
             .as_ref()
-            .is_some_and(|p| now >= p.sent_at + retry_delay(self.attempts));
+            .is_some_and(|p| self.resend || now >= p.sent_at + retry_delay(self.attempts));
         if retry || self.needs_handshake(now, limits) {
             self.wanted = false;
+            self.resend = false;
             self.pending = None; // its index must not be reused while a response may arrive
             let index = self.new_index(random);
             let (initiation, msg) = Initiation::start(ctx.psk, ctx.local, self.peer, index, stamp);
@@ -264,7 +270,10 @@ impl Tunnel {
         let received = match Received::read(ctx.psk, ctx.local, init, noise) {
             Ok(r) => r,
             Err(HandshakeError::Decrypt | HandshakeError::Replay) => {
+                // Start one of ours too: it fails there as well, so the peer shows the
+                // mismatch even while we still hold a session from before its change.
                 self.wrong_password = true;
+                self.wanted = true;
                 return Err(HandshakeDrop::Decrypt);
             }
         };
@@ -272,7 +281,10 @@ impl Tunnel {
             return Err(HandshakeDrop::Replay);
         }
         self.peer_stamp = Some(received.stamp);
-        if self.pending.is_some() && ctx.local > self.peer {
+        if let Some(p) = self.pending.as_ref().filter(|_| ctx.local > self.peer) {
+            // The peer is up; if ours went out a while ago it may have been lost (sent before
+            // the peer started): send it again now rather than after the backoff.
+            self.resend = now.saturating_sub(p.sent_at) >= COLLISION_RESEND;
             return Err(HandshakeDrop::Ignored);
         }
         self.pending = None;
