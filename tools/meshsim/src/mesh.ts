@@ -429,6 +429,10 @@ function composeEnv(n: number, ns: number[], extra: Record<string, string>): Rec
     WEAVE_BASE_IMAGE: 'weave-base:local',
     WEAVE_PEERS: ns.filter((m) => m !== n).map(hostAddress).join(','),
     WEAVE_ADVERTISE_ADDR: hostAddress(n),
+    // Its own engine's socket by a path that is right from the moment dockerd starts: the bind
+    // over /run/docker.sock (below) comes only once dockerd answers, after it restarted the stack,
+    // and a plugin-api started before it would reconcile against the machine's own dockerd.
+    WEAVE_DOCKER_SOCKET: hostSocket(n),
     ...extra,
     DOCKER_HOST: hostDocker(n),
   };
@@ -534,23 +538,14 @@ export async function sendGarbage(ns: string, address: string, port: number, cou
 // restarting one host
 
 /**
- * Restarts simulated host n's container runtime: weave's stack stops first (as a host's shutdown
- * order would have it), then dockerd (taking every other container down), then dockerd and the
- * stack start again and restart what has a restart policy. The network namespace, and so the
- * kernel's links, stay.
- *
- * The stack goes first because of a known gap: when dockerd has to force its shutdown, containers
- * it leaves running make the plugin reachable at its next start, and dockerd then asks weave's
- * IPAM for every network's pool again; ipam refuses a second RequestPool for a subnet this host
- * already holds, and Docker's clean-up of that failure releases the host's one reference. Until
- * ipam treats a restarting Docker's re-request as the same network (the daemon-restart issue), this
- * keeps the simulation to the case that works.
+ * Restarts simulated host n's Docker engine as a host's `systemctl restart docker` would: dockerd
+ * stops (taking weave's stack and every other container down), starts again and restarts what has
+ * a restart policy, weave's stack included. The network namespace, and so the kernel's links, stay.
  */
 export async function restartHost(n: number, o: { hosts: number; log?: (msg: string) => void; env?: Record<string, string> }): Promise<void> {
   const log = o.log ?? (() => {});
   const pid = dockerdPid(n);
   if (!pid) throw new Error(`dockerd of ${hostName(n)} is not running`);
-  await must('docker', ['compose', '-f', COMPOSE_FILE, '-p', PROJECT, 'stop', '-t', '5'], { env: { DOCKER_HOST: hostDocker(n), WEAVE_HOST: hostName(n) }, timeoutMs: 60_000 });
   process.kill(pid, 'SIGTERM');
   await waitUntil(async () => dockerdPid(n) === null, `dockerd of ${hostName(n)} to stop`, 30_000, 100);
   log(`${hostName(n)}: stack and dockerd stopped`);

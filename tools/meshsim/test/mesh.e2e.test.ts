@@ -177,7 +177,10 @@ const pathTo = async (n: number, m: number): Promise<string | null> => (await ro
 /** Packets the kernel's VXLAN device of NET sent on host n. */
 const vxlanTx = async (n: number): Promise<number> => {
   const dev = (await routerStatus(n))!.networks.find((x) => x.vxlan)!.vxlan!.device;
-  return Number((await inHost(n, 'cat', [`/sys/class/net/${dev}/statistics/tx_packets`])).stdout);
+  // netlink, not /sys: sysfs shows the namespace of whoever mounted it, not the one entered.
+  const r = await inHost(n, 'ip', ['-j', '-s', 'link', 'show', 'dev', dev]);
+  if (r.code !== 0) throw new Error(`${dev} on ${hostName(n)}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as Array<{ stats64: { tx: { packets: number } } }>)[0]!.stats64.tx.packets;
 };
 /** Drops VXLAN between hosts a and b, both ways, as each sends it (`-D` to undo). */
 const blockVxlan = async (op: '-I' | '-D', a: number, b: number) => {
