@@ -32,7 +32,7 @@ export class SleeveLoadError extends Error {
 /** The OS refused something (bind, open a TAP, start a thread) or the call was out of order. */
 export class SleeveRuntimeError extends Error {
   constructor(
-    readonly operation: 'applyConfig' | 'start' | 'stop' | 'stats',
+    readonly operation: 'applyConfig' | 'start' | 'stop' | 'stats' | 'sessions',
     message: string,
     options?: ErrorOptions,
   ) {
@@ -86,6 +86,14 @@ export const NetworkSchema = z
   })
   .strict();
 
+/**
+ * The mesh password: every datagram between routers is encrypted, and only peers with the same
+ * password are heard. 1-1024 bytes of UTF-8. Error messages never include it.
+ */
+export const PasswordSchema = z
+  .string({ error: 'must be a string' })
+  .refine((s) => s.length > 0 && Buffer.byteLength(s) <= 1024, 'must be 1-1024 bytes');
+
 export const SleeveConfigSchema = z
   .object({
     peerId: PeerIdSchema,
@@ -95,6 +103,11 @@ export const SleeveConfigSchema = z
     networks: z.array(NetworkSchema).default([]),
     macMaxAgeMs: z.number().int().min(1000).max(0xffff_ffff).default(300_000),
     batchBytes: z.number().int().min(576).max(65507).default(1472),
+    password: PasswordSchema.optional(),
+    /** With a password: a new handshake after this many datagrams with one key (default 2^32). */
+    rekeyAfterMessages: z.number().int().min(100).max(2 ** 32).optional(),
+    /** With a password: the session's initiator starts a new handshake after this long (default 120). */
+    rekeyAfterSeconds: z.number().int().min(1).max(86_400).optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -183,6 +196,54 @@ export interface SleeveStats {
   malformedTrailingBytes: bigint;
   malformedRuntFrame: bigint;
   malformedFrameTooLarge: bigint;
+  /** Handshake initiations sent (retries and rekeys included). */
+  handshakesSent: bigint;
+  /** Initiations from peers answered. */
+  handshakesAnswered: bigint;
+  /** Handshakes that put a new session in use (counted once on each side). */
+  handshakesCompleted: bigint;
+  /** Handshake messages that failed to decrypt: a peer with another password. */
+  handshakesFailed: bigint;
+  /** Initiations not newer than the peer's last one (replayed). */
+  handshakeReplays: bigint;
+  /** Stale responses, initiations that lost a simultaneous initiation, handshakes while encryption is off. */
+  handshakesIgnored: bigint;
+  /** Handshakes that replaced a session in use. */
+  rekeys: bigint;
+  /** Frames not sent because the peer has no session (yet), never sent in plaintext instead. */
+  dropNoSession: bigint;
+  /** Plaintext datagrams dropped because this sleeve encrypts (the peer has no password). */
+  dropPlaintext: bigint;
+  /** Encrypted datagrams dropped because this sleeve has no password (the peer has one). */
+  dropEncrypted: bigint;
+  /** Transport datagrams that failed authentication. */
+  decryptFailures: bigint;
+  /** Transport datagrams already seen or older than the replay window. */
+  replaysDropped: bigint;
+  /** Transport datagrams for a session this sleeve does not have (a handshake follows). */
+  dropUnknownSession: bigint;
+  dropSessionExpired: bigint;
+}
+
+/** A peer's encryption state, as `sessions()` reports it. */
+export type SleeveSessionState =
+  | 'established'
+  | 'handshaking'
+  /** Its handshakes fail here or ours fail there: another password. */
+  | 'wrongPassword'
+  /** This sleeve encrypts; the peer sends plaintext (no password there). */
+  | 'plaintextPeer'
+  /** This sleeve has no password; the peer sends encrypted datagrams (it has one). */
+  | 'encryptedPeer'
+  | 'off';
+
+export interface SleeveSession {
+  peerId: bigint;
+  state: SleeveSessionState;
+  established: boolean;
+  wrongPassword: boolean;
+  /** Milliseconds since the last completed handshake with the peer. */
+  handshakeAgeMs?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,6 +254,7 @@ interface NativeSleeve {
   start(): void;
   stop(): void;
   stats(): SleeveStats;
+  sessions(): SleeveSession[];
 }
 
 export interface SleeveBinding {
@@ -288,6 +350,12 @@ export class Sleeve {
 
   stats(): SleeveStats {
     return this.#call('stats', () => this.#native.stats());
+  }
+
+  /** Each configured peer's encryption state while running (empty when stopped, and for a
+   * moment after start while the receive thread publishes it). */
+  sessions(): SleeveSession[] {
+    return this.#call('sessions', () => this.#native.sessions());
   }
 
   #call<T>(operation: SleeveRuntimeError['operation'], f: () => T): T {

@@ -104,10 +104,16 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::BadBatchBytes(n) => write!(f, "batchBytes {n} is outside 576..=65507"),
             ConfigError::UnknownSendPeer(n, p) => {
-                write!(f, "network {n} sends to peer {p}, which is not a configured peer")
+                write!(
+                    f,
+                    "network {n} sends to peer {p}, which is not a configured peer"
+                )
             }
             ConfigError::BadCryptoLimits => {
-                write!(f, "rekey limits must be positive and below the reject limits")
+                write!(
+                    f,
+                    "rekey limits must be positive and below the reject limits"
+                )
             }
         }
     }

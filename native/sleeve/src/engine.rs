@@ -519,7 +519,11 @@ impl Outbox {
 
 /// Seals every datagram of `train` in place with consecutive counters (one atomic add for the
 /// train). False when there is no usable key: the train must not be sent.
-fn seal<T, U, C: Clock>(train: &mut Train, key: Option<&SendKey>, shared: &Shared<T, U, C>) -> bool {
+fn seal<T, U, C: Clock>(
+    train: &mut Train,
+    key: Option<&SendKey>,
+    shared: &Shared<T, U, C>,
+) -> bool {
     let Some(key) = key else {
         return false;
     };

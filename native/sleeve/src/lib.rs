@@ -350,13 +350,17 @@ fn crypto(c: &SleeveConfig, previous: Option<&Settings>) -> Result<Option<Crypto
     let mut limits = Limits::default();
     if let Some(m) = c.rekey_after_messages {
         if !(m.fract() == 0.0 && (100.0..=4_294_967_296.0).contains(&m)) {
-            return Err(invalid(format!("rekeyAfterMessages {m} is outside 100..=2^32")));
+            return Err(invalid(format!(
+                "rekeyAfterMessages {m} is outside 100..=2^32"
+            )));
         }
         limits.rekey_after_messages = m as u64;
     }
     if let Some(secs) = c.rekey_after_seconds {
         if !(1..=86_400).contains(&secs) {
-            return Err(invalid(format!("rekeyAfterSeconds {secs} is outside 1..=86400")));
+            return Err(invalid(format!(
+                "rekeyAfterSeconds {secs} is outside 1..=86400"
+            )));
         }
         let margin = limits.reject_after_time - limits.rekey_after_time;
         limits.rekey_after_time = Duration::from_secs(secs.into());

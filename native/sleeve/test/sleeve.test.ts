@@ -54,6 +54,29 @@ describe('config schema', () => {
     expect((err as Error).cause).toBeInstanceOf(ZodError);
   });
 
+  it('takes a password and rekey limits, and never echoes the password', () => {
+    const c = parseSleeveConfig({ peerId: 1, password: 'correct horse battery staple', rekeyAfterMessages: 1000 });
+    expect(c.password).toBe('correct horse battery staple');
+    expect(c.rekeyAfterMessages).toBe(1000);
+    expect(parseSleeveConfig({ peerId: 1, password: 'é'.repeat(512) }).password).toHaveLength(512);
+    for (const password of ['', 'x'.repeat(1025), 'é'.repeat(513)]) {
+      let err: unknown;
+      try {
+        parseSleeveConfig({ peerId: 1, password });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(SleeveConfigError);
+      expect((err as Error).message).toMatch(/password/);
+      if (password) {
+        expect((err as Error).message).not.toContain(password.slice(0, 64));
+        expect(JSON.stringify((err as Error).cause)).not.toContain(password.slice(0, 64));
+      }
+    }
+    expect(() => parseSleeveConfig({ peerId: 1, rekeyAfterMessages: 10 })).toThrow(SleeveConfigError);
+    expect(() => parseSleeveConfig({ peerId: 1, password: 42 as never })).toThrow(SleeveConfigError);
+  });
+
   it('names the binary the way napi build --platform does', () => {
     expect(binaryName('linux', 'x64', false)).toBe('sleeve.linux-x64-gnu.node');
     expect(binaryName('linux', 'arm64', true)).toBe('sleeve.linux-arm64-musl.node');
@@ -116,6 +139,29 @@ describeNative(`native addon on loopback (skipped unless ${binaryName()} is buil
     expect(s().running).toBe(false);
     expect(s().datagramsIn).toBe(2n); // counters survive stop
     sleeve.stop(); // idempotent
+  });
+
+  it('two sleeves with one password establish a session; another password shows as such', async () => {
+    const [p1, p2] = [await freePort(), await freePort()];
+    const peers = (self: number) => [{ id: self === 1 ? 2 : 1, address: `127.0.0.1:${self === 1 ? p2 : p1}` }];
+    const cfg = (id: number, port: number, password: string) => ({ peerId: id, listenHost: '127.0.0.1', listenPort: port, peers: peers(id), password });
+    sleeve = new Sleeve(cfg(1, p1, 'same secret'));
+    const other = new Sleeve(cfg(2, p2, 'same secret'));
+    try {
+      sleeve.start();
+      other.start();
+      const state = (s: Sleeve) => s.sessions()[0]?.state;
+      await until('established', () => state(sleeve!) === 'established' && state(other) === 'established');
+      expect(sleeve.sessions()[0]).toMatchObject({ peerId: 2n, established: true, wrongPassword: false });
+      expect(sleeve.sessions()[0]!.handshakeAgeMs).toBeGreaterThanOrEqual(0);
+      expect(sleeve.stats().handshakesCompleted).toBeGreaterThanOrEqual(1n);
+      other.applyConfig(cfg(2, p2, 'another secret'));
+      await until('wrong password', () => state(other) === 'wrongPassword' && state(sleeve!) === 'wrongPassword', 5000);
+      expect(sleeve.stats().handshakesFailed).toBeGreaterThanOrEqual(1n);
+    } finally {
+      other.stop();
+    }
+    expect(other.sessions()).toEqual([]);
   });
 
   it('maps misuse to typed errors and can restart', async () => {

@@ -284,11 +284,19 @@ fn a_network_sends_only_to_its_listed_peers_and_still_hears_the_others() {
     assert_eq!(recv(&b7), Some(eth(BCAST, MAC_A, 1)));
     // B's flood goes to the raw peer only.
     b7.inject.send(eth(BCAST, MAC_B, 2)).unwrap();
-    assert!(raw.recv_within(WAIT).is_some(), "the listed peer gets the flood");
-    assert!(a7.written.recv_timeout(QUIET).is_err(), "A gets it over the fast path, not here");
+    assert!(
+        raw.recv_within(WAIT).is_some(),
+        "the listed peer gets the flood"
+    );
+    assert!(
+        a7.written.recv_timeout(QUIET).is_err(),
+        "A gets it over the fast path, not here"
+    );
     // A unicast to MAC_A, learned behind peer 1, is dropped: it would arrive twice.
     b7.inject.send(eth(MAC_A, MAC_B, 3)).unwrap();
-    b.wait_for("a drop for the peer on the fast path", |s| s.drop_peer_elsewhere == 1);
+    b.wait_for("a drop for the peer on the fast path", |s| {
+        s.drop_peer_elsewhere == 1
+    });
     assert!(a7.written.recv_timeout(QUIET).is_err());
     assert!(raw.recv_within(QUIET).is_none(), "not flooded either");
 }
@@ -556,7 +564,10 @@ mod encrypted {
     /// `None` until the receive thread has published the peer.
     fn state(n: &Node, peer: u64) -> Option<SessionState> {
         let (now, sessions) = n.engine.sessions();
-        sessions.iter().find(|s| s.peer == peer).map(|s| s.state(now))
+        sessions
+            .iter()
+            .find(|s| s.peer == peer)
+            .map(|s| s.state(now))
     }
 
     /// Waits for `peer`'s session on `n`; every 200 ms of waiting steps the clock a second,
@@ -567,7 +578,12 @@ mod encrypted {
             if state(n, peer) == Some(want) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{peer}: {:?}, {:?}", state(n, peer), n.stats());
+            assert!(
+                Instant::now() < deadline,
+                "{peer}: {:?}, {:?}",
+                state(n, peer),
+                n.stats()
+            );
             std::thread::sleep(Duration::from_millis(10));
             if i % 20 == 0 {
                 clock.advance(Duration::from_secs(1));
@@ -578,8 +594,18 @@ mod encrypted {
     /// A (1) and B (2) on network 7, both with password 1, sessions up.
     fn pair(net: &FakeNet, clock: &FakeClock, crypto: CryptoConfig) -> (Node, Node) {
         let nets = [(7, "t7")];
-        let a = node(net, A, clock, &with(config(1, &[(2, B), (3, C)], &nets), Some(crypto.clone())));
-        let b = node(net, B, clock, &with(config(2, &[(1, A), (3, C)], &nets), Some(crypto)));
+        let a = node(
+            net,
+            A,
+            clock,
+            &with(config(1, &[(2, B), (3, C)], &nets), Some(crypto.clone())),
+        );
+        let b = node(
+            net,
+            B,
+            clock,
+            &with(config(2, &[(1, A), (3, C)], &nets), Some(crypto)),
+        );
         wait_state(&a, 2, SessionState::Established, clock);
         wait_state(&b, 1, SessionState::Established, clock);
         (a, b)
@@ -604,7 +630,10 @@ mod encrypted {
         let wire = net.captured();
         assert!(wire.len() >= 2, "{wire:?}");
         for (_, _, d) in &wire {
-            assert!(!d.windows(payload.len()).any(|w| w == payload), "plaintext on the wire");
+            assert!(
+                !d.windows(payload.len()).any(|w| w == payload),
+                "plaintext on the wire"
+            );
             assert!(!d.windows(6).any(|w| w == MAC_A), "not even the MACs");
         }
         let (sa, sb) = (a.stats(), b.stats());
@@ -616,7 +645,12 @@ mod encrypted {
     fn another_password_delivers_nothing_and_shows_in_status() {
         let (net, clock) = (FakeNet::default(), FakeClock::default());
         let (a, b) = pair(&net, &clock, secret(1));
-        let c = node(&net, C, &clock, &with(config(3, &[(1, A), (2, B)], &[(7, "t7")]), Some(secret(2))));
+        let c = node(
+            &net,
+            C,
+            &clock,
+            &with(config(3, &[(1, A), (2, B)], &[(7, "t7")]), Some(secret(2))),
+        );
         wait_state(&c, 1, SessionState::WrongPassword, &clock);
         wait_state(&a, 3, SessionState::WrongPassword, &clock);
         let c7 = c.tap("t7");
@@ -624,11 +658,20 @@ mod encrypted {
         a.tap("t7").inject.send(eth(BCAST, MAC_A, 1)).unwrap();
         c7.inject.send(eth(BCAST, [2, 0, 0, 0, 0, 0xc], 2)).unwrap();
         assert!(recv(&b.tap("t7")).is_some(), "B still hears A");
-        assert!(c7.written.recv_timeout(QUIET).is_err(), "C delivers nothing");
+        assert!(
+            c7.written.recv_timeout(QUIET).is_err(),
+            "C delivers nothing"
+        );
         let (sa, sc) = (a.stats(), c.stats());
-        assert!(sa.handshakes_failed > 0 && sc.handshakes_failed > 0, "{sa:?} {sc:?}");
+        assert!(
+            sa.handshakes_failed > 0 && sc.handshakes_failed > 0,
+            "{sa:?} {sc:?}"
+        );
         assert_eq!((sc.frames_from_peers, sc.tap_frames_out), (0, 0));
-        assert!(sa.drop_no_session >= 1 && sc.drop_no_session >= 1, "nothing sent in plaintext");
+        assert!(
+            sa.drop_no_session >= 1 && sc.drop_no_session >= 1,
+            "nothing sent in plaintext"
+        );
         assert_eq!(state(&b, 1), Some(SessionState::Established));
     }
 
@@ -641,14 +684,21 @@ mod encrypted {
         a7.inject.send(eth(BCAST, MAC_A, 1)).unwrap();
         assert!(recv(&b7).is_some());
         let wire = net.captured();
-        let (from, to, datagram) = wire.iter().find(|(_, to, _)| *to == addr(B)).unwrap().clone();
+        let (from, to, datagram) = wire
+            .iter()
+            .find(|(_, to, _)| *to == addr(B))
+            .unwrap()
+            .clone();
         net.inject(from, to, datagram.clone());
         b.wait_for("the replay dropped", |s| s.replays_dropped == 1);
         let mut forged = datagram;
         forged[15] = forged[15].wrapping_add(100); // a fresh counter: the tag no longer fits
         net.inject(from, to, forged);
         b.wait_for("the forgery dropped", |s| s.decrypt_failures == 1);
-        assert!(b7.written.recv_timeout(QUIET).is_err(), "delivered once only");
+        assert!(
+            b7.written.recv_timeout(QUIET).is_err(),
+            "delivered once only"
+        );
     }
 
     #[test]
@@ -656,9 +706,12 @@ mod encrypted {
         let (net, clock) = (FakeNet::default(), FakeClock::default());
         let (a, _b) = pair(&net, &clock, secret(1));
         let c = node(&net, C, &clock, &config(3, &[(1, A), (2, B)], &[(7, "t7")]));
-        c.tap("t7").inject.send(eth(BCAST, [2, 0, 0, 0, 0, 0xc], 1)).unwrap();
+        c.tap("t7")
+            .inject
+            .send(eth(BCAST, [2, 0, 0, 0, 0, 0xc], 1))
+            .unwrap();
         a.wait_for("plaintext dropped", |s| s.drop_plaintext >= 1);
-        assert_eq!(state(&a, 3), Some(SessionState::PlaintextPeer));
+        wait_state(&a, 3, SessionState::PlaintextPeer, &clock); // published after the batch
         wait_state(&c, 1, SessionState::EncryptedPeer, &clock); // A's initiations to C
         assert!(c.stats().drop_encrypted >= 1);
         assert_eq!(c.stats().tap_frames_out, 0);
@@ -671,7 +724,14 @@ mod encrypted {
             rekey_after_messages: 20,
             ..Limits::default()
         };
-        let (a, b) = pair(&net, &clock, CryptoConfig { limits, ..secret(1) });
+        let (a, b) = pair(
+            &net,
+            &clock,
+            CryptoConfig {
+                limits,
+                ..secret(1)
+            },
+        );
         let (a7, b7) = (a.tap("t7"), b.tap("t7"));
         let mut next = 0u32;
         let mut round = |n: usize| {
@@ -697,10 +757,13 @@ mod encrypted {
             std::thread::sleep(Duration::from_millis(2));
         }
         round(10);
+        b.wait_for("all counted", |s| s.tap_frames_out == 100); // just after the last write
         let (sa, sb) = (a.stats(), b.stats());
         // Only the flood's copies for C (configured, never up) found no session.
-        assert_eq!((sa.drop_no_session, sb.replays_dropped, sb.decrypt_failures), (100, 0, 0));
-        assert_eq!(sb.tap_frames_out, 100);
+        assert_eq!(
+            (sa.drop_no_session, sb.replays_dropped, sb.decrypt_failures),
+            (100, 0, 0)
+        );
     }
 
     #[test]

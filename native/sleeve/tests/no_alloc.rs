@@ -1,7 +1,9 @@
 //! STYLE point 7, checked: once running, neither direction allocates per packet.
 //! A counting global allocator watches the whole process while an engine floods 100k frames
 //! from a non-allocating TAP to a non-allocating UDP sink, and then the other way round; then
-//! both again with offloads: TSO super-frames cut into segments, and received segments joined.
+//! both again with offloads: TSO super-frames cut into segments, and received segments joined;
+//! then both with encryption: trains sealed in place, and sealed bursts opened in place (the
+//! fake peers answer the engine's handshakes first, outside the window).
 //! Alone in its own test binary so no other test allocates during the window.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -11,10 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sleeve::config::{EngineConfig, NetworkConfig, PeerConfig};
+use std::sync::Mutex;
+
+use sleeve::config::{CryptoConfig, EngineConfig, NetworkConfig, PeerConfig};
+use sleeve::core::crypto::handshake::Received;
+use sleeve::core::crypto::message::{Init, HEADER_LEN, OVERHEAD};
+use sleeve::core::crypto::{Limits, Psk, SendKey};
 use sleeve::core::segment::{prepare_read, Prepared};
 use sleeve::core::train::Train;
 use sleeve::core::virtio::VirtioHdr;
+use sleeve::core::wire::Kind;
 use sleeve::engine::Engine;
 use sleeve::fake::packets::{frames_of, pattern, Packet};
 use sleeve::fake::FakeClock;
@@ -47,6 +55,57 @@ static GLOBAL: Counting = Counting;
 const FRAMES: u64 = 100_000;
 /// Calls into the idle side (its thread has finished starting up once this moves).
 static SINK_POLLS: AtomicU64 = AtomicU64::new(0);
+/// TAP reads start once this is set: after the handshakes, when encrypting.
+static TAP_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn psk() -> Psk {
+    Psk::from_bytes([7; 32])
+}
+
+/// The engine's peers 2, 3 and 4 as far as handshakes go: each initiation the engine sends is
+/// answered, and the peer's key kept to seal what it sends back.
+#[derive(Default)]
+struct Peers {
+    replies: Mutex<Vec<(Vec<u8>, SocketAddr)>>,
+    keys: Mutex<Vec<(SocketAddr, Arc<SendKey>)>>,
+}
+
+impl Peers {
+    fn on_send(&self, datagram: &[u8], to: SocketAddr) {
+        if Kind::of(datagram) != Ok(Kind::HandshakeInit) {
+            return; // sealed trains and keepalives: swallowed
+        }
+        let peer = u64::from(to.port()) + 1;
+        let (init, noise) = Init::parse(datagram).unwrap();
+        let received = Received::read(&psk(), peer, init, noise).unwrap();
+        let (keys, msg) = received.respond(7, Duration::ZERO, Limits::default());
+        self.replies.lock().unwrap().push((msg.to_vec(), to));
+        self.keys.lock().unwrap().push((to, Arc::new(keys.send)));
+    }
+
+    /// A reply waiting, put in the batch's first slot.
+    fn reply(&self, batch: &mut RecvBatch) -> bool {
+        let Some((msg, from)) = self.replies.lock().unwrap().pop() else {
+            return false;
+        };
+        let (buf, slots) = batch.parts_mut();
+        buf[..msg.len()].copy_from_slice(&msg);
+        slots[0] = Slot {
+            len: msg.len(),
+            from,
+            segment: 0,
+        };
+        batch.set_filled(1);
+        true
+    }
+
+    fn key(&self, from: SocketAddr) -> Option<Arc<SendKey>> {
+        let keys = self.keys.lock().unwrap();
+        keys.iter()
+            .find(|(a, _)| *a == from)
+            .map(|(_, k)| k.clone())
+    }
+}
 
 /// Yields the same read `left` times, then idles: a broadcast frame, or with offloads a
 /// TSO super-frame behind its virtio header.
@@ -58,6 +117,9 @@ struct LoopTap {
 
 impl LoopTap {
     fn next(&self, buf: &mut [u8]) -> Option<usize> {
+        if !TAP_OPEN.load(Relaxed) {
+            return None;
+        }
         self.left
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
             .ok()?;
@@ -115,6 +177,8 @@ struct LoopUdp {
     burst: Vec<Vec<u8>>,
     from: SocketAddr,
     left: AtomicU64,
+    /// Encrypting: answers the handshakes, then seals each burst with fresh counters.
+    peers: Option<Peers>,
 }
 
 impl LoopUdp {
@@ -135,18 +199,35 @@ impl Udp for LoopUdp {
         unreachable!("the engine receives in batches")
     }
     fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let key = match &self.peers {
+            Some(peers) if peers.reply(batch) => return Ok(1),
+            Some(peers) => match peers.key(self.from) {
+                Some(key) => Some(key),
+                None => return Ok(0), // no session yet
+            },
+            None => None,
+        };
         if !self.take() {
             return Ok(0);
         }
         // One slot holding the whole burst as a UDP GRO train (its datagrams are equal-sized).
         let (buf, slots) = batch.parts_mut();
+        let room = if key.is_some() { OVERHEAD } else { 0 };
+        let first = key
+            .as_ref()
+            .map(|k| k.reserve(self.burst.len(), Duration::ZERO).unwrap().first);
         let mut len = 0;
-        for d in &self.burst {
-            buf[len..len + d.len()].copy_from_slice(d);
-            len += d.len();
+        for (i, d) in self.burst.iter().enumerate() {
+            let at = len + if key.is_some() { HEADER_LEN } else { 0 };
+            buf[at..at + d.len()].copy_from_slice(d);
+            let end = len + d.len() + room;
+            if let (Some(key), Some(first)) = (&key, first) {
+                key.seal(first + i as u64, &mut buf[len..end]);
+            }
+            len = end;
         }
         let segment = if self.burst.len() > 1 {
-            self.burst[0].len()
+            self.burst[0].len() + room
         } else {
             0
         };
@@ -158,7 +239,10 @@ impl Udp for LoopUdp {
         batch.set_filled(1);
         Ok(1)
     }
-    fn send_to(&self, _datagram: &[u8], _to: SocketAddr) -> io::Result<()> {
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        if let Some(peers) = &self.peers {
+            peers.on_send(datagram, to);
+        }
         Ok(())
     }
 }
@@ -199,15 +283,26 @@ impl TapFactory for SinkFactory {
     }
 }
 
-/// Counts what it is asked to send; never receives.
-struct SinkUdp;
+/// Swallows what it is asked to send; receives only answers to handshakes, when encrypting.
+struct SinkUdp {
+    peers: Option<Peers>,
+}
 impl Udp for SinkUdp {
     fn recv_from(&self, _buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
+        unreachable!("the engine receives in batches")
+    }
+    fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        if self.peers.as_ref().is_some_and(|p| p.reply(batch)) {
+            return Ok(1);
+        }
         SINK_POLLS.fetch_add(1, Relaxed);
         std::thread::sleep(Duration::from_millis(5));
-        Ok(None)
+        Ok(0)
     }
-    fn send_to(&self, _datagram: &[u8], _to: SocketAddr) -> io::Result<()> {
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        if let Some(peers) = &self.peers {
+            peers.on_send(datagram, to);
+        }
         Ok(())
     }
 }
@@ -220,8 +315,12 @@ fn wait_until(counter: &AtomicU64, n: u64) {
     }
 }
 
-fn config() -> EngineConfig {
+fn config(encrypted: bool) -> EngineConfig {
     let mut c = EngineConfig::new(1);
+    c.crypto = encrypted.then(|| CryptoConfig {
+        psk: Arc::new(psk()),
+        limits: Limits::default(),
+    });
     for (id, port) in [(2u64, 1u16), (3, 2), (4, 3)] {
         c.peers.push(PeerConfig {
             id,
@@ -232,7 +331,7 @@ fn config() -> EngineConfig {
         id: 7,
         tap: "t7".into(),
         local_macs: Vec::new(),
-            send_to: None,
+        send_to: None,
     });
     c
 }
@@ -241,19 +340,32 @@ fn config() -> EngineConfig {
 /// and would count each other's allocations.
 #[test]
 fn steady_state_does_not_allocate() {
-    tap_to_peers(broadcast_frame(), false, 1);
-    peers_to_tap(vec![datagram(&vec![broadcast_frame_b(); 4])], false);
-    // A 64 KiB TSO super-frame: 47 segments, each its own 1472-byte datagram to 3 peers.
-    let p = Packet::tcp4(pattern(64_000, 1));
-    tap_to_peers(p.super_read(1384), true, 47);
-    // 32 segments of one super-frame (a receive batch's worth), one per datagram, joined into
-    // one write.
-    let segments = segments_of(&p.super_read(1384));
-    let burst: Vec<Vec<u8>> = segments[..32]
-        .iter()
-        .map(|s| datagram(std::slice::from_ref(s)))
-        .collect();
-    peers_to_tap(burst, true);
+    for encrypted in [false, true] {
+        tap_to_peers(broadcast_frame(), false, 1, encrypted);
+        peers_to_tap(
+            vec![datagram(&vec![broadcast_frame_b(); 4])],
+            false,
+            encrypted,
+        );
+        // A 64 KiB TSO super-frame: 47 segments, each its own datagram to 3 peers (1472
+        // bytes; encrypted, the segments are cut 32 bytes shorter to fit the same size).
+        let mss = if encrypted { 1352 } else { 1384 };
+        let p = Packet::tcp4(pattern(64_000, 1));
+        tap_to_peers(
+            p.super_read(mss),
+            true,
+            64_000u64.div_ceil(mss as u64),
+            encrypted,
+        );
+        // 32 segments of one super-frame (a receive batch's worth), one per datagram, joined
+        // into one write.
+        let segments = segments_of(&p.super_read(mss));
+        let burst: Vec<Vec<u8>> = segments[..32]
+            .iter()
+            .map(|s| datagram(std::slice::from_ref(s)))
+            .collect();
+        peers_to_tap(burst, true, encrypted);
+    }
 }
 
 fn broadcast_frame_b() -> Vec<u8> {
@@ -281,7 +393,7 @@ fn segments_of(read: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// `segments` frames per read; the reads are FRAMES / segments so every run moves as much.
-fn tap_to_peers(read: Vec<u8>, vnet_hdr: bool, segments: u64) {
+fn tap_to_peers(read: Vec<u8>, vnet_hdr: bool, segments: u64, encrypted: bool) {
     let reads = FRAMES / segments;
     let factory = LoopFactory {
         read,
@@ -289,22 +401,31 @@ fn tap_to_peers(read: Vec<u8>, vnet_hdr: bool, segments: u64) {
         reads,
     };
     let stats = Arc::new(Stats::default());
+    let udp = SinkUdp {
+        peers: encrypted.then(Peers::default),
+    };
+    TAP_OPEN.store(false, Relaxed);
     let engine = Engine::start(
-        &config(),
+        &config(encrypted),
         factory,
-        SinkUdp,
+        udp,
         FakeClock::default(),
         stats.clone(),
     )
     .unwrap();
+    if encrypted {
+        wait_until(&stats.handshakes_completed, 3);
+    }
+    TAP_OPEN.store(true, Relaxed);
     let during = allocations_after_warm_up(&stats.tap_frames_in, reads);
     // Stopped first (threads joined), so the counters are read at rest, not mid-frame.
     engine.stop();
     let s = stats.snapshot();
     assert_eq!(s.frames_to_peers, 3 * segments * s.tap_frames_in, "{s:?}");
+    assert_eq!(s.drop_no_session, 0, "{s:?}");
     assert_eq!(
         during, 0,
-        "tap -> peers (offload {vnet_hdr}): allocations while {reads} reads flowed"
+        "tap -> peers (offload {vnet_hdr}, encrypted {encrypted}): allocations while {reads} reads flowed"
     );
 }
 
@@ -320,7 +441,7 @@ fn allocations_after_warm_up(progress: &AtomicU64, total: u64) -> u64 {
     ALLOCS.load(Relaxed) - before
 }
 
-fn peers_to_tap(burst: Vec<Vec<u8>>, vnet_hdr: bool) {
+fn peers_to_tap(burst: Vec<Vec<u8>>, vnet_hdr: bool, encrypted: bool) {
     let frames_per_burst: u64 = burst
         .iter()
         .map(|d| u64::from(u16::from_be_bytes([d[16], d[17]])))
@@ -330,10 +451,11 @@ fn peers_to_tap(burst: Vec<Vec<u8>>, vnet_hdr: bool) {
         burst,
         from: SocketAddr::from(([127, 0, 0, 1], 1)),
         left: AtomicU64::new(bursts),
+        peers: encrypted.then(Peers::default),
     };
     let stats = Arc::new(Stats::default());
     let engine = Engine::start(
-        &config(),
+        &config(encrypted),
         SinkFactory { vnet_hdr },
         udp,
         FakeClock::default(),
@@ -350,6 +472,6 @@ fn peers_to_tap(burst: Vec<Vec<u8>>, vnet_hdr: bool) {
     }
     assert_eq!(
         during, 0,
-        "peers -> tap (offload {vnet_hdr}): allocations while {bursts} bursts flowed"
+        "peers -> tap (offload {vnet_hdr}, encrypted {encrypted}): allocations while {bursts} bursts flowed"
     );
 }

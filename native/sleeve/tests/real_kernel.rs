@@ -6,6 +6,8 @@
 //! by engine B into TAP `wb7`, and seen arriving there by another AF_PACKET socket. Then TCP:
 //! `wb7` is created in a second namespace, so a connection from the first namespace's `wa7`
 //! address to `wb7`'s crosses both engines with the kernel's TSO super-frames, UDP GSO and GRO.
+//! The TCP test runs twice, plain and with a password (then the underlay carries only sealed
+//! datagrams), and prints each run's throughput for a quick comparison.
 //! The namespaces, TAPs and sockets vanish when the threads and their descriptors end.
 
 use std::io::{self, Read, Write};
@@ -14,8 +16,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sleeve::config::{EngineConfig, NetworkConfig, PeerConfig};
+use sleeve::config::{CryptoConfig, EngineConfig, NetworkConfig, PeerConfig};
 use sleeve::core::clock::MonotonicClock;
+use sleeve::core::crypto::Psk;
 use sleeve::engine::Engine;
 use sleeve::os::tap::OsTapFactory;
 use sleeve::os::udp::OsUdp;
@@ -111,9 +114,10 @@ fn engine(
     peer: (u64, u16),
     tap: &str,
     stats: Arc<Stats>,
+    crypto: Option<CryptoConfig>,
 ) -> Engine<OsTapFactory, OsUdp, MonotonicClock> {
     let udp = OsUdp::bind(format!("127.0.0.1:{port}").parse().unwrap(), POLL).unwrap();
-    engine_on(udp, local, peer, tap, stats)
+    engine_on(udp, local, peer, tap, stats, crypto)
 }
 
 /// An engine on an already bound socket: its TAP is created in the calling thread's namespace.
@@ -123,8 +127,10 @@ fn engine_on(
     peer: (u64, u16),
     tap: &str,
     stats: Arc<Stats>,
+    crypto: Option<CryptoConfig>,
 ) -> Engine<OsTapFactory, OsUdp, MonotonicClock> {
     let mut c = EngineConfig::new(local);
+    c.crypto = crypto;
     c.peers.push(PeerConfig {
         id: peer.0,
         addr: format!("127.0.0.1:{}", peer.1).parse().unwrap(),
@@ -133,7 +139,7 @@ fn engine_on(
         id: 7,
         tap: tap.into(),
         local_macs: Vec::new(),
-            send_to: None,
+        send_to: None,
     });
     Engine::start(
         &c,
@@ -150,8 +156,8 @@ fn scenario() -> io::Result<()> {
     check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
     set_up("lo")?;
     let (sa, sb) = (Arc::new(Stats::default()), Arc::new(Stats::default()));
-    let a = engine(1, 40001, (2, 40002), "wa7", sa.clone());
-    let b = engine(2, 40002, (1, 40001), "wb7", sb.clone());
+    let a = engine(1, 40001, (2, 40002), "wa7", sa.clone(), None);
+    let b = engine(2, 40002, (1, 40001), "wb7", sb.clone(), None);
     set_up("wa7")?;
     set_up("wb7")?;
     let tx = packet_socket("wa7")?;
@@ -262,43 +268,85 @@ fn set_addr(name: &str, ip: Ipv4Addr) -> io::Result<()> {
 }
 
 const TCP_BYTES: usize = 8 << 20;
+/// Streamed after the checked transfer, to time the path.
+const TIMED_BYTES: usize = 1 << 30;
 
-fn tcp_scenario() -> io::Result<()> {
+fn wait_for(what: &str, f: impl Fn() -> bool) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, what.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn tcp_scenario(crypto: Option<CryptoConfig>) -> io::Result<()> {
+    let label = if crypto.is_some() {
+        "encrypted"
+    } else {
+        "plain"
+    };
     // SAFETY: affects only this thread, which exists for this test.
     check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
     set_up("lo")?;
     let (host, other) = (current_netns()?, new_netns()?);
     let (sa, sb) = (Arc::new(Stats::default()), Arc::new(Stats::default()));
-    let a = engine(1, 40001, (2, 40002), "wa7", sa.clone());
+    let a = engine(1, 40001, (2, 40002), "wa7", sa.clone(), crypto.clone());
     set_up("wa7")?;
     set_addr("wa7", Ipv4Addr::new(10, 9, 0, 1))?;
     // B's socket lives here, on loopback with A's; its TAP and the listener in `other`.
     let udp_b = OsUdp::bind("127.0.0.1:40002".parse().unwrap(), POLL)?;
     enter(&other)?;
-    let b = engine_on(udp_b, 2, (1, 40001), "wb7", sb.clone());
+    let b = engine_on(udp_b, 2, (1, 40001), "wb7", sb.clone(), crypto.clone());
     set_up("wb7")?;
     set_addr("wb7", Ipv4Addr::new(10, 9, 0, 2))?;
     let listener = TcpListener::bind("10.9.0.2:5201")?;
     enter(&host)?;
+    if crypto.is_some() {
+        let up = |s: &Stats| s.snapshot().handshakes_completed >= 1;
+        wait_for("sessions", || up(&sa) && up(&sb))?;
+    }
 
     let data: Vec<u8> = (0..TCP_BYTES).map(|i| (i % 251) as u8).collect();
-    let receiver = std::thread::spawn(move || -> io::Result<Vec<u8>> {
+    let receiver = std::thread::spawn(move || -> io::Result<(Vec<u8>, usize)> {
         let (mut conn, _) = listener.accept()?;
         conn.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut got = Vec::with_capacity(TCP_BYTES);
         conn.read_to_end(&mut got)?;
-        Ok(got)
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let (mut buf, mut timed) = (vec![0u8; 1 << 20], 0);
+        loop {
+            match conn.read(&mut buf)? {
+                0 => return Ok((got, timed)),
+                n => timed += n,
+            }
+        }
     });
     let target = SocketAddr::from(([10, 9, 0, 2], 5201));
     let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
     conn.write_all(&data)?;
     drop(conn);
-    let got = receiver.join().expect("receiver thread")?;
+    let start = Instant::now();
+    let mut conn = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    for chunk in data.chunks(1 << 20).cycle().take(TIMED_BYTES >> 20) {
+        conn.write_all(chunk)?;
+    }
+    drop(conn);
+    let (got, timed) = receiver.join().expect("receiver thread")?;
+    let gbits = timed as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9;
     let (ra, rb) = (sa.snapshot(), sb.snapshot());
     let offloads = (a.udp_offloads(), b.udp_offloads());
     a.stop();
     b.stop();
-    eprintln!("tcp over two engines:\na={ra:?}\nb={rb:?}");
+    eprintln!("tcp over two {label} engines: {gbits:.2} Gbit/s\na={ra:?}\nb={rb:?}");
+    assert_eq!(timed, TIMED_BYTES);
+    if crypto.is_some() {
+        assert_eq!((ra.decrypt_failures, rb.decrypt_failures), (0, 0));
+        assert_eq!((ra.drop_plaintext, rb.drop_plaintext), (0, 0));
+    }
     assert!(offloads.0.gso && offloads.1.gro, "{offloads:?}");
     assert_eq!(ra.udp_gso_fallbacks, 0);
     assert!(
@@ -332,11 +380,17 @@ fn tcp_scenario() -> io::Result<()> {
 #[test]
 #[ignore = "needs root: creates TAPs in throwaway network namespaces (cargo test -- --ignored)"]
 fn tcp_crosses_two_engines_as_tso_super_frames() {
-    let t = std::thread::Builder::new()
-        .name("netns-tcp-test".into())
-        .spawn(tcp_scenario)
-        .unwrap();
-    t.join()
-        .expect("scenario thread panicked")
-        .expect("scenario");
+    let secret = CryptoConfig {
+        psk: Arc::new(Psk::from_bytes([9; 32])),
+        limits: Default::default(),
+    };
+    for crypto in [None, Some(secret)] {
+        let t = std::thread::Builder::new()
+            .name("netns-tcp-test".into())
+            .spawn(move || tcp_scenario(crypto))
+            .unwrap();
+        t.join()
+            .expect("scenario thread panicked")
+            .expect("scenario");
+    }
 }

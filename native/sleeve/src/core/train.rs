@@ -72,7 +72,10 @@ impl Train {
     /// sent is the datagram with its room filled (sealed), so `target` stays the wire size.
     pub fn with_room(target: usize, network: NetworkId, sender: PeerId, room: Room) -> Self {
         let around = room.head + room.tail;
-        let target = target.clamp(around + HEADER_LEN + LEN_PREFIX + MIN_FRAME_LEN, MAX_DATAGRAM);
+        let target = target.clamp(
+            around + HEADER_LEN + LEN_PREFIX + MIN_FRAME_LEN,
+            MAX_DATAGRAM,
+        );
         Train {
             // One datagram's worth up front: most (network, peer) pairs never carry a burst.
             // A busy one grows to at most the train limit (or one lone datagram) once, and
@@ -307,7 +310,10 @@ mod tests {
             d[..16].fill(0xaa);
         });
         let full = (0..5).map(|i| (i, 1472, 1));
-        assert_eq!(seen, full.chain([(5, 32 + 20 + 2 + 60, 1)]).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            full.chain([(5, 32 + 20 + 2 + 60, 1)]).collect::<Vec<_>>()
+        );
         assert!(t.datagrams().iter().all(|d| d[..16] == [0xaa; 16]));
         t.clear();
         assert_eq!(t.frames(), 0);

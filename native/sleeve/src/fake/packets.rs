@@ -346,6 +346,21 @@ pub fn inspect(f: &[u8]) -> Option<Seen> {
     })
 }
 
+/// The frames a prepared read stands for: itself, or the segments a super-frame is cut into.
+/// Allocates, so it is for tests; the engine writes segments in place.
+pub fn frames_of(frame: &[u8], prepared: Prepared) -> Vec<Vec<u8>> {
+    match prepared {
+        Prepared::Frame => vec![frame.to_vec()],
+        Prepared::Segments(s) => (0..s.count())
+            .map(|i| {
+                let mut out = vec![0; s.len(i)];
+                s.write(frame, i, &mut out);
+                out
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,20 +377,5 @@ mod tests {
             assert!(s.ip_checksum_ok && s.l4_checksum_ok, "{p:?}");
             assert_eq!(s.payload, p.payload);
         }
-    }
-}
-
-/// The frames a prepared read stands for: itself, or the segments a super-frame is cut into.
-/// Allocates, so it is for tests; the engine writes segments in place.
-pub fn frames_of(frame: &[u8], prepared: Prepared) -> Vec<Vec<u8>> {
-    match prepared {
-        Prepared::Frame => vec![frame.to_vec()],
-        Prepared::Segments(s) => (0..s.count())
-            .map(|i| {
-                let mut out = vec![0; s.len(i)];
-                s.write(frame, i, &mut out);
-                out
-            })
-            .collect(),
     }
 }

@@ -61,7 +61,11 @@ impl FakeNet {
 
     /// What was captured so far.
     pub fn captured(&self) -> Vec<Captured> {
-        self.captured.lock().expect("capture lock").clone().unwrap_or_default()
+        self.captured
+            .lock()
+            .expect("capture lock")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Puts a datagram on the net as if `from` had sent it (a spoofed or replayed one).

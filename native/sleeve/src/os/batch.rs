@@ -87,7 +87,11 @@ impl RecvBatch {
 
 /// As [`segments`], writable.
 fn segments_mut(bytes: &mut [u8], segment: usize) -> impl Iterator<Item = &mut [u8]> {
-    let step = if segment == 0 { bytes.len().max(1) } else { segment };
+    let step = if segment == 0 {
+        bytes.len().max(1)
+    } else {
+        segment
+    };
     let (empty, whole) = if bytes.is_empty() {
         (Some(<&mut [u8]>::default()), None)
     } else {

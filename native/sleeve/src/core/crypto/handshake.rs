@@ -52,7 +52,13 @@ pub struct Keys {
     pub recv: RecvKey,
 }
 
-fn split(hs: &mut HandshakeState, initiator: bool, remote_index: u32, now: Duration, limits: Limits) -> Keys {
+fn split(
+    hs: &mut HandshakeState,
+    initiator: bool,
+    remote_index: u32,
+    now: Duration,
+    limits: Limits,
+) -> Keys {
     let (mut i2r, mut r2i) = hs.dangerously_get_raw_split();
     let (send, recv) = if initiator {
         (&mut i2r, &mut r2i)
@@ -110,7 +116,13 @@ impl Initiation {
         self.state
             .read_message(noise, &mut [])
             .map_err(|_| HandshakeError::Decrypt)?;
-        Ok(split(&mut self.state, true, response.sender_index, now, limits))
+        Ok(split(
+            &mut self.state,
+            true,
+            response.sender_index,
+            now,
+            limits,
+        ))
     }
 }
 
@@ -123,7 +135,12 @@ pub struct Received {
 
 impl Received {
     /// Reads message 1 from `peer` (header already parsed). Fails under another password.
-    pub fn read(psk: &Psk, local: PeerId, init: Init, noise: &[u8]) -> Result<Received, HandshakeError> {
+    pub fn read(
+        psk: &Psk,
+        local: PeerId,
+        init: Init,
+        noise: &[u8],
+    ) -> Result<Received, HandshakeError> {
         let mut state = state(psk, init.sender, local, false);
         let mut stamp = [0u8; 8];
         let n = state
@@ -140,7 +157,12 @@ impl Received {
     }
 
     /// Message 2 and the session's keys.
-    pub fn respond(mut self, local_index: u32, now: Duration, limits: Limits) -> (Keys, [u8; RESPONSE_LEN]) {
+    pub fn respond(
+        mut self,
+        local_index: u32,
+        now: Duration,
+        limits: Limits,
+    ) -> (Keys, [u8; RESPONSE_LEN]) {
         let mut msg = [0u8; RESPONSE_LEN];
         let header = Response {
             sender_index: local_index,
@@ -161,7 +183,7 @@ impl Received {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::crypto::message::{OVERHEAD, HEADER_LEN};
+    use crate::core::crypto::message::{HEADER_LEN, OVERHEAD};
 
     fn psk(b: u8) -> Psk {
         Psk::from_bytes([b; 32])
@@ -192,7 +214,10 @@ mod tests {
 
     #[test]
     fn another_password_fails_at_the_first_message() {
-        assert_eq!(handshake(&psk(1), &psk(2)).err(), Some(HandshakeError::Decrypt));
+        assert_eq!(
+            handshake(&psk(1), &psk(2)).err(),
+            Some(HandshakeError::Decrypt)
+        );
     }
 
     #[test]

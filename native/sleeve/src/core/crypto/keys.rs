@@ -187,7 +187,10 @@ mod tests {
         tampered[HEADER_LEN + 1] ^= 1;
         assert_eq!(recv.open(5, 20, &mut tampered), Err(OpenError::Decrypt));
         let mut wrong_counter = d.clone();
-        assert_eq!(recv.open(6, 20, &mut wrong_counter), Err(OpenError::Decrypt));
+        assert_eq!(
+            recv.open(6, 20, &mut wrong_counter),
+            Err(OpenError::Decrypt)
+        );
         let mut again = d.clone();
         assert_eq!(recv.open(5, 20, &mut d).unwrap(), b"hello frames");
         assert_eq!(recv.open(5, 20, &mut again), Err(OpenError::Replay));
@@ -197,9 +200,27 @@ mod tests {
     fn reserve_signals_rekey_once_and_refuses_past_the_limits() {
         let (send, _) = pair();
         let at = Duration::from_secs(1);
-        assert_eq!(send.reserve(4, at), Some(Reserved { first: 0, rekey: false }));
-        assert_eq!(send.reserve(8, at), Some(Reserved { first: 4, rekey: true }));
-        assert_eq!(send.reserve(8, at), Some(Reserved { first: 12, rekey: false }));
+        assert_eq!(
+            send.reserve(4, at),
+            Some(Reserved {
+                first: 0,
+                rekey: false
+            })
+        );
+        assert_eq!(
+            send.reserve(8, at),
+            Some(Reserved {
+                first: 4,
+                rekey: true
+            })
+        );
+        assert_eq!(
+            send.reserve(8, at),
+            Some(Reserved {
+                first: 12,
+                rekey: false
+            })
+        );
         assert_eq!(send.reserve(1, at), None, "20 is the reject limit");
         let (fresh, _) = pair();
         assert_eq!(fresh.reserve(1, REJECT), None, "too old");

@@ -116,12 +116,18 @@ impl Mesh {
             self.limits = limits;
             self.tunnels.clear();
         }
-        let mut old: HashMap<PeerId, Tunnel> = self.tunnels.drain(..).map(|t| (t.peer, t)).collect();
+        let mut old: HashMap<PeerId, Tunnel> =
+            self.tunnels.drain(..).map(|t| (t.peer, t)).collect();
         self.tunnels = peers
             .iter()
             .map(|p| old.remove(p).unwrap_or_else(|| Tunnel::new(*p)))
             .collect();
-        self.slots = self.tunnels.iter().enumerate().map(|(i, t)| (t.peer, i)).collect();
+        self.slots = self
+            .tunnels
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.peer, i))
+            .collect();
         self.keys_changed = true;
         self.status_changed = true;
         self.update_deadline();
@@ -209,7 +215,8 @@ impl Mesh {
                     .map(|c| c.map_or(Handshake::Answered, Handshake::Completed))
             }
             _ => {
-                let (response, noise) = Response::parse(bytes).map_err(HandshakeRefused::Malformed)?;
+                let (response, noise) =
+                    Response::parse(bytes).map_err(HandshakeRefused::Malformed)?;
                 tunnel
                     .on_response(&ctx, response, noise, now, send)
                     .map(Handshake::Completed)
@@ -301,6 +308,8 @@ impl Mesh {
 fn random_u32() -> u32 {
     use ring::rand::{SecureRandom, SystemRandom};
     let mut b = [0u8; 4];
-    SystemRandom::new().fill(&mut b).expect("the OS random source");
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the OS random source");
     u32::from_ne_bytes(b)
 }

@@ -178,7 +178,10 @@ mod tests {
         long.push(0);
         assert_eq!(Init::parse(&long).unwrap_err(), DecodeError::TrailingBytes);
         assert_eq!(Response::parse(&init).unwrap_err(), DecodeError::BadVersion);
-        assert_eq!(Init::parse(&init[..10]).unwrap_err(), DecodeError::ShortHeader);
+        assert_eq!(
+            Init::parse(&init[..10]).unwrap_err(),
+            DecodeError::ShortHeader
+        );
         init[3] = 1;
         assert_eq!(Init::parse(&init).unwrap_err(), DecodeError::UnknownFlags);
         let t = Transport {

@@ -44,8 +44,9 @@ impl Host {
     fn poll(&mut self, now: Duration) {
         let wire = &mut self.wire;
         let wall = EPOCH_NS + now.as_nanos() as u64;
-        self.mesh
-            .poll(now, wall, &mut |to, out, b| wire.push((to, out, b.to_vec())));
+        self.mesh.poll(now, wall, &mut |to, out, b| {
+            wire.push((to, out, b.to_vec()))
+        });
     }
 
     fn key(&self, to: PeerId) -> Option<Arc<SendKey>> {
@@ -61,13 +62,12 @@ impl Host {
         let wire = &mut self.wire;
         let kind = Kind::of(&bytes).expect("a sleeve message");
         match kind {
-            Kind::HandshakeInit | Kind::HandshakeResponse => Got::Handshake(self.mesh.on_handshake(
-                slot,
-                kind,
-                &bytes,
-                now,
-                &mut |to, out, b| wire.push((to, out, b.to_vec())),
-            )),
+            Kind::HandshakeInit | Kind::HandshakeResponse => Got::Handshake(
+                self.mesh
+                    .on_handshake(slot, kind, &bytes, now, &mut |to, out, b| {
+                        wire.push((to, out, b.to_vec()))
+                    }),
+            ),
             Kind::Transport => Got::Data(match self.mesh.open(slot, &mut bytes, now) {
                 Ok(o) => Ok(o.plain.to_vec()),
                 Err(e) => Err(e.expect("well-formed")),
@@ -78,7 +78,10 @@ impl Host {
 
     fn status(&self, peer: PeerId, now: Duration) -> SessionState {
         let s = self.mesh.status();
-        s.iter().find(|s| s.peer == peer).expect("a peer").state(now)
+        s.iter()
+            .find(|s| s.peer == peer)
+            .expect("a peer")
+            .state(now)
     }
 }
 
@@ -138,18 +141,29 @@ fn ok(plain: &[u8]) -> Got {
     Got::Data(Ok(plain.to_vec()))
 }
 
+/// A datagram crosses each way.
+fn talks(a: &mut Host, b: &mut Host, now: Duration) {
+    assert_eq!(carry(a, b, b"ping", now), ok(b"ping"));
+    assert_eq!(carry(b, a, b"pong", now), ok(b"pong"));
+}
+
 #[test]
 fn a_handshake_gives_both_sides_a_session_and_data_crosses_both_ways() {
     let (mut a, mut b) = pair(Limits::default());
     let t = Duration::ZERO;
     assert_eq!(a.status(2, t), SessionState::Handshaking);
-    assert!(a.key(2).is_none(), "nothing can be sent before a session exists");
+    assert!(
+        a.key(2).is_none(),
+        "nothing can be sent before a session exists"
+    );
     a.poll(t);
     let log = exchange(&mut [&mut a, &mut b], t);
     let what: Vec<(PeerId, Out)> = log.iter().map(|(from, _, out, _)| (*from, *out)).collect();
-    assert_eq!(what, [(1, Out::Init), (2, Out::Response), (1, Out::Keepalive)]);
-    assert_eq!(carry(&mut a, &mut b, b"ping", t), ok(b"ping"));
-    assert_eq!(carry(&mut b, &mut a, b"pong", t), ok(b"pong"));
+    assert_eq!(
+        what,
+        [(1, Out::Init), (2, Out::Response), (1, Out::Keepalive)]
+    );
+    talks(&mut a, &mut b, t);
     assert_eq!(b.status(1, t), SessionState::Established);
 }
 
@@ -169,8 +183,7 @@ fn a_simultaneous_initiation_ends_with_one_session_each_way() {
     )));
     let responses = log.iter().filter(|l| l.2 == Out::Response).count();
     assert_eq!(responses, 1);
-    assert_eq!(carry(&mut a, &mut b, b"x", t), ok(b"x"));
-    assert_eq!(carry(&mut b, &mut a, b"y", t), ok(b"y"));
+    talks(&mut a, &mut b, t);
     // Nothing else pending: no retry later either.
     a.poll(secs(5));
     b.poll(secs(5));
@@ -185,11 +198,14 @@ fn a_peer_that_starts_late_is_answered_at_once_by_the_higher_id() {
     let t = Duration::from_millis(400);
     a.poll(t);
     exchange(&mut [&mut a, &mut b], t);
-    assert_eq!(b.mesh.deadline(), t - t, "B resends rather than waiting for its backoff");
+    assert_eq!(
+        b.mesh.deadline(),
+        t - t,
+        "B resends rather than waiting for its backoff"
+    );
     b.poll(t);
     exchange(&mut [&mut a, &mut b], t);
-    assert_eq!(carry(&mut a, &mut b, b"up", t), ok(b"up"));
-    assert_eq!(carry(&mut b, &mut a, b"up too", t), ok(b"up too"));
+    talks(&mut a, &mut b, t);
 }
 
 #[test]
@@ -219,9 +235,16 @@ fn a_replayed_datagram_is_dropped_and_reordering_is_not() {
     established(&mut a, &mut b, t);
     let sealed: Vec<Vec<u8>> = (0..10u8).map(|i| a.seal(2, &[i; 20], t).unwrap()).collect();
     for (i, d) in sealed.iter().enumerate().rev() {
-        assert_eq!(b.deliver(1, d.clone(), t), ok(&[i as u8; 20]), "reordered {i}");
+        assert_eq!(
+            b.deliver(1, d.clone(), t),
+            ok(&[i as u8; 20]),
+            "reordered {i}"
+        );
     }
-    assert_eq!(b.deliver(1, sealed[3].clone(), t), Got::Data(Err(RecvDrop::Replay)));
+    assert_eq!(
+        b.deliver(1, sealed[3].clone(), t),
+        Got::Data(Err(RecvDrop::Replay))
+    );
     let mut forged = a.seal(2, b"abc", t).unwrap();
     forged[HEADER_LEN] ^= 0x80;
     assert_eq!(b.deliver(1, forged, t), Got::Data(Err(RecvDrop::Decrypt)));
@@ -261,12 +284,17 @@ fn rekey_after_messages_keeps_traffic_flowing() {
     let late = seal_with(&old, b"sealed before the switch", t).unwrap();
     a.poll(t); // woken by the sender
     let log = exchange(&mut [&mut a, &mut b], t);
-    assert!(log.iter().any(|l| l.3 == Got::Handshake(Ok(Handshake::Completed(Completed { rekey: true })))));
+    assert!(log
+        .iter()
+        .any(|l| l.3 == Got::Handshake(Ok(Handshake::Completed(Completed { rekey: true })))));
     let new = a.key(2).unwrap();
     assert!(!Arc::ptr_eq(&old, &new));
-    assert_eq!(b.deliver(1, late, t), ok(b"sealed before the switch"), "the previous session still receives");
-    assert_eq!(carry(&mut a, &mut b, b"after", t), ok(b"after"));
-    assert_eq!(carry(&mut b, &mut a, b"back", t), ok(b"back"));
+    assert_eq!(
+        b.deliver(1, late, t),
+        ok(b"sealed before the switch"),
+        "the previous session still receives"
+    );
+    talks(&mut a, &mut b, t);
 }
 
 #[test]
@@ -291,14 +319,20 @@ fn the_initiator_rekeys_on_time_and_old_keys_expire() {
     assert!(Arc::ptr_eq(&b.key(1).unwrap(), &old_b));
     assert_eq!(carry(&mut b, &mut a, b"mid-switch", t), ok(b"mid-switch"));
     exchange(&mut [&mut a, &mut b], t);
-    assert!(!Arc::ptr_eq(&b.key(1).unwrap(), &old_b), "confirmed by A's keepalive");
+    assert!(
+        !Arc::ptr_eq(&b.key(1).unwrap(), &old_b),
+        "confirmed by A's keepalive"
+    );
     assert_eq!(carry(&mut b, &mut a, b"new", t), ok(b"new"));
 
     // The old session's keys are refused once past their age, sending and receiving.
     let expired = REJECT_AFTER_TIME;
     assert!(old_b.reserve(1, expired).is_none());
     let old_datagram = seal_with(&old_b, b"x", t).unwrap();
-    assert_eq!(a.deliver(2, old_datagram, expired), Got::Data(Err(RecvDrop::Expired)));
+    assert_eq!(
+        a.deliver(2, old_datagram, expired),
+        Got::Data(Err(RecvDrop::Expired))
+    );
     assert_eq!(carry(&mut a, &mut b, b"still", expired), ok(b"still"));
 }
 
@@ -321,13 +355,15 @@ fn a_restarted_peer_is_taken_back_and_stale_sessions_ask_for_a_handshake() {
     // B restarts: it knows none of A's sessions.
     let mut b = Host::new(2, Some(&psk(1)), &[1], Limits::default());
     let stale = a.seal(2, b"to the old B", t).unwrap();
-    assert_eq!(b.deliver(1, stale, t), Got::Data(Err(RecvDrop::UnknownSession)));
+    assert_eq!(
+        b.deliver(1, stale, t),
+        Got::Data(Err(RecvDrop::UnknownSession))
+    );
     assert_eq!(b.mesh.deadline(), Duration::ZERO);
     let t = secs(1);
     b.poll(t);
     exchange(&mut [&mut a, &mut b], t);
-    assert_eq!(carry(&mut a, &mut b, b"hello again", t), ok(b"hello again"));
-    assert_eq!(carry(&mut b, &mut a, b"hi", t), ok(b"hi"));
+    talks(&mut a, &mut b, t);
 }
 
 #[test]
@@ -335,7 +371,8 @@ fn a_new_password_ends_sessions_and_plaintext_peers_show() {
     let (mut a, mut b) = pair(Limits::default());
     let t = Duration::ZERO;
     established(&mut a, &mut b, t);
-    a.mesh.configure(1, Some(Arc::new(psk(9))), Limits::default(), &[2]);
+    a.mesh
+        .configure(1, Some(Arc::new(psk(9))), Limits::default(), &[2]);
     assert!(a.key(2).is_none());
     a.mesh.saw_plaintext(0, t);
     assert_eq!(a.status(2, t), SessionState::PlaintextPeer);

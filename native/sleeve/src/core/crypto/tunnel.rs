@@ -320,7 +320,10 @@ impl Tunnel {
         }
         let pending = self.pending.take().expect("checked above");
         let index = pending.initiation.local_index;
-        let keys = match pending.initiation.complete(&response, noise, now, ctx.limits) {
+        let keys = match pending
+            .initiation
+            .complete(&response, noise, now, ctx.limits)
+        {
             Ok(keys) => keys,
             Err(_) => {
                 self.wrong_password = true;
