@@ -11,7 +11,11 @@ import { waitFor } from '@weave/testing';
  * works there, wires its containers), with its own data root, exec root, socket and containerd:
  * a test can kill it with SIGKILL and start it again without touching the machine's dockerd or
  * anything else running on it. It shares /run/docker/plugins, where each stack's plugin has a
- * name of its own. No bridge, no iptables or forwarding changes: the machine's dockerd owns those.
+ * name of its own. No iptables or forwarding changes: the machine's dockerd owns those.
+ *
+ * Its default bridge is one of its own, made here: a dockerd started with `--bridge=none` deletes
+ * `docker0` (moby's removeDefaultBridgeInterface), which would take the machine's dockerd's
+ * default network away from everything after the test (image builds with RUN steps, `docker run`).
  */
 export class PrivateDockerd {
   private readonly dir = mkdtempSync(join(tmpdir(), 'weave-e2e-dockerd-'));
@@ -22,6 +26,8 @@ export class PrivateDockerd {
   private proc: ChildProcess | null = null;
   private containerd: ChildProcess | null = null;
   private readonly logFile = join(this.dir, 'dockerd.log');
+  /** Its default bridge, named after its directory so parallel tests never share one. */
+  private readonly bridge = `wvpd${this.dir.slice(-6).replace(/[^0-9a-zA-Z]/g, '0')}`;
 
   /** `config`: dockerd's daemon.json (`{"live-restore": true}`, say). */
   constructor(private readonly config: Record<string, unknown> = {}) {}
@@ -30,6 +36,7 @@ export class PrivateDockerd {
   async start(timeoutMs = 60_000): Promise<void> {
     if (this.alive()) throw new Error('this dockerd is already running');
     await this.ensureContainerd(timeoutMs);
+    await this.ensureBridge();
     mkdirSync(join(this.dir, 'data'), { recursive: true });
     writeFileSync(join(this.dir, 'daemon.json'), `${JSON.stringify(this.config)}\n`);
     const proc = this.spawnLogged('dockerd', [
@@ -39,7 +46,7 @@ export class PrivateDockerd {
       '--exec-root', join(this.dir, 'exec'),
       '--pidfile', join(this.dir, 'docker.pid'),
       '-H', `unix://${this.socket}`,
-      '--bridge=none', '--iptables=false', '--ip6tables=false', '--ip-forward=false', '--ip-masq=false',
+      `--bridge=${this.bridge}`, '--iptables=false', '--ip6tables=false', '--ip-forward=false', '--ip-masq=false',
     ]);
     this.proc = proc;
     await waitFor(() => (exited(proc) ? Promise.reject(new Error(`dockerd exited: ${this.logTail()}`)) : ping(this.socket)), {
@@ -47,6 +54,13 @@ export class PrivateDockerd {
       timeoutMs,
       intervalMs: 100,
     });
+  }
+
+  /** A bridge with an address of a test range, so dockerd neither picks a pool nor adds routes. */
+  private async ensureBridge(): Promise<void> {
+    if (existsSync(`/sys/class/net/${this.bridge}`)) return;
+    await ip(['link', 'add', 'name', this.bridge, 'type', 'bridge']);
+    await ip(['addr', 'add', '10.254.247.1/30', 'dev', this.bridge]);
   }
 
   /**
@@ -138,10 +152,14 @@ export class PrivateDockerd {
     const shims = processesWithArg(this.containerdSocket);
     for (const pid of [...childrenOf(shims), ...shims]) killQuietly(pid);
     await stopProcess(this.containerd);
+    await ip(['link', 'del', this.bridge]).catch(() => undefined);
     await unmountUnder(this.dir);
     if (!process.env.WEAVE_E2E_KEEP_LOGS) rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+const ip = (args: string[]): Promise<void> =>
+  new Promise((resolve, reject) => execFile('ip', args, (err, _out, stderr) => (err ? reject(new Error(`ip ${args.join(' ')}: ${stderr.trim() || err.message}`)) : resolve())));
 
 const exited = (p: ChildProcess): boolean => p.exitCode !== null || p.signalCode !== null;
 
