@@ -45,6 +45,9 @@ pub const REJECT_AFTER_MESSAGES: u64 = 1 << 36;
 /// First wait for a handshake response; doubled per attempt up to [`RETRY_MAX`].
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a session we answered may wait for the initiator's confirmation before a
+/// handshake of ours is no longer held back by it (its response was lost, say).
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 /// An initiation of ours at least this old when the peer's loses to it is sent again at once:
 /// the peer evidently did not get it (it had not started yet, say).
 pub const COLLISION_RESEND: Duration = Duration::from_millis(250);

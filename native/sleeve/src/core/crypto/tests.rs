@@ -337,6 +337,38 @@ fn the_initiator_rekeys_on_time_and_old_keys_expire() {
 }
 
 #[test]
+fn an_unconfirmed_answer_holds_back_our_own_handshake_only_briefly() {
+    let limits = Limits {
+        rekey_after_messages: 5,
+        ..Limits::default()
+    };
+    let (mut a, mut b) = pair(limits);
+    let t = Duration::ZERO;
+    established(&mut a, &mut b, t);
+    a.mesh.configure(1, Some(Arc::new(psk(1))), limits, &[2]); // unchanged: sessions kept
+                                                               // A rekeys; B answers, but the response is lost: B holds a session it cannot use yet.
+    a.poll(REKEY_AFTER_TIME);
+    let (_, _, init) = a.wire.remove(0);
+    b.deliver(1, init, REKEY_AFTER_TIME);
+    b.wire.clear();
+    // B's own count runs out meanwhile: it waits for the confirmation a few seconds, then
+    // starts its own handshake.
+    let key = b.key(1).unwrap();
+    while key.used() < 5 {
+        seal_with(&key, b"x", REKEY_AFTER_TIME).unwrap();
+    }
+    b.poll(REKEY_AFTER_TIME);
+    assert!(b.wire.is_empty());
+    let later = REKEY_AFTER_TIME + super::CONFIRM_WAIT;
+    assert_eq!(b.mesh.deadline(), later);
+    b.poll(later);
+    assert_eq!(b.wire.len(), 1);
+    a.wire.clear();
+    exchange(&mut [&mut a, &mut b], later);
+    talks(&mut a, &mut b, later);
+}
+
+#[test]
 fn the_responder_rekeys_if_the_initiator_does_not() {
     let (mut a, mut b) = pair(Limits::default());
     established(&mut a, &mut b, Duration::ZERO);

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::handshake::{HandshakeError, Initiation, Keys, Received};
 use super::keys::{OpenError, RecvKey, SendKey};
 use super::message::{Init, Response, Transport, OVERHEAD};
-use super::{Limits, Psk, COLLISION_RESEND, RESPONDER_REKEY_GRACE, RETRY_BASE, RETRY_MAX};
+use super::{
+    Limits, Psk, COLLISION_RESEND, CONFIRM_WAIT, RESPONDER_REKEY_GRACE, RETRY_BASE, RETRY_MAX,
+};
 use crate::core::PeerId;
 
 /// What the mesh lends a tunnel for one call.
@@ -186,18 +188,20 @@ impl Tunnel {
         }
     }
 
-    /// Whether a handshake should start now (none in flight or answered).
-    fn needs_handshake(&self, now: Duration, limits: &Limits) -> bool {
-        if self.pending.is_some() || self.next.is_some() {
-            return false;
-        }
-        match &self.current {
-            None => true,
-            Some(s) => {
-                self.wanted
-                    || now >= s.rekey_at(limits)
-                    || s.send.used() >= limits.rekey_after_messages
+    /// When a handshake of ours is due if none is in flight: at once without a session (or
+    /// with one used up, or a datagram for one we lack), else at its rekey time. A session we
+    /// answered defers it while its confirmation may still come.
+    fn handshake_due(&self, limits: &Limits) -> Duration {
+        let due = match &self.current {
+            None => Duration::ZERO,
+            Some(s) if self.wanted || s.send.used() >= limits.rekey_after_messages => {
+                Duration::ZERO
             }
+            Some(s) => s.rekey_at(limits),
+        };
+        match &self.next {
+            Some(n) => due.max(n.created + CONFIRM_WAIT),
+            None => due,
         }
     }
 
@@ -207,13 +211,10 @@ impl Tunnel {
             .into_iter()
             .flatten()
             .map(|s| s.expires(limits));
-        let handshake = match (&self.pending, &self.current) {
-            (Some(_), _) if self.resend => Duration::ZERO,
-            (Some(p), _) => p.sent_at + retry_delay(self.attempts),
-            (None, _) if self.next.is_some() => Duration::MAX,
-            (None, None) => Duration::ZERO,
-            (None, Some(_)) if self.wanted => Duration::ZERO,
-            (None, Some(s)) => s.rekey_at(limits),
+        let handshake = match &self.pending {
+            Some(_) if self.resend => Duration::ZERO,
+            Some(p) => p.sent_at + retry_delay(self.attempts),
+            None => self.handshake_due(limits),
         };
         expiries.chain([handshake]).min().unwrap_or(Duration::MAX)
     }
@@ -240,7 +241,7 @@ impl Tunnel {
             .pending
             .as_ref()
             .is_some_and(|p| self.resend || now >= p.sent_at + retry_delay(self.attempts));
-        if retry || self.needs_handshake(now, limits) {
+        if retry || (self.pending.is_none() && now >= self.handshake_due(limits)) {
             self.wanted = false;
             self.resend = false;
             self.pending = None; // its index must not be reused while a response may arrive
