@@ -143,25 +143,55 @@ function createExclusive(path: string, content: string): void {
  * directory; null when there is neither. Both at once must agree, or a host could use a stale one.
  */
 export function readClusterSecret(o: { env?: string; dir: string }): string | null {
-  const file = join(o.dir, CLUSTER_SECRET_FILE);
+  return readSharedSecret({ ...o, variable: 'WEAVE_CLUSTER_SECRET', file: CLUSTER_SECRET_FILE, what: 'cluster secret', schema: ClusterSecret, hint: makeClusterSecretHint(o.dir) });
+}
+
+export const MESH_PASSWORD_FILE = 'password';
+
+/** The password that encrypts the routers' traffic: any text up to 1024 bytes, no edge spaces. */
+export const MeshPassword = z
+  .string()
+  .trim()
+  .min(1, 'empty')
+  .refine((s) => Buffer.byteLength(s) <= 1024, 'longer than 1024 bytes');
+
+/**
+ * The password every router of an encrypted mesh shares: WEAVE_PASSWORD, or the file `password`
+ * in the secrets directory (better: a variable shows in `docker inspect`); null when there is
+ * neither, and the mesh is not encrypted. Both at once must agree.
+ */
+export function readMeshPassword(o: { env?: string; dir: string }): string | null {
+  const hint = `put the same password on every host, in ${join(o.dir, MESH_PASSWORD_FILE)} (mode 0600) or WEAVE_PASSWORD`;
+  return readSharedSecret({ ...o, variable: 'WEAVE_PASSWORD', file: MESH_PASSWORD_FILE, what: 'mesh password', schema: MeshPassword, hint });
+}
+
+/** Where the services that need the mesh password (router, netwire) find it. */
+export const MeshPasswordEnv = z.object({
+  WEAVE_SECRETS_DIR: z.string().startsWith('/', 'must be an absolute path').default(DEFAULT_SECRETS_DIR),
+  WEAVE_PASSWORD: z.string().optional(),
+});
+
+/** The mesh password these variables name, or null for an unencrypted mesh. */
+export const meshPasswordOf = (env: z.output<typeof MeshPasswordEnv>): string | null => readMeshPassword({ env: env.WEAVE_PASSWORD, dir: env.WEAVE_SECRETS_DIR });
+
+/** A secret the hosts of a mesh share, from a variable or a file in the secrets directory. */
+function readSharedSecret(o: { env?: string; dir: string; variable: string; file: string; what: string; schema: z.ZodType<string>; hint: string }): string | null {
+  const file = join(o.dir, o.file);
   let fromFile: string | null = null;
   try {
-    fromFile = readSecretFile(file, 'cluster secret file');
+    fromFile = readSecretFile(file, `${o.what} file`);
   } catch (e) {
     if ((e as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw e;
   }
+  // The messages never echo the value: it is a secret even when it is unusable.
   const parse = (v: string, where: string): string => {
-    const r = ClusterSecret.safeParse(v);
-    if (!r.success) {
-      throw new SecretFileError(`the cluster secret in ${where} is not usable (${r.error.issues.map((i) => i.message).join('; ')}): ${makeClusterSecretHint(o.dir)}`);
-    }
+    const r = o.schema.safeParse(v);
+    if (!r.success) throw new SecretFileError(`the ${o.what} in ${where} is not usable (${r.error.issues.map((i) => i.message).join('; ')}): ${o.hint}`);
     return r.data;
   };
-  const env = o.env === undefined || o.env === '' ? null : parse(o.env, 'WEAVE_CLUSTER_SECRET');
+  const env = o.env === undefined || o.env === '' ? null : parse(o.env, o.variable);
   const inFile = fromFile === null ? null : parse(fromFile, file);
-  if (env !== null && inFile !== null && env !== inFile) {
-    throw new SecretFileError(`WEAVE_CLUSTER_SECRET and ${file} differ: keep one of them (the same on every host)`);
-  }
+  if (env !== null && inFile !== null && env !== inFile) throw new SecretFileError(`${o.variable} and ${file} differ: keep one of them (the same on every host)`);
   return env ?? inFile;
 }
 

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureNatsCredentials, NATS_CLIENT_SECRET_FILE, natsAuth, readClusterSecret, readNatsCredentials, routeCredentials } from '../src';
+import { ensureNatsCredentials, NATS_CLIENT_SECRET_FILE, natsAuth, readClusterSecret, readMeshPassword, readNatsCredentials, routeCredentials } from '../src';
 
 const SECRET = 'a'.repeat(16) + 'b'.repeat(16) + 'c'.repeat(32);
 let dir: string;
@@ -95,5 +95,27 @@ describe('readClusterSecret', () => {
     expect(r.password).not.toContain(SECRET);
     expect(routeCredentials(SECRET)).toEqual(r);
     expect(routeCredentials(SECRET.replace('a', 'd')).password).not.toBe(r.password);
+  });
+});
+
+describe('readMeshPassword', () => {
+  const file = () => join(dir, 'password');
+  it('is null without variable or file: the mesh is not encrypted', () => {
+    expect(readMeshPassword({ dir })).toBeNull();
+  });
+  it('takes the variable or the root-only file, trimmed, and refuses the two differing', () => {
+    expect(readMeshPassword({ dir, env: 'correct horse' })).toBe('correct horse');
+    writeFileSync(file(), 'correct horse\n', { mode: 0o600 });
+    expect(readMeshPassword({ dir })).toBe('correct horse');
+    expect(() => readMeshPassword({ dir, env: 'battery staple' })).toThrow(/WEAVE_PASSWORD and .*password differ/);
+  });
+  it('refuses an unusable one without saying it', () => {
+    const long = 'x'.repeat(1025);
+    expect(() => readMeshPassword({ dir, env: long })).toThrow(/longer than 1024 bytes/);
+    try {
+      readMeshPassword({ dir, env: long });
+    } catch (e) {
+      expect((e as Error).message).not.toContain(long);
+    }
   });
 });

@@ -340,6 +340,12 @@ export const PeerStatus = z.object({
   mtu: Mtu.nullable(),
   /** Why the peer is on that path ("VXLAN replies arrive", "no VXLAN reply for 3 s: …"). */
   pathReason: z.string().nullable().optional(),
+  /**
+   * Where encryption stands with the peer, in an encrypted mesh (null in a plain one): a session,
+   * still handshaking, or refused because the peer has another password, none, or has one when
+   * this host has none.
+   */
+  encryption: z.enum(['established', 'handshaking', 'wrongPassword', 'plaintextPeer', 'encryptedPeer', 'off']).nullable().optional(),
   /** What this host has sent to and received from the peer, for a router that counts per peer. */
   traffic: z.object({ bytesTo: Counter64, bytesFrom: Counter64, framesTo: Counter64, framesFrom: Counter64 }).partial().optional(),
 });

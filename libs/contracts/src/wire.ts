@@ -6,6 +6,15 @@
  */
 export const SLEEVE_OVERHEAD = 64;
 
+/**
+ * What encryption adds to each sleeve datagram: the transport header (type, receiver, counter:
+ * 16) and the AEAD tag (16). An encrypted mesh's MTUs are underlay − 96.
+ */
+export const ENCRYPTION_OVERHEAD = 32;
+
+/** The encapsulation overhead of the sleeve, which carries every network of an encrypted mesh. */
+export const sleeveOverhead = (encrypted: boolean): number => SLEEVE_OVERHEAD + (encrypted ? ENCRYPTION_OVERHEAD : 0);
+
 /** The kernel VXLAN's on an IPv4 underlay: IPv4 (20) + UDP (8) + VXLAN (8) + Ethernet (14). */
 export const VXLAN_OVERHEAD = 50;
 

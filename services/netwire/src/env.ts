@@ -1,3 +1,4 @@
+import { MeshPasswordEnv } from '@weave/config';
 import { METRICS_PORTS, MetricsPort } from '@weave/metrics';
 import { z } from 'zod';
 import { MTU_MAX, MTU_MIN } from './mtu';
@@ -5,7 +6,7 @@ import { MTU_MAX, MTU_MIN } from './mtu';
 const unsetIfEmpty = (v: unknown): unknown => (v === '' ? undefined : v);
 
 /** netwire's own environment, on top of CommonEnv. */
-export const NetwireEnv = z.object({
+export const NetwireEnv = MeshPasswordEnv.extend({
   /** The MTU for networks that do not set one; default: the default-route interface's less 50. */
   WEAVE_MTU: z.preprocess(
     unsetIfEmpty,

@@ -1,4 +1,5 @@
-import { runService } from '@weave/config';
+import { meshPasswordOf, runService } from '@weave/config';
+import { sleeveOverhead } from '@weave/contracts';
 import { rpcCallMetrics, serveMetrics, serviceRegistry } from '@weave/metrics';
 import { NetwireEnv } from './env';
 import { LinuxKernel } from './kernel-linux';
@@ -9,7 +10,9 @@ void runService('netwire', NetwireEnv, async ({ env, log, nc }) => {
   const kernel = new LinuxKernel({ netns: env.WEAVE_NETNS ?? null });
   const metrics = serviceRegistry('netwire', env.WEAVE_HOST);
   const rpcMetrics = rpcCallMetrics(metrics, 'netwire');
-  const running = await startNetwire({ nc, host: env.WEAVE_HOST, kernel, log, mtu: env.WEAVE_MTU ?? null, replicas: env.WEAVE_KV_REPLICAS, rpcMetrics });
+  // An encrypted mesh carries everything on the sleeve, with room for the AEAD on every datagram.
+  const mtuOverhead = sleeveOverhead(meshPasswordOf(env) !== null);
+  const running = await startNetwire({ nc, host: env.WEAVE_HOST, kernel, log, mtu: env.WEAVE_MTU ?? null, mtuOverhead, replicas: env.WEAVE_KV_REPLICAS, rpcMetrics });
   collectNetwireState(metrics, running.netwire, kernel);
   const served = await serveMetrics(metrics, { port: env.WEAVE_NETWIRE_METRICS_PORT, log, variable: 'WEAVE_NETWIRE_METRICS_PORT' });
   return async () => {

@@ -15,9 +15,11 @@ export interface MtuSources {
   network: number | null;
   hostSetting: number | null;
   underlay: number | null;
+  /** The encapsulation's; default the plain sleeve's (more when the mesh is encrypted). */
+  overhead?: number;
 }
 
 export function chooseMtu(s: MtuSources): number {
-  const wanted = s.network ?? s.hostSetting ?? (s.underlay ?? FALLBACK_UNDERLAY_MTU) - SLEEVE_OVERHEAD;
+  const wanted = s.network ?? s.hostSetting ?? (s.underlay ?? FALLBACK_UNDERLAY_MTU) - (s.overhead ?? SLEEVE_OVERHEAD);
   return Math.min(MTU_MAX, Math.max(MTU_MIN, wanted));
 }

@@ -33,6 +33,8 @@ export interface NetwireDeps {
   log: Logger;
   /** The host-wide MTU (WEAVE_MTU), when set; otherwise it comes from the underlay. */
   mtu: number | null;
+  /** Encapsulation overhead the default MTU leaves room for; default the plain sleeve's. */
+  mtuOverhead?: number;
   random?: (n: number) => Uint8Array;
   now?: () => Date;
 }
@@ -341,7 +343,7 @@ export class Netwire {
 
   private async mtuFor(spec: NetworkSpec): Promise<number> {
     const underlay = spec.mtu === null && this.d.mtu === null ? await this.k.underlayMtu() : null;
-    return chooseMtu({ network: spec.mtu, hostSetting: this.d.mtu, underlay });
+    return chooseMtu({ network: spec.mtu, hostSetting: this.d.mtu, underlay, overhead: this.d.mtuOverhead });
   }
 
   /** Bridge, gateway addresses, link up, firewall: a network's whole kernel state, undoable. */

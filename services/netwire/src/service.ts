@@ -15,6 +15,7 @@ export interface NetwireServiceOptions {
   kernel: Kernel;
   log: Logger;
   mtu: number | null;
+  mtuOverhead?: number;
   /** Copies of the state bucket in a NATS cluster (WEAVE_KV_REPLICAS). */
   replicas?: number;
   /** Counts and times the RPC requests handled (see @weave/metrics). */
@@ -33,7 +34,7 @@ export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNet
   // Every service's events, kept for `weave events --since`: made here, as netwire runs on every host.
   await ensureEventHistory(o.nc, { replicas: o.replicas ?? 1, log: o.log });
   const events = new EventPublisher(o.nc, o.host, 'netwire', o.log);
-  const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu });
+  const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu, mtuOverhead: o.mtuOverhead });
   // Before the first request: Docker may already be calling for networks whose kernel state a
   // crash or reboot took away, and leftovers must go before new links could clash with them.
   const report = await netwire.reconcile();

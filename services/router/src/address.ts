@@ -26,10 +26,10 @@ const RouteGet = z.array(z.looseObject({ dev: z.string(), mtu: z.number().option
 
 /**
  * The MTU a frame to `address` can have inside the sleeve: the route's MTU (or its interface's)
- * less the encapsulation overhead. Read from the routing table; nothing is sent.
+ * less the encapsulation overhead (the plain sleeve's unless told: encryption adds to it). Read from the routing table; nothing is sent.
  */
-export async function sleevePathMtu(address: string): Promise<number> {
+export async function sleevePathMtu(address: string, overhead = SLEEVE_OVERHEAD): Promise<number> {
   const route = RouteGet.parse(await ip(['route', 'get', address]))[0]!;
   const mtu = route.mtu ?? Number(await readFile(`/sys/class/net/${route.dev}/mtu`, 'utf8'));
-  return mtu - SLEEVE_OVERHEAD;
+  return mtu - overhead;
 }

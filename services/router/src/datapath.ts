@@ -4,7 +4,7 @@ import { RouterNetworkStatus, SLEEVE_OVERHEAD, SleeveCounters, VXLAN_OVERHEAD } 
 import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { CoalescedPasses } from '@weave/sync';
-import type { SleeveConfigInput, SleeveStats } from '@weave/sleeve';
+import type { SleeveConfigInput, SleeveSession, SleeveStats } from '@weave/sleeve';
 import type { Peer } from './peers';
 import { peerIdOf } from './peer-id';
 import { DataPathPlan, LocalNetwork, planDataPath, PlannedNetwork } from './path-plan';
@@ -15,6 +15,8 @@ export interface SleeveLike {
   applyConfig(config: SleeveConfigInput): void;
   stop(): void;
   stats(): SleeveStats;
+  /** Encryption per peer; absent (or empty) for a sleeve without it. */
+  sessions?(): SleeveSession[];
 }
 
 /** The kernel's VXLAN devices, one per network on its bridge. */
@@ -47,7 +49,7 @@ export interface FastPath {
 export interface DataPathDeps {
   sleeve: SleeveLike;
   /** The parts of the sleeve's config that never change while it runs. */
-  identity: Pick<SleeveConfigInput, 'peerId' | 'listenHost' | 'listenPort'>;
+  identity: Pick<SleeveConfigInput, 'peerId' | 'listenHost' | 'listenPort' | 'password'>;
   plumbing: TapPlumbing;
   /** The kernel fast path, or why there is none (every peer then stays on the sleeve). */
   fastPath: FastPath | { off: string };
@@ -122,10 +124,17 @@ export class DataPath {
     };
   }
 
-  /** The path, MTU and reason last announced for `host`. */
-  pathOf(host: string): { path: PeerPath['path'] | null; mtu: number | null; pathReason: string | null } {
+  /** The path, MTU and reason last announced for `host`, and where encryption with it stands. */
+  pathOf(host: string): { path: PeerPath['path'] | null; mtu: number | null; pathReason: string | null; encryption: SleeveSession['state'] | null } {
     const p = this.pathed.get(host);
-    return p ? { path: p.path, mtu: p.mtu, pathReason: p.reason } : { path: null, mtu: null, pathReason: null };
+    const state = this.sessionsNow().get(peerIdOf(host));
+    // Unencrypted here, the one thing worth saying is a peer that encrypts.
+    const encryption = this.d.identity.password ? (state ?? 'handshaking') : state === 'encryptedPeer' ? state : null;
+    return p ? { path: p.path, mtu: p.mtu, pathReason: p.reason, encryption } : { path: null, mtu: null, pathReason: null, encryption };
+  }
+
+  private sessionsNow(): Map<bigint, SleeveSession['state']> {
+    return new Map((this.d.sleeve.sessions?.() ?? []).map((s) => [s.peerId, s.state]));
   }
 
   stop(): void {

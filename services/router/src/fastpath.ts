@@ -18,13 +18,13 @@ export interface FastPathSetup {
  * The kernel fast path of this host: the probe, the VXLAN devices and the guards. Switched off
  * (`enabled` false) it also removes what an earlier run with it on left: devices and guard rules.
  */
-export async function startFastPath(o: { enabled: boolean; host: string; address: string; vxlanPort: number; probePort: number; log: Logger }): Promise<FastPathSetup> {
+export async function startFastPath(o: { enabled: boolean; offBecause?: string; host: string; address: string; vxlanPort: number; probePort: number; log: Logger }): Promise<FastPathSetup> {
   const vxlan = new LinuxFastPathPlumbing();
   const guard = new LinuxFastPathGuard();
   if (!o.enabled) {
     for (const name of await vxlan.list().catch(() => [])) await vxlan.remove(name).catch((err) => o.log.warn(`cannot remove ${name}: ${describeError(err)}`));
     await guard.remove().catch((err) => o.log.warn(`cannot remove the fast path's guard rules: ${describeError(err)}`));
-    return { fastPath: { off: 'the fast path is off on this host (WEAVE_FASTPATH=off)' }, onChange: () => undefined, stop: async () => undefined };
+    return { fastPath: { off: o.offBecause ?? 'the fast path is off on this host (WEAVE_FASTPATH=off)' }, onChange: () => undefined, stop: async () => undefined };
   }
   const probe = await FastPathProbe.start({ localAddress: o.address, localPeerId: peerIdOf(o.host), vxlanPort: o.vxlanPort, echoPort: o.probePort, log: o.log });
   return {

@@ -1,4 +1,4 @@
-import { runService } from '@weave/config';
+import { MeshPasswordEnv, meshPasswordOf, runService } from '@weave/config';
 import { DEFAULT_VXLAN_PORT, IpString } from '@weave/contracts';
 import { InvalidRequestError } from '@weave/errors';
 import { METRICS_PORTS, MetricsPort, serveMetrics, serviceRegistry } from '@weave/metrics';
@@ -9,7 +9,7 @@ import { collectRouterState } from './metrics';
 import { Sleeve } from '@weave/sleeve';
 import { sleeveIdentity, startRouter } from './service';
 
-const Env = z.object({
+const Env = MeshPasswordEnv.extend({
   WEAVE_ADVERTISE_ADDR: IpString.optional(),
   WEAVE_ROUTER_PORT: z.coerce.number().int().min(1).max(65535).default(6784),
   WEAVE_HEARTBEAT_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
@@ -25,10 +25,13 @@ void runService('router', Env, async ({ env, log, nc }) => {
   const address = env.WEAVE_ADVERTISE_ADDR ?? (await defaultAdvertiseAddress());
   if (!address) throw new InvalidRequestError('no default route to take an address from: set WEAVE_ADVERTISE_ADDR to the address other hosts reach this one on');
   // Bound to the advertised address, so datagrams leave from the address peers expect them from.
-  const sleeve = new Sleeve(sleeveIdentity(env.WEAVE_HOST, address, env.WEAVE_ROUTER_PORT));
+  const password = meshPasswordOf(env);
+  const sleeve = new Sleeve(sleeveIdentity(env.WEAVE_HOST, address, env.WEAVE_ROUTER_PORT, password));
   sleeve.start();
   const fast = await startFastPath({
-    enabled: env.WEAVE_FASTPATH === 'on',
+    // The kernel's VXLAN is plaintext: an encrypted mesh keeps every peer on the sleeve.
+    enabled: env.WEAVE_FASTPATH === 'on' && password === null,
+    offBecause: password !== null ? 'encryption is on (WEAVE_PASSWORD): the kernel VXLAN would carry frames in clear, so every peer uses the encrypted sleeve' : undefined,
     host: env.WEAVE_HOST,
     address,
     vxlanPort: env.WEAVE_VXLAN_PORT,
@@ -44,6 +47,7 @@ void runService('router', Env, async ({ env, log, nc }) => {
     heartbeatMs: env.WEAVE_HEARTBEAT_MS,
     peerTimeoutMs: env.WEAVE_PEER_TIMEOUT_MS,
     sleeve,
+    password,
     fastPath: fast.fastPath,
   });
   fast.onChange(() => void router.dataPath.sync());

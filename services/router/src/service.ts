@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { decodeJson, encodeJson, EventPublisher, rpcClient, serveRpc, subscribeEvents } from '@weave/bus';
-import { netwireRpc, Presence, routerRpc, Subjects } from '@weave/contracts';
+import { netwireRpc, Presence, routerRpc, sleeveOverhead, Subjects } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { sleevePathMtu } from './address';
@@ -24,6 +24,8 @@ export interface RouterOptions {
   resyncMs?: number;
   /** The data path, started with `sleeveIdentity(host, …)` at `sleeveListen` (default address:port). */
   sleeve: SleeveLike;
+  /** The mesh password the sleeve encrypts with; null or absent: plaintext. */
+  password?: string | null;
   sleeveListen?: { host: string; port: number };
   plumbing?: TapPlumbing;
   /** The kernel VXLAN fast path, or why there is none; default none (every peer on the sleeve). */
@@ -33,7 +35,12 @@ export interface RouterOptions {
 }
 
 /** What the sleeve is started with: this host's id, and where peers send to. */
-export const sleeveIdentity = (host: string, address: string, port: number) => ({ peerId: peerIdOf(host), listenHost: address, listenPort: port });
+export const sleeveIdentity = (host: string, address: string, port: number, password: string | null = null) => ({
+  peerId: peerIdOf(host),
+  listenHost: address,
+  listenPort: port,
+  ...(password === null ? {} : { password }),
+});
 
 export interface RunningRouter {
   peers: PeerTable;
@@ -54,12 +61,12 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
   const netwire = rpcClient(o.nc, o.host, netwireRpc);
   const dataPath = new DataPath({
     sleeve: o.sleeve,
-    identity: sleeveIdentity(o.host, o.sleeveListen?.host ?? o.address, o.sleeveListen?.port ?? o.port),
+    identity: sleeveIdentity(o.host, o.sleeveListen?.host ?? o.address, o.sleeveListen?.port ?? o.port, o.password ?? null),
     plumbing: o.plumbing ?? new LinuxTapPlumbing(),
     fastPath: o.fastPath ?? { off: 'the fast path is off on this host' },
     localNetworks: async () => (await netwire.status({})).networks,
     peers: () => peers.list(),
-    pathMtu: o.pathMtu ?? sleevePathMtu,
+    pathMtu: o.pathMtu ?? ((address) => sleevePathMtu(address, sleeveOverhead(!!o.password))),
     events,
     log: o.log,
   });

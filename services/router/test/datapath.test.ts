@@ -54,7 +54,7 @@ test('peers VXLAN reaches go over the kernel, the others over the sleeve, and a 
   expect(r.flood.get('wvx0a200000')).toEqual(['10.0.0.2']);
   expect(r.last().sendTo).toEqual([peerIdOf('h3')]);
   expect(r.removed).toEqual(['wvxdeadbeef']); // a leftover of a network that is gone
-  expect(r.dp.pathOf('h2')).toEqual({ path: 'fastpath', mtu: 1450, pathReason: 'VXLAN replies arrive' });
+  expect(r.dp.pathOf('h2')).toEqual({ path: 'fastpath', mtu: 1450, pathReason: 'VXLAN replies arrive', encryption: null });
   expect(r.dp.pathOf('h3')).toMatchObject({ path: 'sleeve', mtu: 1436 });
   expect(r.dp.status().networks[0]!.vxlan).toEqual({ device: 'wvx0a200000', vni: 0x0a2000, up: true });
 

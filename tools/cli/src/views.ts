@@ -36,8 +36,8 @@ const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 /** `weave peers`: every peer this router knows, with the path its traffic takes. */
 export function peersView(r: RouterStatus, now: Date): string {
   return table(
-    ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'LAST HEARD', 'SINCE', 'WHY THIS PATH'],
-    r.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), ago(p.lastSeen, now), ago(p.since, now), p.pathReason ?? '-']),
+    ['PEER', 'ADDRESS', 'STATE', 'PATH', 'MTU', 'ENCRYPTION', 'LAST HEARD', 'SINCE', 'WHY THIS PATH'],
+    r.peers.map((p) => [p.host, `${p.address}:${p.port}`, p.state, p.path ?? '-', p.mtu === null ? '-' : String(p.mtu), p.encryption ?? '-', ago(p.lastSeen, now), ago(p.since, now), p.pathReason ?? '-']),
   );
 }
 
@@ -169,10 +169,18 @@ export function rmpeerView(r: RmpeerResult, now: Date): string {
 }
 
 /** Plain statements of what is wrong, for the end of `weave status`. */
+/** Encryption states that stop all traffic with a peer, said so a person knows what to change. */
+const ENCRYPTION_PROBLEMS: Partial<Record<string, (host: string) => string>> = {
+  wrongPassword: (h) => `${h} has a different password: no frame passes between it and this host until WEAVE_PASSWORD (or the password file) is the same on both`,
+  plaintextPeer: (h) => `${h} sends unencrypted traffic, which this host refuses: set the same WEAVE_PASSWORD there`,
+  encryptedPeer: (h) => `${h} sends encrypted traffic, which this host cannot read: set the same WEAVE_PASSWORD here`,
+};
+
 export function problemsOf(r: HostReport, now: Date): string[] {
   const out = [...r.problems];
   for (const p of r.router?.peers ?? []) {
     if (p.state === 'lost') out.push(`${p.host} unreachable for ${ago(p.since, now).replace(' ago', '')} (last heard ${ago(p.lastSeen, now)})`);
+    else if (p.encryption && p.encryption in ENCRYPTION_PROBLEMS) out.push(ENCRYPTION_PROBLEMS[p.encryption]!(p.host));
   }
   for (const n of r.router?.networks ?? []) if (!n.attached) out.push(`network ${n.networkId.slice(0, 12)}'s sleeve TAP ${n.tap} is not on bridge ${n.bridge}: no traffic to other hosts`);
   out.push(...hostProblems(r.host, r.ipam?.hosts ?? [], now));

@@ -33,10 +33,10 @@ const router = {
 test('weave peers', () => {
   expect(peersView(router, now)).toBe(
     [
-      'PEER   ADDRESS             STATE      PATH      MTU   LAST HEARD  SINCE    WHY THIS PATH',
-      'host2  10.254.254.12:6784  connected  sleeve    1436  1s ago      10m ago  no VXLAN reply for 3 s',
-      'host3  10.254.254.13:6784  lost       -         -     60s ago     40s ago  -',
-      'host4  10.254.254.14:6784  connected  fastpath  1450  1s ago      10m ago  VXLAN replies arrive',
+      'PEER   ADDRESS             STATE      PATH      MTU   ENCRYPTION  LAST HEARD  SINCE    WHY THIS PATH',
+      'host2  10.254.254.12:6784  connected  sleeve    1436  -           1s ago      10m ago  no VXLAN reply for 3 s',
+      'host3  10.254.254.13:6784  lost       -         -     -           60s ago     40s ago  -',
+      'host4  10.254.254.14:6784  connected  fastpath  1450  -           1s ago      10m ago  VXLAN replies arrive',
     ].join('\n'),
   );
 });
@@ -64,10 +64,10 @@ test('weave status: the host, its peers, sleeve counters, networks, pools, then 
     [
       'host host1 (10.254.254.11:6784)',
       '',
-      'PEER   ADDRESS             STATE      PATH      MTU   LAST HEARD  SINCE    WHY THIS PATH',
-      'host2  10.254.254.12:6784  connected  sleeve    1436  1s ago      10m ago  no VXLAN reply for 3 s',
-      'host3  10.254.254.13:6784  lost       -         -     60s ago     40s ago  -',
-      'host4  10.254.254.14:6784  connected  fastpath  1450  1s ago      10m ago  VXLAN replies arrive',
+      'PEER   ADDRESS             STATE      PATH      MTU   ENCRYPTION  LAST HEARD  SINCE    WHY THIS PATH',
+      'host2  10.254.254.12:6784  connected  sleeve    1436  -           1s ago      10m ago  no VXLAN reply for 3 s',
+      'host3  10.254.254.13:6784  lost       -         -     -           60s ago     40s ago  -',
+      'host4  10.254.254.14:6784  connected  fastpath  1450  -           1s ago      10m ago  VXLAN replies arrive',
       '',
       'sleeve: 12 frames to peers, 9 from peers; dropped: dropUnknownPeer 2',
       '',
@@ -155,4 +155,14 @@ describe('ipam hosts and lost-host reclaim', () => {
       ].join('\n'),
     );
   });
+});
+
+test('problems: a peer encryption refuses is said with what to change', () => {
+  const peer = (host: string, encryption: string) => ({ ...router.peers[0]!, host, encryption: encryption as 'established' });
+  const r = report('host1', [], { router: { ...router, peers: [peer('host2', 'wrongPassword'), peer('host5', 'plaintextPeer'), peer('host6', 'encryptedPeer'), peer('host7', 'established')] } });
+  expect(problemsOf(r, now)).toEqual([
+    'host2 has a different password: no frame passes between it and this host until WEAVE_PASSWORD (or the password file) is the same on both',
+    'host5 sends unencrypted traffic, which this host refuses: set the same WEAVE_PASSWORD there',
+    'host6 sends encrypted traffic, which this host cannot read: set the same WEAVE_PASSWORD here',
+  ]);
 });
