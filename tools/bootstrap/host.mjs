@@ -257,6 +257,10 @@ export function missingHostPackages() {
   need(which('nats-server'), 'nats-server', 'nats-server');
   need(which('ip'), 'ip', 'iproute2');
   need(which('iptables'), 'iptables', 'iptables');
+  // The router's fast-path guard (its tests run on the host); Debian's iptables package has it.
+  need(which('ebtables'), 'ebtables', 'iptables');
+  // The encrypted mesh's test looks at the underlay for plaintext.
+  need(which('tcpdump'), 'tcpdump', 'tcpdump');
   need(which('mmdebstrap'), 'mmdebstrap', 'mmdebstrap');
   need(staticBusybox(), 'busybox (static)', 'busybox-static');
   return missing;

@@ -57,6 +57,8 @@ export interface MeshOptions {
    * the mesh runs this checkout (~3 s when nothing changed). Default true.
    */
   build?: boolean;
+  /** The mesh password of each host (its secrets dir's `password` file); a host left out has none. */
+  passwords?: Record<number, string>;
 }
 
 export interface MeshTimings {
@@ -245,7 +247,10 @@ export async function meshUp(o: MeshOptions = {}): Promise<MeshTimings> {
   });
   await step('dockerds', () => Promise.all(ns.map((n) => ensureDockerd(n))));
   await step('images', () => loadImages(ns, ids, log));
-  await step('secrets', async () => shareClusterSecret(ns));
+  await step('secrets', async () => {
+    shareClusterSecret(ns);
+    setPasswords(ns, o.passwords ?? {});
+  });
   await step('stacks', () => Promise.all(ns.map((n) => composeUp(n, ns, o.env ?? {}))));
   await step('ready', () => Promise.all(ns.map((n) => waitReady(n, hosts))));
   t.total = Date.now() - t0;
@@ -422,6 +427,15 @@ function shareClusterSecret(ns: number[]): void {
   }
 }
 
+/** Each host's password file as `passwords` says: written root-only, or removed (no encryption). */
+function setPasswords(ns: number[], passwords: Record<number, string>): void {
+  for (const n of ns) {
+    const file = `${hostSecrets(n)}/password`;
+    rmSync(file, { force: true });
+    if (passwords[n] !== undefined) writeFileSync(file, `${passwords[n]}\n`, { mode: 0o600 });
+  }
+}
+
 function composeEnv(n: number, ns: number[], extra: Record<string, string>): Record<string, string> {
   return {
     WEAVE_HOST: hostName(n),
@@ -512,6 +526,68 @@ async function removeIntruder(): Promise<void> {
     await killNetnsProcesses(INTRUDER_NS);
     await exec('ip', ['netns', 'del', INTRUDER_NS]);
   }
+}
+
+/**
+ * Captures the underlay's UDP while `f` runs (tcpdump on the underlay bridge, which every host's
+ * traffic crosses) and returns the payloads of the UDP datagrams to or from `port`.
+ */
+export async function captureUnderlay(port: number, f: () => Promise<void>, o: { ns?: string; dev?: string; from?: string } = {}): Promise<Buffer[]> {
+  const file = join(LOG_DIR, `capture-${process.pid}-${Date.now()}.pcap`);
+  mkdirSync(LOG_DIR, { recursive: true });
+  const ns = o.ns ?? UNDERLAY_NS;
+  const dump = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'tcpdump', '-i', o.dev ?? UNDERLAY_BRIDGE, '-U', '-s', '0', '-w', file, 'udp', 'port', String(port), ...(o.from ? ['and', 'src', 'host', o.from] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let said = '';
+  dump.stderr!.on('data', (d: Buffer) => (said += d.toString()));
+  try {
+    await waitUntil(async () => /listening on/.test(said) || dump.exitCode !== null, 'tcpdump to listen', 10_000, 50);
+    if (dump.exitCode !== null) throw new Error(`tcpdump exited: ${said.trim()}`);
+    await f();
+  } finally {
+    const gone = new Promise((r) => dump.once('exit', r));
+    dump.kill('SIGINT');
+    await gone;
+  }
+  const payloads = udpPayloads(readFileSync(file));
+  rmSync(file, { force: true });
+  return payloads;
+}
+
+/** The UDP payloads in a pcap file of Ethernet frames with IPv4 (what tcpdump -w writes here). */
+export function udpPayloads(pcap: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 24; at + 16 <= pcap.length; ) {
+    const caught = pcap.readUInt32LE(at + 8);
+    const frame = pcap.subarray(at + 16, at + 16 + caught);
+    at += 16 + caught;
+    if (frame.length < 42 || frame.readUInt16BE(12) !== 0x0800 || frame[23] !== 17) continue;
+    const ihl = (frame[14]! & 0x0f) * 4;
+    const ipEnd = 14 + frame.readUInt16BE(16);
+    out.push(frame.subarray(14 + ihl + 8, Math.min(ipEnd, frame.length)));
+  }
+  return out;
+}
+
+/**
+ * Sends `datagram` from the intruder's namespace as if from `from` (address:port of a weave host)
+ * to `to`: the intruder takes the address and a static neighbour entry for `to`, so no ARP of it
+ * reaches the underlay to confuse the real owner's neighbours.
+ */
+export async function sendAs(ns: string, from: { address: string; port: number }, to: { address: string; port: number; mac: string }, datagram: Buffer): Promise<void> {
+  // Never answer ARP for the borrowed address: the real owner keeps it.
+  await must('nsenter', [`--net=/run/netns/${ns}`, '--', 'sysctl', '-q', '-w', 'net.ipv4.conf.eth0.arp_ignore=8']);
+  await must('ip', ['-n', ns, 'addr', 'add', `${from.address}/32`, 'dev', 'eth0']);
+  await must('ip', ['-n', ns, 'neigh', 'replace', to.address, 'lladdr', to.mac, 'dev', 'eth0', 'nud', 'permanent']);
+  const script = `const s = require('node:dgram').createSocket('udp4');
+    s.bind(${from.port}, '${from.address}', () => s.send(Buffer.from('${datagram.toString('hex')}', 'hex'), ${to.port}, '${to.address}', (e) => (e ? (console.error(e.message), process.exit(1)) : s.close())));`;
+  const r = await exec('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, '-e', script], { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new Error(`sending as ${from.address}:${from.port} from ${ns}: ${r.stderr.trim()}`);
+}
+
+/** The MAC of host n's underlay interface. */
+export async function hostUnderlayMac(n: number): Promise<string> {
+  const out = await must('ip', ['-n', hostNs(n), '-j', 'link', 'show', 'dev', 'eth0']);
+  return (JSON.parse(out) as Array<{ address: string }>)[0]!.address;
 }
 
 /**
