@@ -532,11 +532,10 @@ async function removeIntruder(): Promise<void> {
  * Captures the underlay's UDP while `f` runs (tcpdump on the underlay bridge, which every host's
  * traffic crosses) and returns the payloads of the UDP datagrams to or from `port`.
  */
-export async function captureUnderlay(port: number, f: () => Promise<void>, o: { ns?: string; dev?: string; from?: string } = {}): Promise<Buffer[]> {
+export async function captureUnderlay(port: number, f: () => Promise<void>): Promise<UdpDatagram[]> {
   const file = join(LOG_DIR, `capture-${process.pid}-${Date.now()}.pcap`);
   mkdirSync(LOG_DIR, { recursive: true });
-  const ns = o.ns ?? UNDERLAY_NS;
-  const dump = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'tcpdump', '-i', o.dev ?? UNDERLAY_BRIDGE, '-U', '-s', '0', '-w', file, 'udp', 'port', String(port), ...(o.from ? ['and', 'src', 'host', o.from] : [])], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const dump = spawn('nsenter', [`--net=/run/netns/${UNDERLAY_NS}`, '--', 'tcpdump', '-i', UNDERLAY_BRIDGE, '-U', '-s', '0', '-w', file, 'udp', 'port', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let said = '';
   dump.stderr!.on('data', (d: Buffer) => (said += d.toString()));
   try {
@@ -553,9 +552,15 @@ export async function captureUnderlay(port: number, f: () => Promise<void>, o: {
   return payloads;
 }
 
-/** The UDP payloads in a pcap file of Ethernet frames with IPv4 (what tcpdump -w writes here). */
-export function udpPayloads(pcap: Buffer): Buffer[] {
-  const out: Buffer[] = [];
+export interface UdpDatagram {
+  from: string;
+  to: string;
+  payload: Buffer;
+}
+
+/** The UDP datagrams in a pcap file of Ethernet frames with IPv4 (what tcpdump -w writes here). */
+export function udpPayloads(pcap: Buffer): UdpDatagram[] {
+  const out: UdpDatagram[] = [];
   for (let at = 24; at + 16 <= pcap.length; ) {
     const caught = pcap.readUInt32LE(at + 8);
     const frame = pcap.subarray(at + 16, at + 16 + caught);
@@ -563,7 +568,8 @@ export function udpPayloads(pcap: Buffer): Buffer[] {
     if (frame.length < 42 || frame.readUInt16BE(12) !== 0x0800 || frame[23] !== 17) continue;
     const ihl = (frame[14]! & 0x0f) * 4;
     const ipEnd = 14 + frame.readUInt16BE(16);
-    out.push(frame.subarray(14 + ihl + 8, Math.min(ipEnd, frame.length)));
+    const ip = (at: number) => [...frame.subarray(at, at + 4)].join('.');
+    out.push({ from: ip(26), to: ip(30), payload: frame.subarray(14 + ihl + 8, Math.min(ipEnd, frame.length)) });
   }
   return out;
 }
