@@ -24,7 +24,7 @@ class Aborted extends Error {
 
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
-  const b: Bench = { o, n: names(process.pid), children: new Children(), sleeves: [], abort: new AbortController() };
+  const b: Bench = { o, n: names(process.pid), children: new Children(), sleeves: {}, abort: new AbortController() };
   const undo = new Undo();
   const cleanup = async () => {
     await b.children.stopAll();

@@ -74,7 +74,7 @@ describe('kernel drop counters', () => {
 
 describe('options', () => {
   test('defaults', () => {
-    expect(parseOptions([])).toEqual({ seconds: 5, paths: ['sleeve', 'vxlan', 'veth'], tests: ['tcp1', 'tcp4', 'udp64'], rounds: 1, json: false });
+    expect(parseOptions([])).toEqual({ seconds: 5, paths: ['sleeve', 'sealed', 'fastpath', 'vxlan', 'veth'], tests: ['tcp1', 'tcp4', 'udp64'], rounds: 1, json: false });
   });
 
   test('lists, numbers and a bare flag', () => {

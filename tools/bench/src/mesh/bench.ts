@@ -10,13 +10,14 @@ import { iperf, TESTS, type Measured, type TestName } from './iperf';
 import type { MeshOptions } from './options';
 import { ratios, sleeveCpu, sleeveDropTotals, summarize, type Failure, type Results, type Run } from './report';
 import { SleeveHost, type SleeveCounters } from './sleeves';
-import { activate, createTopology, deactivate, deleteNamespace, leftoverNamespaces, MTU, receiverDevice, target, type Names, type PathName, type Undo } from './topology';
+import { activate, createTopology, deactivate, deleteNamespace, isSleevePath, leftoverNamespaces, MTU, receiverDevice, target, type Names, type PathName, type SleevePath, type Undo } from './topology';
 
 export interface Bench {
   o: MeshOptions;
   n: Names;
   children: Children;
-  sleeves: SleeveHost[];
+  /** The sleeve processes of each sleeve path measured (the plain one, the encrypted one). */
+  sleeves: Partial<Record<SleevePath, SleeveHost[]>>;
   abort: AbortController;
 }
 
@@ -42,7 +43,7 @@ interface Sample {
 }
 
 async function sample(b: Bench, path: PathName, test: TestName): Promise<Sample> {
-  const sleeves = path === 'sleeve' ? b.sleeves : [];
+  const sleeves = isSleevePath(path) ? (b.sleeves[path] ?? []) : [];
   const receiver = TESTS[test].kind === 'udp' ? await receiverCounters(b.n.container[2], receiverDevice(path)) : undefined;
   const sleeveDrops = sleeves.map((s) => s.drops());
   return { sleeveDrops, receiver, cpu: sleeves.map((s) => s.cpuSeconds()), t: performance.now() / 1000 };
@@ -101,8 +102,8 @@ function progressLine(r: Run): string {
 /** A path that failed once is reported and left out of the rest of the run; the others go on. */
 async function pathFailed(b: Bench, f: Failure, log: (msg: string) => void): Promise<void> {
   log(`${f.path} failed (${f.test}, round ${f.round}): ${f.error}; leaving it out from now on`);
-  if (f.path !== 'sleeve') return;
-  for (const s of b.sleeves) {
+  if (!isSleevePath(f.path)) return;
+  for (const s of b.sleeves[f.path] ?? []) {
     const c = await s.counters().catch((e: Error) => ({ unavailable: e.message }));
     log(`sleeve on host ${s.host}: ${Object.entries(c).filter(([, v]) => v !== '0').map(([k, v]) => `${k}=${v}`).join(' ')}`);
   }
@@ -151,14 +152,15 @@ export async function bench(b: Bench, undo: Undo, log: (msg: string) => void): P
   await preflight(log);
   log(`building namespaces ${b.n.host[1]}, ${b.n.host[2]}, ${b.n.container[1]}, ${b.n.container[2]}`);
   await createTopology(b.n, b.o.paths, undo);
-  if (b.o.paths.includes('sleeve')) {
-    for (const h of [1, 2] as const) b.sleeves.push(await SleeveHost.start(b.children, b.n, h));
-    log(`sleeve processes: pid ${b.sleeves.map((s) => s.pid).join(', ')}`);
+  for (const path of b.o.paths.filter(isSleevePath)) {
+    const hosts = (b.sleeves[path] = [] as SleeveHost[]);
+    for (const h of [1, 2] as const) hosts.push(await SleeveHost.start(b.children, b.n, h, path));
+    log(`${path} processes: pid ${hosts.map((s) => s.pid).join(', ')}`);
   }
   const { runs, failures } = await measureAll(b, log);
   const cells = summarize(runs);
   const mtu = Object.fromEntries(b.o.paths.map((p) => [p, MTU[p]]));
-  const sleeve = await sleeveReport(b.sleeves, runs, log).catch((e: Error) => {
+  const sleeve = await sleeveReport(b.sleeves.sleeve ?? [], runs.filter((r) => r.path === 'sleeve'), log).catch((e: Error) => {
     log(`no sleeve report (a sleeve process is gone?): ${e.message}`);
     return undefined;
   });

@@ -29,6 +29,8 @@ export interface Cell {
 
 export const RATIOS = [
   { of: 'sleeve', to: 'vxlan', target: { tcp: 0.7, udp: 0.6 } },
+  { of: 'fastpath', to: 'vxlan', target: { tcp: 0.95, udp: 0.95 } },
+  { of: 'sealed', to: 'vxlan', target: { tcp: 0.5, udp: 0.5 } },
   { of: 'vxlan', to: 'veth' },
   { of: 'sleeve', to: 'veth' },
 ] as const satisfies readonly { of: PathName; to: PathName; target?: Record<'tcp' | 'udp', number> }[];
@@ -184,7 +186,7 @@ function ratioTable(res: Results): string {
       const r = res.ratios.find((x) => x.test === t && x.of === p.of && x.to === p.to);
       const v = r ? `${r.value.toPrecision(3)}x` : '-';
       if (!('target' in p)) return [v];
-      return [v, r?.target !== undefined ? `>= ${r.target.toFixed(1)}x` : '', r?.met === undefined ? '' : r.met ? 'yes' : 'NO'];
+      return [v, r?.target !== undefined ? `>= ${r.target}x` : '', r?.met === undefined ? '' : r.met ? 'yes' : 'NO'];
     }),
   ]);
   return table([['ratio (TCP: bit/s, UDP: pps into c2)', ...head], ...rows]);

@@ -6,7 +6,7 @@ import { Children, stopChild, tailOf } from './children';
 import { inNs } from './exec';
 import { comm, cpuSeconds, memory } from './proc';
 import { sleeveDrops, type SleeveDrops } from './counters';
-import { SLEEVE_PORT, SLEEVE_TAP, type Names, underlayIp } from './topology';
+import { SLEEVE_PATHS, type Names, type SleevePath, underlayIp } from './topology';
 
 const root = join(__dirname, '..', '..', '..', '..');
 const script = join(__dirname, 'sleeve-host.ts');
@@ -24,6 +24,7 @@ export class SleeveHost {
   private constructor(
     readonly host: 1 | 2,
     readonly child: ChildProcess,
+    readonly tap: string,
   ) {
     child.stdin!.on('error', () => {}); // EPIPE once the process is gone; its exit is what reports that
     createInterface({ input: child.stdout! }).on('line', (l) => {
@@ -36,19 +37,21 @@ export class SleeveHost {
     return this.child.pid!;
   }
 
-  static async start(children: Children, n: Names, host: 1 | 2): Promise<SleeveHost> {
+  static async start(children: Children, n: Names, host: 1 | 2, path: SleevePath = 'sleeve'): Promise<SleeveHost> {
     const peer = host === 1 ? 2 : 1;
+    const { tap, port, password } = SLEEVE_PATHS[path];
     const config = {
       peerId: host,
       listenHost: underlayIp(host),
-      listenPort: SLEEVE_PORT,
-      peers: [{ id: peer, address: `${underlayIp(peer)}:${SLEEVE_PORT}` }],
-      networks: [{ id: 1, tap: SLEEVE_TAP }],
+      listenPort: port,
+      peers: [{ id: peer, address: `${underlayIp(peer)}:${port}` }],
+      networks: [{ id: 1, tap }],
+      ...(password ? { password } : {}),
     };
     const argv = inNs(n.host[host], [process.execPath, '--import', 'tsx', script, JSON.stringify(config)]);
     const child = children.spawn(argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
     const stderr = tailOf(child.stderr);
-    const s = new SleeveHost(host, child);
+    const s = new SleeveHost(host, child, tap);
     try {
       await s.#next(30_000, 'start');
     } catch (e) {
@@ -74,7 +77,7 @@ export class SleeveHost {
 
   cpuSeconds = (): number => cpuSeconds(this.pid);
   peakRss = (): number => memory(this.pid, 'VmHWM');
-  drops = (): SleeveDrops => sleeveDrops(this.pid, SLEEVE_TAP);
+  drops = (): SleeveDrops => sleeveDrops(this.pid, this.tap);
 
   #next(ms: number, what: string): Promise<z.infer<typeof Line>> {
     return new Promise((resolve, reject) => {

@@ -1,4 +1,7 @@
 import { readdirSync } from 'node:fs';
+import { DEFAULT_VXLAN_PORT } from '@weave/contracts';
+import { LinuxFastPathPlumbing } from '@weave/router/src/vxlan';
+import { LinuxFastPathGuard } from '@weave/router/src/vxlan-guard';
 import { inNs, ipBatch, run } from './exec';
 import { alive } from './proc';
 
@@ -10,22 +13,35 @@ import { alive } from './proc';
  *   c1 ── direct0 ⇄ direct0 ── c2                                     (the plain veth path)
  *
  * ul0 is the underlay (10.254.253.0/24, MTU 1500). Each path puts one device on both bridges:
- * `vxlan0` (kernel VXLAN, VNI 4242, unicast to the other host on 4789) or `sleeve0` (the TAP that
- * the sleeve process of that host opens), never both, and sets the container MTU it needs.
+ * `vxlan0` (kernel VXLAN set up by hand: VNI 4242, unicast to the other host on 4789), `wvx…`
+ * (weave's fast path: the router's own VXLAN plumbing and guard rules, as a host runs it, with the
+ * network MTU weave gives containers), `sleeve0` (the TAP that the sleeve process of that host
+ * opens) or `sealed0` (the TAP of a second sleeve process that encrypts), one at a time, and sets
+ * the container MTU it needs.
  * No namespace has a default route and nothing is connected to the machine's own namespace, so
  * no packet can leave this topology.
  */
 export const NS_PREFIX = 'wvbm-';
-export const PATHS = ['sleeve', 'vxlan', 'veth'] as const;
+export const PATHS = ['sleeve', 'sealed', 'fastpath', 'vxlan', 'veth'] as const;
 export type PathName = (typeof PATHS)[number];
 
 const UNDERLAY_MTU = 1500;
 /** Container MTU per path: sleeve = 20 B header + 2 B length + UDP/IPv4 (64 in all with slack); VXLAN 50. */
-export const MTU: Record<PathName, number> = { sleeve: UNDERLAY_MTU - 64, vxlan: UNDERLAY_MTU - 50, veth: UNDERLAY_MTU };
+export const MTU: Record<PathName, number> = { sleeve: UNDERLAY_MTU - 64, sealed: UNDERLAY_MTU - 96, fastpath: UNDERLAY_MTU - 64, vxlan: UNDERLAY_MTU - 50, veth: UNDERLAY_MTU };
 export const SLEEVE_PORT = 6784;
 /** The TAP each sleeve process opens (and the benchmark then puts on its host's bridge). */
 export const SLEEVE_TAP = 'sleeve0';
+
+/** The paths run by sleeve processes: the plain sleeve, and the encrypted one (own TAP and port). */
+export const SLEEVE_PATHS = {
+  sleeve: { tap: SLEEVE_TAP, port: 6784, password: undefined },
+  sealed: { tap: 'sealed0', port: 6787, password: 'bench:mesh encrypted sleeve' },
+} as const;
+export type SleevePath = keyof typeof SLEEVE_PATHS;
+export const isSleevePath = (p: PathName): p is SleevePath => p in SLEEVE_PATHS;
 const VNI = 4242;
+/** Weave's fast path device, named and numbered as the router does for a network at 10.254.252.0/24. */
+const FASTPATH = { name: 'wvx0afefc00', vni: 0x0afefc };
 
 export const underlayIp = (host: 1 | 2): string => `10.254.253.${host}`;
 const bridgedIp = (host: 1 | 2): string => `10.254.252.${host}`;
@@ -132,7 +148,7 @@ export async function createTopology(n: Names, paths: readonly PathName[], undo:
   for (const h of HOSTS) await ipBatch(n.container[h], [`addr add ${directIp(h)}/24 dev direct0`, 'link set direct0 up']);
 }
 
-const DEVICE: Partial<Record<PathName, string>> = { sleeve: SLEEVE_TAP, vxlan: 'vxlan0' };
+const DEVICE: Partial<Record<PathName, string>> = { sleeve: SLEEVE_TAP, sealed: SLEEVE_PATHS.sealed.tap, vxlan: 'vxlan0', fastpath: FASTPATH.name };
 
 /** Puts the path's device on both bridges and sets its container MTU on the bridged links. */
 export async function activate(n: Names, path: PathName): Promise<void> {
@@ -140,14 +156,31 @@ export async function activate(n: Names, path: PathName): Promise<void> {
   if (!dev) return;
   const mtu = MTU[path];
   for (const h of HOSTS) {
-    await ipBatch(n.host[h], [`link set port0 mtu ${mtu}`, `link set ${dev} mtu ${mtu} master br0 up`]);
+    await ipBatch(n.host[h], [`link set port0 mtu ${mtu}`]);
+    if (path === 'fastpath') await fastPathUp(n, h, mtu);
+    else await ipBatch(n.host[h], [`link set ${dev} mtu ${mtu} master br0 up`]);
     await ipBatch(n.container[h], [`link set eth0 mtu ${mtu}`]);
   }
 }
 
-/** Takes the path's device off both bridges again. */
+/** What the router does for a network on a host whose peer answers over VXLAN: guard, device, flood entry. */
+async function fastPathUp(n: Names, h: 1 | 2, mtu: number): Promise<void> {
+  const o = { netns: n.host[h] };
+  const peers = [underlayIp(other(h))];
+  await new LinuxFastPathGuard(o).guard({ local: underlayIp(h), port: DEFAULT_VXLAN_PORT, peers });
+  const plumbing = new LinuxFastPathPlumbing(o);
+  await plumbing.ensure({ ...FASTPATH, local: underlayIp(h), port: DEFAULT_VXLAN_PORT, bridge: 'br0', mtu });
+  await plumbing.setPeers(FASTPATH.name, peers);
+}
+
+/** Takes the path's device off both bridges again (the fast path's device and guard rules go). */
 export async function deactivate(n: Names, path: PathName): Promise<void> {
   const dev = DEVICE[path];
   if (!dev) return;
-  for (const h of HOSTS) await ipBatch(n.host[h], [`link set ${dev} down nomaster`]);
+  for (const h of HOSTS) {
+    if (path === 'fastpath') {
+      await new LinuxFastPathPlumbing({ netns: n.host[h] }).remove(FASTPATH.name);
+      await new LinuxFastPathGuard({ netns: n.host[h] }).remove();
+    } else await ipBatch(n.host[h], [`link set ${dev} down nomaster`]);
+  }
 }
