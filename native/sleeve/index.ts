@@ -69,7 +69,15 @@ export const TapNameSchema = z
   .regex(/^[^/:\s]{1,15}$/, 'must be 1-15 characters without / : or spaces')
   .refine((s) => s !== '.' && s !== '..' && Buffer.byteLength(s) <= 15, 'not a valid interface name');
 
-export const PeerSchema = z.object({ id: PeerIdSchema, address: PeerAddressSchema }).strict();
+/**
+ * A peer's path MTU: the largest IP packet a frame to it may carry, i.e. the underlay route's MTU
+ * less the sleeve's overhead (`sleeveOverhead` in @weave/contracts: 64, or 96 encrypted). A larger packet with DF set
+ * (or any IPv6 one) is not sent: an ICMP "fragmentation needed" / "packet too big" tells its
+ * sender the MTU. Without it only the wire format limits a frame.
+ */
+export const PathMtuSchema = z.number().int().min(576).max(65535);
+
+export const PeerSchema = z.object({ id: PeerIdSchema, address: PeerAddressSchema, mtu: PathMtuSchema.optional() }).strict();
 export const MacSchema = z
   .string()
   .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, 'must be a MAC like aa:bb:cc:dd:ee:ff')
@@ -176,6 +184,23 @@ export interface SleeveStats {
   /** Frames for a peer this network reaches over the kernel's VXLAN instead (a stale bridge entry). */
   dropPeerElsewhere: bigint;
   dropFrameTooLarge: bigint;
+  /**
+   * Frames whose IP packet (each segment of a super-frame) exceeds the path MTU of the peer it
+   * goes to (the smallest of a flood's), with DF set or IPv6: not sent, answered with an ICMP
+   * error unless rate-limited. A super-frame counts once.
+   */
+  dropPathMtu: bigint;
+  /** ICMP "fragmentation needed" (type 3 code 4) written back into a TAP. */
+  icmpFragNeededSent: bigint;
+  /** ICMPv6 "packet too big" written back into a TAP. */
+  icmp6PacketTooBigSent: bigint;
+  /** Of `dropPathMtu`, left unanswered by the rate limit (a burst of 50 per network, then 100/s). */
+  icmpRateLimited: bigint;
+  /**
+   * Packets larger than their path MTU that no ICMP may answer (IPv4 without DF, fragments,
+   * broadcast/multicast, ICMP errors): sent as before, the underlay fragments their datagram.
+   */
+  oversizeForwarded: bigint;
   dropRuntFrame: bigint;
   dropInvalidSource: bigint;
   dropLocalDestination: bigint;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::crypto::{Limits, Psk};
+use crate::core::pmtu::MIN_MTU;
 use crate::core::{NetworkId, PeerId};
 
 pub const DEFAULT_LISTEN_PORT: u16 = 6784;
@@ -22,6 +23,10 @@ pub const DEFAULT_PACKET_THREAD_NICE: i32 = -10;
 pub struct PeerConfig {
     pub id: PeerId,
     pub addr: SocketAddr,
+    /// The largest IP packet a frame to this peer may carry: the underlay route's MTU less the
+    /// sleeve's overhead. A larger one is answered with an ICMP error (`core::pmtu`); `None`:
+    /// no limit but the wire format's.
+    pub mtu: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +86,7 @@ pub enum ConfigError {
     DuplicatePeerId(PeerId),
     DuplicatePeerAddress(SocketAddr),
     PeerIsSelf(PeerId),
+    BadPeerMtu(PeerId, u16),
     DuplicateNetwork(NetworkId),
     DuplicateTap(String),
     BadTapName(String),
@@ -96,6 +102,9 @@ impl fmt::Display for ConfigError {
             ConfigError::DuplicatePeerId(id) => write!(f, "peer id {id} appears twice"),
             ConfigError::DuplicatePeerAddress(a) => write!(f, "peer address {a} appears twice"),
             ConfigError::PeerIsSelf(id) => write!(f, "peer id {id} is our own peer id"),
+            ConfigError::BadPeerMtu(id, mtu) => {
+                write!(f, "peer {id}'s mtu {mtu} is outside 576..=65535")
+            }
             ConfigError::DuplicateNetwork(id) => write!(f, "network {id} appears twice"),
             ConfigError::DuplicateTap(t) => write!(f, "tap {t:?} is used by two networks"),
             ConfigError::BadTapName(t) => write!(
@@ -134,6 +143,9 @@ impl EngineConfig {
             }
             if !addrs.insert(p.addr) {
                 return Err(ConfigError::DuplicatePeerAddress(p.addr));
+            }
+            if let Some(mtu) = p.mtu.filter(|&m| m < MIN_MTU) {
+                return Err(ConfigError::BadPeerMtu(p.id, mtu));
             }
         }
         let mut nets = HashSet::new();
@@ -180,6 +192,7 @@ mod tests {
         c.peers.push(PeerConfig {
             id: 2,
             addr: "127.0.0.1:1".parse().unwrap(),
+            mtu: Some(1436),
         });
         c.networks.push(NetworkConfig {
             id: 7,
@@ -197,12 +210,14 @@ mod tests {
         c.peers.push(PeerConfig {
             id: 2,
             addr: "127.0.0.1:2".parse().unwrap(),
+            mtu: None,
         });
         assert_eq!(c.validate(), Err(ConfigError::DuplicatePeerId(2)));
         let mut c = cfg();
         c.peers.push(PeerConfig {
             id: 3,
             addr: "127.0.0.1:1".parse().unwrap(),
+            mtu: None,
         });
         assert!(matches!(
             c.validate(),
@@ -212,8 +227,14 @@ mod tests {
         c.peers.push(PeerConfig {
             id: 1,
             addr: "127.0.0.1:3".parse().unwrap(),
+            mtu: None,
         });
         assert_eq!(c.validate(), Err(ConfigError::PeerIsSelf(1)));
+        let mut c = cfg();
+        c.peers[0].mtu = Some(575);
+        assert_eq!(c.validate(), Err(ConfigError::BadPeerMtu(2, 575)));
+        c.peers[0].mtu = Some(576);
+        assert_eq!(c.validate(), Ok(()));
         let mut c = cfg();
         c.networks.push(NetworkConfig {
             id: 7,

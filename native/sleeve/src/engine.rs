@@ -3,13 +3,17 @@
 //! Threads: one per network reads its TAP, learns, and encodes batches to peers; one reads the
 //! UDP socket, validates and writes frames to the right TAP (and sweeps aged MACs). The
 //! configuration they read is an immutable [`View`] swapped in by [`Engine::apply`]; each
-//! thread notices a new generation with one atomic load per wake-up, so the hot path takes no
-//! config lock. Buffers are allocated when a thread starts or the view changes, never per packet.
+//! thread notices a new generation with one atomic load (per wake-up; a TAP thread per frame
+//! read), so the hot path takes no config lock. Buffers are allocated when a thread starts or
+//! the view changes, never per packet.
+//!
+//! A TAP thread also holds each frame against the path MTU of the peer it goes to: one too big
+//! is answered with an ICMP error written back into its TAP (`core::pmtu`, rate-limited).
 //!
 //! With a password, the UDP thread also owns the sessions ([`Mesh`]): it answers and starts
 //! handshakes, runs their timers, and decrypts in place before parsing. It publishes each peer's
-//! send key the way `apply` publishes the view (a generation the TAP threads check once per
-//! wake-up); a TAP thread seals each train in place with one atomic add for its counters.
+//! send key the way `apply` publishes the view (a generation the TAP threads check per frame
+//! read); a TAP thread seals each train in place with one atomic add for its counters.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,13 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::config::{ConfigError, CryptoConfig, EngineConfig};
+use crate::config::{ConfigError, CryptoConfig, EngineConfig, PeerConfig};
 use crate::core::clock::Clock;
 use crate::core::coalesce::{Coalescer, Push};
 use crate::core::crypto::mesh::{Handshake, HandshakeRefused};
 use crate::core::crypto::tunnel::{Completed, HandshakeDrop, RecvDrop};
 use crate::core::crypto::{message, Mesh, Out, PeerStatus, SendKey};
 use crate::core::mac::{src_mac, Action, Mac, MacTable, Port};
+use crate::core::pmtu::{self, IpPacket, RateLimit, TooBig};
 use crate::core::segment::{self, Prepared, Segmenter};
 use crate::core::train::{Room, Train};
 use crate::core::wire::{Datagram, Kind, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
@@ -82,7 +87,7 @@ impl std::error::Error for EngineError {
 /// What the packet threads see of the configuration. Immutable once published.
 struct View<T> {
     local: PeerId,
-    peers: Vec<(PeerId, SocketAddr)>,
+    peers: Vec<PeerConfig>,
     /// A peer by address, with its index in `peers` (its slot in the [`Mesh`]).
     by_addr: HashMap<SocketAddr, (PeerId, usize)>,
     taps: HashMap<NetworkId, (String, Arc<T>)>,
@@ -96,7 +101,7 @@ struct View<T> {
 
 impl<T> View<T> {
     fn addr(&self, peer: PeerId) -> Option<SocketAddr> {
-        self.peers.iter().find(|(p, _)| *p == peer).map(|(_, a)| *a)
+        self.peers.iter().find(|p| p.id == peer).map(|p| p.addr)
     }
 
     fn is_local_only(&self, network: NetworkId, frame: &[u8]) -> bool {
@@ -258,7 +263,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
         self.forget_departed(config);
         self.shared.publish(View {
             local: config.local_peer,
-            peers: config.peers.iter().map(|p| (p.id, p.addr)).collect(),
+            peers: config.peers.clone(),
             by_addr: config
                 .peers
                 .iter()
@@ -375,6 +380,9 @@ impl<F: TapFactory, U: Udp, C: Clock> Drop for Engine<F, U, C> {
 struct Outbox {
     slots: Vec<(PeerId, SocketAddr, Train)>,
     index: HashMap<PeerId, usize>,
+    /// Each slot's path MTU, and the smallest of them (a flood's).
+    mtus: Vec<Option<u16>>,
+    flood_mtu: Option<u16>,
     /// Configured peers this network does not send to: they get its frames another way.
     elsewhere: Vec<PeerId>,
     /// Encryption is on: each slot's train is sealed with its key, and without one nothing is
@@ -422,20 +430,24 @@ impl Outbox {
             },
             None => Room::default(),
         };
-        for (peer, addr) in &view.peers {
-            if only.is_some_and(|only| !only.contains(peer)) {
-                elsewhere.push(*peer);
+        let mut mtus = Vec::with_capacity(view.peers.len());
+        for p in &view.peers {
+            if only.is_some_and(|only| !only.contains(&p.id)) {
+                elsewhere.push(p.id);
                 continue;
             }
             let i = slots.len();
             let train = Train::with_room(view.batch_bytes, network, view.local, room);
-            slots.push((*peer, *addr, train));
-            index.insert(*peer, i);
+            slots.push((p.id, p.addr, train));
+            mtus.push(p.mtu);
+            index.insert(p.id, i);
         }
         Outbox {
             keys: vec![None; slots.len()],
             slots,
             index,
+            flood_mtu: mtus.iter().flatten().min().copied(),
+            mtus,
             elsewhere,
             sealed: view.crypto.is_some(),
             keys_generation: None,
@@ -548,13 +560,14 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
     let mut cached = Cached::new(shared);
     prioritise(cached.view.thread_nice, &shared.stats);
     let mut outbox = Outbox::new(network, &cached.view);
+    let mut pmtu = PathMtu::new();
     while !stop.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
         // Under load a frame is usually waiting: read first, and only poll when none is.
         let read = match tap.try_recv(&mut buf) {
             Ok(None) => tap.recv(&mut buf),
             other => other,
         };
-        let n = match read {
+        let mut n = match read {
             Ok(Some(n)) => n,
             Ok(None) => {
                 // Idle: still drop our hold on TAPs that left the configuration.
@@ -569,35 +582,33 @@ fn tap_loop<T: Tap, U: Udp, C: Clock>(
                 continue;
             }
         };
-        // Refresh after waking, so a frame read after `apply` returned sees the new view.
-        if cached.refresh(shared) {
-            outbox = Outbox::new(network, &cached.view);
-        }
-        outbox.refresh_keys(shared);
-        on_tap_read(
-            shared,
-            &cached.view,
-            network,
-            tap,
-            &mut buf[..n],
-            &mut outbox,
-        );
-        for _ in 1..TAP_BATCH {
-            match tap.try_recv(&mut buf) {
-                Ok(Some(n)) => on_tap_read(
-                    shared,
-                    &cached.view,
-                    network,
-                    tap,
-                    &mut buf[..n],
-                    &mut outbox,
-                ),
-                Ok(None) => break,
-                Err(_) => {
-                    Stats::inc(&shared.stats.tap_read_errors);
-                    break;
+        for i in 0..TAP_BATCH {
+            if i > 0 {
+                match tap.try_recv(&mut buf) {
+                    Ok(Some(more)) => n = more,
+                    Ok(None) => break,
+                    Err(_) => {
+                        Stats::inc(&shared.stats.tap_read_errors);
+                        break;
+                    }
                 }
             }
+            // After every read (one atomic load), so a frame read after `apply` returned sees
+            // the new view even in the middle of a batch.
+            if cached.refresh(shared) {
+                outbox.flush(shared);
+                outbox = Outbox::new(network, &cached.view);
+            }
+            outbox.refresh_keys(shared);
+            let mut side = TapSide {
+                shared,
+                view: &cached.view,
+                network,
+                tap,
+                outbox: &mut outbox,
+                pmtu: &mut pmtu,
+            };
+            side.read(&mut buf[..n]);
         }
         outbox.flush(shared);
     }
@@ -613,68 +624,152 @@ fn prioritise(nice: Option<i32>, stats: &Stats) {
     }
 }
 
-/// A TAP with offloads prefixes a virtio header and may hand over a super-frame.
-fn on_tap_read<T: Tap, U: Udp, C: Clock>(
-    shared: &Shared<T, U, C>,
-    view: &View<T>,
+/// A TAP thread's work on one wake-up's reads.
+struct TapSide<'a, T, U, C> {
+    shared: &'a Shared<T, U, C>,
+    view: &'a View<T>,
     network: NetworkId,
-    tap: &T,
-    read: &mut [u8],
-    outbox: &mut Outbox,
-) {
-    if !tap.vnet_hdr() {
-        return on_tap_frame(shared, view, network, Read::Frame(read), outbox);
+    tap: &'a T,
+    outbox: &'a mut Outbox,
+    pmtu: &'a mut PathMtu,
+}
+
+impl<T: Tap, U: Udp, C: Clock> TapSide<'_, T, U, C> {
+    /// A TAP with offloads prefixes a virtio header and may hand over a super-frame.
+    fn read(&mut self, read: &mut [u8]) {
+        if !self.tap.vnet_hdr() {
+            return self.frame(Read::Frame(read));
+        }
+        let stats = &*self.shared.stats;
+        match segment::prepare_read(read) {
+            Ok((frame, Prepared::Frame)) => self.frame(Read::Frame(frame)),
+            Ok((frame, Prepared::Segments(seg))) => {
+                Stats::inc(&stats.tap_super_frames_in);
+                self.frame(Read::Super(frame, seg))
+            }
+            Err(e) => {
+                Stats::inc(&stats.tap_frames_in);
+                Stats::inc(stats.offload_drop(e));
+            }
+        }
     }
-    let stats = &*shared.stats;
-    match segment::prepare_read(read) {
-        Ok((frame, Prepared::Frame)) => {
-            on_tap_frame(shared, view, network, Read::Frame(frame), outbox)
+
+    fn frame(&mut self, read: Read<'_>) {
+        let (shared, view, network) = (self.shared, self.view, self.network);
+        let stats = &*shared.stats;
+        let frame = read.bytes();
+        Stats::inc(&stats.tap_frames_in);
+        if matches!(read, Read::Frame(_)) && frame.len() > MAX_FRAME_LEN {
+            Stats::inc(&stats.drop_frame_too_large);
+            return;
         }
-        Ok((frame, Prepared::Segments(seg))) => {
-            Stats::inc(&stats.tap_super_frames_in);
-            on_tap_frame(shared, view, network, Read::Super(frame, seg), outbox)
+        if view.is_local_only(network, frame) {
+            return Stats::inc(&stats.drop_local_only_source);
         }
-        Err(e) => {
-            Stats::inc(&stats.tap_frames_in);
-            Stats::inc(stats.offload_drop(e));
+        // One decision for a whole super-frame: its segments share the Ethernet header.
+        let now = shared.clock.now();
+        let action = shared
+            .macs
+            .lock()
+            .expect("mac lock")
+            .from_tap(network, frame, now);
+        let slot = match action {
+            Action::SendToPeer { peer, .. } => match self.outbox.index.get(&peer) {
+                Some(&slot) => Some(slot),
+                // The bridge sent it here from a stale entry; the owner gets it over the fast path.
+                None if self.outbox.elsewhere.contains(&peer) => {
+                    return Stats::inc(&stats.drop_peer_elsewhere)
+                }
+                None => None, // peer left since it was learned: flood
+            },
+            Action::Flood { .. } => None,
+            Action::Drop(reason) => return Stats::inc(stats.switch_drop(reason)),
+            Action::WriteToTap { .. } => return, // never returned for TAP input
+        };
+        let mtu = slot.map_or(self.outbox.flood_mtu, |s| self.outbox.mtus[s]);
+        if !self.pmtu.admits(read, mtu, self.tap, stats, now) {
+            return;
+        }
+        match slot {
+            Some(slot) => self.outbox.push(slot, read, shared),
+            None => flood(self.outbox, read, shared),
         }
     }
 }
 
-fn on_tap_frame<T, U: Udp, C: Clock>(
-    shared: &Shared<T, U, C>,
-    view: &View<T>,
-    network: NetworkId,
-    read: Read<'_>,
-    outbox: &mut Outbox,
-) {
-    let stats = &*shared.stats;
-    let frame = read.bytes();
-    Stats::inc(&stats.tap_frames_in);
-    if matches!(read, Read::Frame(_)) && frame.len() > MAX_FRAME_LEN {
-        Stats::inc(&stats.drop_frame_too_large);
-        return;
+/// Packets too big for their path: answered with an ICMP error written back into the TAP they
+/// came from, at most as often as the rate limit allows. One per TAP thread, so per network.
+struct PathMtu {
+    limit: RateLimit,
+    /// A super-frame's first segment, cut to be quoted.
+    segment: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+impl PathMtu {
+    fn new() -> Self {
+        PathMtu {
+            limit: RateLimit::default(),
+            segment: vec![0; MAX_FRAME_LEN],
+            answer: vec![0; pmtu::MAX_ANSWER_LEN],
+        }
     }
-    if view.is_local_only(network, frame) {
-        return Stats::inc(&stats.drop_local_only_source);
+
+    /// True when `read` may go to a path of `mtu`; false when it was answered (or dropped).
+    fn admits<T: Tap>(
+        &mut self,
+        read: Read<'_>,
+        mtu: Option<u16>,
+        tap: &T,
+        stats: &Stats,
+        now: Duration,
+    ) -> bool {
+        let Some(mtu) = mtu else {
+            return true;
+        };
+        let packet = match read {
+            Read::Frame(frame) => IpPacket::parse(frame),
+            Read::Super(frame, seg) => IpPacket::of_segment(frame, seg.len(0)),
+        };
+        match packet.and_then(|p| p.too_big(read.bytes(), mtu)) {
+            None => true,
+            Some(TooBig::Unanswerable) => {
+                Stats::inc(&stats.oversize_forwarded);
+                true
+            }
+            Some(TooBig::Answer) => {
+                Stats::inc(&stats.drop_path_mtu);
+                match self.limit.allow(now) {
+                    true => self.answer(read, mtu, tap, stats),
+                    false => Stats::inc(&stats.icmp_rate_limited),
+                }
+                false
+            }
+        }
     }
-    // One decision for a whole super-frame: its segments share the Ethernet header.
-    let now = shared.clock.now();
-    let action = shared
-        .macs
-        .lock()
-        .expect("mac lock")
-        .from_tap(network, frame, now);
-    match action {
-        Action::SendToPeer { peer, .. } => match outbox.index.get(&peer) {
-            Some(&slot) => outbox.push(slot, read, shared),
-            // The bridge sent it here from a stale entry; the owner gets it over the fast path.
-            None if outbox.elsewhere.contains(&peer) => Stats::inc(&stats.drop_peer_elsewhere),
-            None => flood(outbox, read, shared), // peer left since it was learned
-        },
-        Action::Flood { .. } => flood(outbox, read, shared),
-        Action::Drop(reason) => Stats::inc(stats.switch_drop(reason)),
-        Action::WriteToTap { .. } => {} // never returned for TAP input
+
+    /// Writes the ICMP error for `read` (for a super-frame, its first segment) into `tap`.
+    fn answer<T: Tap>(&mut self, read: Read<'_>, mtu: u16, tap: &T, stats: &Stats) {
+        let frame = match read {
+            Read::Frame(frame) => frame,
+            Read::Super(frame, seg) => {
+                let out = &mut self.segment[..seg.len(0)];
+                seg.write(frame, 0, out);
+                out
+            }
+        };
+        let Some(packet) = IpPacket::parse(frame) else {
+            return; // a segment's own header always parses
+        };
+        let n = pmtu::answer(frame, packet, mtu, &mut self.answer);
+        let sent = match packet.is_v6() {
+            false => &stats.icmp_frag_needed_sent,
+            true => &stats.icmp6_packet_too_big_sent,
+        };
+        match tap.send(&self.answer[..n]) {
+            Ok(()) => Stats::inc(sent),
+            Err(_) => Stats::inc(&stats.tap_write_errors),
+        }
     }
 }
 
@@ -814,7 +909,7 @@ fn udp_loop<T: Tap, U: Udp, C: Clock>(shared: &Shared<T, U, C>) {
 
 /// The mesh follows the view: its peers (slot `i` is `view.peers[i]`) and its password.
 fn configure<T>(mesh: &mut Mesh, view: &View<T>) {
-    let peers: Vec<PeerId> = view.peers.iter().map(|(p, _)| *p).collect();
+    let peers: Vec<PeerId> = view.peers.iter().map(|p| p.id).collect();
     let (psk, limits) = match &view.crypto {
         Some(c) => (Some(c.psk.clone()), c.limits),
         None => (None, Default::default()),

@@ -26,6 +26,7 @@ use crate::config::{
 };
 use crate::core::clock::MonotonicClock;
 use crate::core::crypto::{Limits, PeerStatus, Psk, SessionState};
+use crate::core::pmtu::MIN_MTU;
 use crate::engine::{Engine, EngineError};
 use crate::os::tap::OsTapFactory;
 use crate::os::udp::OsUdp;
@@ -41,6 +42,10 @@ pub struct PeerSpec {
     pub id: BigInt,
     /// `ip:port` or `[ipv6]:port`; no name resolution.
     pub address: String,
+    /// The largest IP packet a frame to this peer may carry (576..=65535): the underlay
+    /// route's MTU less the sleeve's overhead (64, or 96 encrypted). A larger packet with DF
+    /// set (or IPv6) is not sent; an ICMP error tells its sender the MTU. Default: no limit.
+    pub mtu: Option<u32>,
 }
 
 #[napi(object)]
@@ -123,6 +128,11 @@ pub struct SleeveStats {
     pub drop_no_peers: BigInt,
     pub drop_peer_elsewhere: BigInt,
     pub drop_frame_too_large: BigInt,
+    pub drop_path_mtu: BigInt,
+    pub icmp_frag_needed_sent: BigInt,
+    pub icmp6_packet_too_big_sent: BigInt,
+    pub icmp_rate_limited: BigInt,
+    pub oversize_forwarded: BigInt,
     pub drop_runt_frame: BigInt,
     pub drop_invalid_source: BigInt,
     pub drop_local_destination: BigInt,
@@ -395,10 +405,17 @@ fn settings(c: &SleeveConfig, previous: Option<&Settings>) -> Result<Settings> {
             .address
             .parse()
             .map_err(|_| invalid(format!("peer address {:?} is not ip:port", p.address)))?;
-        engine.peers.push(PeerConfig {
-            id: peer_id(&p.id, "peer id")?,
-            addr,
-        });
+        let id = peer_id(&p.id, "peer id")?;
+        let mtu = p
+            .mtu
+            .map(|m| {
+                u16::try_from(m)
+                    .ok()
+                    .filter(|&m| m >= MIN_MTU)
+                    .ok_or_else(|| invalid(format!("peer {id}'s mtu {m} is outside 576..=65535")))
+            })
+            .transpose()?;
+        engine.peers.push(PeerConfig { id, addr, mtu });
     }
     for n in &c.networks {
         let local_macs = n
@@ -469,6 +486,11 @@ fn to_js_stats(s: StatsSnapshot, offloads: Option<UdpOffloads>) -> SleeveStats {
         drop_no_peers: b(s.drop_no_peers),
         drop_peer_elsewhere: b(s.drop_peer_elsewhere),
         drop_frame_too_large: b(s.drop_frame_too_large),
+        drop_path_mtu: b(s.drop_path_mtu),
+        icmp_frag_needed_sent: b(s.icmp_frag_needed_sent),
+        icmp6_packet_too_big_sent: b(s.icmp6_packet_too_big_sent),
+        icmp_rate_limited: b(s.icmp_rate_limited),
+        oversize_forwarded: b(s.oversize_forwarded),
         drop_runt_frame: b(s.drop_runt_frame),
         drop_invalid_source: b(s.drop_invalid_source),
         drop_local_destination: b(s.drop_local_destination),

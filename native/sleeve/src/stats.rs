@@ -66,6 +66,21 @@ counters! {
     drop_peer_elsewhere,
     /// Frames from a TAP too large to encode.
     drop_frame_too_large,
+    /// Frames whose IP packet (or a super-frame's segments) exceeds the path MTU of the peer
+    /// it goes to (the smallest of a flood's), with DF set or IPv6: not sent, an ICMP error
+    /// answers them (unless rate-limited). A super-frame counts once.
+    drop_path_mtu,
+    /// ICMP "fragmentation needed" written back into a TAP for an IPv4 packet with DF set.
+    icmp_frag_needed_sent,
+    /// ICMPv6 "packet too big" written back into a TAP.
+    icmp6_packet_too_big_sent,
+    /// Frames of `drop_path_mtu` left unanswered: more than the rate limit allows (a burst of
+    /// 50 per network, then 100 a second).
+    icmp_rate_limited,
+    /// Packets larger than their path MTU that no ICMP error may answer (IPv4 without DF, a
+    /// fragment, broadcast or multicast, an ICMP error): sent as before, so the underlay
+    /// fragments their datagram. A super-frame counts once.
+    oversize_forwarded,
     drop_runt_frame,
     drop_invalid_source,
     drop_local_destination,

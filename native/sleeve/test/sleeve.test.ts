@@ -6,6 +6,7 @@ import {
   SleeveRuntimeError,
   bindingAvailable,
   binaryName,
+  loadBinding,
   parseSleeveConfig,
   type SleeveStats,
 } from '../index';
@@ -22,6 +23,14 @@ describe('config schema', () => {
       macMaxAgeMs: 300_000,
       batchBytes: 1472,
     });
+  });
+
+  it('takes a path MTU per peer', () => {
+    const c = parseSleeveConfig({ peerId: 1, peers: [{ id: 2, address: '127.0.0.1:1', mtu: 1436 }, { id: 3, address: '127.0.0.1:2' }] });
+    expect(c.peers).toEqual([
+      { id: 2n, address: '127.0.0.1:1', mtu: 1436 },
+      { id: 3n, address: '127.0.0.1:2' },
+    ]);
   });
 
   it('accepts u64 peer ids as bigint and IPv6 peers', () => {
@@ -43,6 +52,9 @@ describe('config schema', () => {
     ['network id above u32', { peerId: 1, networks: [{ id: 2 ** 32, tap: 't' }] }],
     ['unknown key', { peerId: 1, mtu: 1400 }],
     ['tiny batch', { peerId: 1, batchBytes: 100 }],
+    ['path MTU below 576', { peerId: 1, peers: [{ id: 2, address: '127.0.0.1:1', mtu: 575 }] }],
+    ['path MTU above 65535', { peerId: 1, peers: [{ id: 2, address: '127.0.0.1:1', mtu: 65536 }] }],
+    ['fractional path MTU', { peerId: 1, peers: [{ id: 2, address: '127.0.0.1:1', mtu: 1300.5 }] }],
   ])('rejects %s', (_name, input) => {
     let err: unknown;
     try {
@@ -162,6 +174,20 @@ describeNative(`native addon on loopback (skipped unless ${binaryName()} is buil
       other.stop();
     }
     expect(other.sessions()).toEqual([]);
+  });
+
+  it('takes a path MTU per peer; the addon checks it again', async () => {
+    const port = await freePort();
+    const peers = [{ id: 2, address: '127.0.0.1:1', mtu: 1300 }];
+    sleeve = new Sleeve({ peerId: 1, listenHost: '127.0.0.1', listenPort: port, peers });
+    sleeve.start();
+    const s = sleeve.stats();
+    for (const k of ['dropPathMtu', 'icmpFragNeededSent', 'icmp6PacketTooBigSent', 'icmpRateLimited', 'oversizeForwarded'] as const) {
+      expect(s[k]).toBe(0n);
+    }
+    const unchecked = parseSleeveConfig({ peerId: 1, listenHost: '127.0.0.1', listenPort: port, peers });
+    const raw = new (loadBinding().Sleeve)(unchecked);
+    expect(() => raw.applyConfig({ ...unchecked, peers: [{ id: 2n, address: '127.0.0.1:1', mtu: 575 }] })).toThrow(/mtu 575/);
   });
 
   it('maps misuse to typed errors and can restart', async () => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sleeve::config::{EngineConfig, NetworkConfig, PeerConfig};
-use sleeve::core::wire::BatchEncoder;
+use sleeve::core::wire::{BatchEncoder, Datagram};
 use sleeve::engine::{Engine, EngineError};
 use sleeve::fake::{ChannelTapFactory, FakeClock, FakeNet, FakeUdp, TapHandle};
 use sleeve::os::Udp;
@@ -78,6 +78,7 @@ fn config(local: u64, peers: &[(u64, &str)], networks: &[(u32, &str)]) -> Engine
         .map(|(id, a)| PeerConfig {
             id: *id,
             addr: addr(a),
+            mtu: None,
         })
         .collect();
     c.networks = networks
@@ -516,7 +517,10 @@ fn thread_nices(name: &str) -> Vec<i64> {
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
         // Fields after the parenthesised name, which may hold spaces: state is field 3.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let Some(end) = stat.rfind(')') else {
+            continue; // the thread ended meanwhile
+        };
+        let rest = &stat[end + 2..];
         out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
     }
     out
@@ -782,5 +786,184 @@ mod encrypted {
         wait_state(&b, 1, SessionState::Established, &clock);
         a.tap("t7").inject.send(eth(BCAST, MAC_A, 1)).unwrap();
         assert!(recv(&b.tap("t7")).is_some());
+    }
+}
+
+mod path_mtu {
+    //! A packet too big for its peer's path MTU is answered with an ICMP error written back
+    //! into the TAP it came from, and never reaches the wire.
+
+    use super::*;
+    use sleeve::core::virtio::VirtioHdr;
+    use sleeve::fake::packets::{inspect, inspect_icmp, pattern, IcmpSeen, Packet};
+
+    /// A (peer 1) reaches B (peer 2) over a path of 1300 bytes, and the raw socket (peer 3)
+    /// without a limit.
+    fn nodes(net: &FakeNet, clock: &FakeClock, factory: ChannelTapFactory) -> (Node, Node) {
+        let nets = [(7, "t7")];
+        let mut ca = config(1, &[(2, B), (3, RAW)], &nets);
+        ca.peers[0].mtu = Some(1300);
+        let a = node_with(net, A, clock, &ca, factory);
+        let b = node(net, B, clock, &config(2, &[(1, A)], &nets));
+        (a, b)
+    }
+
+    fn icmp(h: &TapHandle) -> IcmpSeen {
+        let written = recv(h).expect("an answer written back");
+        let s = inspect_icmp(&written).expect("an ICMP frame");
+        assert!(s.ip_checksum_ok && s.icmp_checksum_ok, "{s:?}");
+        s
+    }
+
+    /// A 1,400-byte ping with DF set, as `ping -M do -s 1372` sends it (ICMP echo, IP 1400).
+    fn ping(size: usize) -> Vec<u8> {
+        let mut f = Packet::udp4(pattern(size - 28, 5)).frame();
+        f[23] = 1; // ICMP
+        f[34..36].copy_from_slice(&[8, 0]); // echo request
+        f
+    }
+
+    #[test]
+    fn a_too_big_df_packet_is_answered_and_one_that_fits_crosses() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, b) = nodes(&net, &clock, ChannelTapFactory::default());
+        let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+        let _raw = net.bind(addr(RAW));
+
+        let big = ping(1400);
+        a7.inject.send(big.clone()).unwrap(); // unknown destination: flooded, smallest MTU 1300
+        let s = icmp(&a7);
+        assert_eq!((s.icmp_type, s.code, s.mtu, s.df), (3, 4, 1300, true));
+        assert_eq!((s.src, s.dst), (big[30..34].to_vec(), big[26..30].to_vec()));
+        assert_eq!((s.src_mac, s.dst_mac), (MAC_B, MAC_A));
+        assert_eq!(s.quote, big[14..14 + 548]);
+        assert!(b7.written.recv_timeout(QUIET).is_err(), "nothing crossed");
+        a.wait_for("answer counted", |s| s.icmp_frag_needed_sent == 1);
+        let sa = a.stats();
+        assert_eq!(sa.drop_path_mtu, 1);
+        assert_eq!((sa.frames_to_peers, sa.datagrams_out, sa.floods), (0, 0, 0));
+
+        let fits = ping(1300);
+        a7.inject.send(fits.clone()).unwrap();
+        assert_eq!(recv(&b7), Some(fits));
+        // Without DF the sleeve does not fragment: it is sent as before (the underlay would
+        // fragment the datagram), and counted.
+        let no_df = Packet::udp4(pattern(1400, 6)).with_ip4_frag(0).frame();
+        a7.inject.send(no_df.clone()).unwrap();
+        assert_eq!(recv(&b7), Some(no_df));
+        // IPv6 never fragments on the way: packet too big.
+        let v6 = Packet::tcp6(pattern(1400, 7)).frame();
+        a7.inject.send(v6.clone()).unwrap();
+        let s = icmp(&a7);
+        assert_eq!((s.v6, s.icmp_type, s.code, s.mtu), (true, 2, 0, 1300));
+        assert_eq!((s.src, s.dst), (v6[38..54].to_vec(), v6[22..38].to_vec()));
+        assert_eq!(s.quote, v6[14..14 + 1232]);
+        a.wait_for("counted", |s| s.icmp6_packet_too_big_sent == 1);
+        let sa = a.stats();
+        assert_eq!((sa.drop_path_mtu, sa.oversize_forwarded), (2, 1));
+        assert!(b7.written.recv_timeout(QUIET).is_err());
+    }
+
+    #[test]
+    fn a_unicast_takes_its_own_peers_mtu_and_a_new_config_another() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (mut a, b) = nodes(&net, &clock, ChannelTapFactory::default());
+        let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+        let raw = net.bind(addr(RAW));
+        let big = ping(1400);
+
+        // MAC_B behind the raw peer, which has no limit: the big packet goes there whole.
+        raw.send_to(&datagram(7, 3, &[eth(BCAST, MAC_B, 1)]), addr(A))
+            .unwrap();
+        assert!(recv(&a7).is_some());
+        a7.inject.send(big.clone()).unwrap();
+        let mut buf = vec![0; 2048];
+        let deadline = Instant::now() + WAIT;
+        let n = loop {
+            if let Some((n, _)) = raw.recv_from(&mut buf).unwrap() {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "nothing sent to peer 3");
+        };
+        let got = Datagram::parse(&buf[..n]).unwrap();
+        assert_eq!(got.frames().next(), Some(&big[..]));
+
+        // MAC_B moves behind B, whose path is 1300 bytes.
+        b7.inject.send(eth(BCAST, MAC_B, 2)).unwrap();
+        assert!(recv(&a7).is_some());
+        a7.inject.send(big.clone()).unwrap();
+        assert_eq!(icmp(&a7).mtu, 1300);
+
+        // The router lifts the limit: the same packet crosses.
+        let mut c = config(1, &[(2, B), (3, RAW)], &[(7, "t7")]);
+        c.peers[0].mtu = Some(1500);
+        a.engine.apply(&c).unwrap();
+        a7.inject.send(big.clone()).unwrap();
+        assert_eq!(
+            recv(&b7),
+            Some(big),
+            "the new MTU applies to the next frame read"
+        );
+        assert_eq!(a.stats().icmp_frag_needed_sent, 1);
+    }
+
+    #[test]
+    fn a_super_frame_whose_segments_exceed_the_path_is_answered_for_its_first() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, b) = nodes(&net, &clock, ChannelTapFactory::offloading());
+        let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+        let _raw = net.bind(addr(RAW));
+
+        let p = Packet::tcp4(pattern(10_000, 8));
+        a7.inject.send(p.super_read(1448)).unwrap(); // segments of IP length 1500
+        let mut record = recv(&a7).expect("an answer");
+        let (hdr, frame) = VirtioHdr::split(&mut record).unwrap();
+        assert_eq!(hdr, VirtioHdr::NONE);
+        let s = inspect_icmp(frame).expect("ICMP");
+        assert!(s.ip_checksum_ok && s.icmp_checksum_ok);
+        assert_eq!((s.icmp_type, s.code, s.mtu), (3, 4, 1300));
+        let first = p.clone().with_tcp(0xffff_f000, 0x10).frame(); // headers of segment 0
+        assert_eq!(u16::from_be_bytes([s.quote[2], s.quote[3]]), 1500);
+        assert_eq!(s.quote[..20][12..], first[14..34][12..], "addresses");
+        assert_eq!(s.quote[20..28], first[34..42], "ports and sequence number");
+        assert!(b7.written.recv_timeout(QUIET).is_err());
+
+        // Cut to 1248 bytes of payload (IP length 1300), the same packet crosses.
+        a7.inject.send(p.super_read(1248)).unwrap();
+        let got: Vec<Vec<u8>> = (0..9).map(|_| recv(&b7).expect("a segment")).collect();
+        let payload: Vec<u8> = got
+            .iter()
+            .flat_map(|f| inspect(f).unwrap().payload)
+            .collect();
+        assert_eq!(payload, p.payload);
+        let sa = a.stats();
+        assert_eq!((sa.tap_super_frames_in, sa.drop_path_mtu), (2, 1));
+        assert_eq!(sa.icmp_frag_needed_sent, 1);
+    }
+
+    #[test]
+    fn answers_are_rate_limited_per_network() {
+        let (net, clock) = (FakeNet::default(), FakeClock::default());
+        let (a, _b) = nodes(&net, &clock, ChannelTapFactory::default());
+        let a7 = a.tap("t7");
+        for _ in 0..60 {
+            a7.inject.send(ping(1400)).unwrap();
+        }
+        a.wait_for("all judged", |s| s.drop_path_mtu == 60);
+        let answers = std::iter::from_fn(|| a7.written.recv_timeout(QUIET).ok()).count();
+        let s = a.stats();
+        assert_eq!(
+            (answers, s.icmp_frag_needed_sent, s.icmp_rate_limited),
+            (50, 50, 10)
+        );
+        // 100 a second: 10 more after 100 ms.
+        clock.advance(Duration::from_millis(100));
+        for _ in 0..15 {
+            a7.inject.send(ping(1400)).unwrap();
+        }
+        a.wait_for("all judged", |s| s.drop_path_mtu == 75);
+        let s = a.stats();
+        assert_eq!((s.icmp_frag_needed_sent, s.icmp_rate_limited), (60, 15));
+        assert_eq!(s.datagrams_out, 0);
     }
 }

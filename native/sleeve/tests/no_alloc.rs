@@ -3,7 +3,9 @@
 //! from a non-allocating TAP to a non-allocating UDP sink, and then the other way round; then
 //! both again with offloads: TSO super-frames cut into segments, and received segments joined;
 //! then both with encryption: trains sealed in place, and sealed bursts opened in place (the
-//! fake peers answer the engine's handshakes first, outside the window).
+//! fake peers answer the engine's handshakes first, outside the window); then packets too big
+//! for the peers' path MTU, each answered with an ICMP error built in place (IPv4 frames, and
+//! IPv6 super-frames whose first segment is cut to be quoted).
 //! Alone in its own test binary so no other test allocates during the window.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use std::sync::Mutex;
 
 use sleeve::config::{CryptoConfig, EngineConfig, NetworkConfig, PeerConfig};
+use sleeve::core::clock::Clock;
 use sleeve::core::crypto::handshake::Received;
 use sleeve::core::crypto::message::{Init, HEADER_LEN, OVERHEAD};
 use sleeve::core::crypto::{Limits, Psk, SendKey};
@@ -325,6 +328,7 @@ fn config(encrypted: bool) -> EngineConfig {
         c.peers.push(PeerConfig {
             id,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            mtu: None,
         });
     }
     c.networks.push(NetworkConfig {
@@ -366,6 +370,52 @@ fn steady_state_does_not_allocate() {
             .collect();
         peers_to_tap(burst, true, encrypted);
     }
+    tap_answers(Packet::udp4(pattern(1372, 2)).frame(), false, 1);
+    let p = Packet::tcp6(pattern(64_000, 3));
+    tap_answers(p.super_read(1384), true, 64_000u64.div_ceil(1384));
+}
+
+/// Moves 10 ms at every reading, so the ICMP rate limit (one per 10 ms) refills as fast as the
+/// TAP thread reads: every too-big packet is answered.
+#[derive(Default)]
+struct SteppingClock(AtomicU64);
+
+impl Clock for SteppingClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.fetch_add(10_000_000, Relaxed))
+    }
+    fn wall_nanos(&self) -> u64 {
+        self.now().as_nanos() as u64
+    }
+}
+
+/// Reads too big for every peer's path (1300 bytes): each answered into the TAP, none sent.
+/// The reads are FRAMES / segments, as in [`tap_to_peers`].
+fn tap_answers(read: Vec<u8>, vnet_hdr: bool, segments: u64) {
+    let reads = FRAMES / segments;
+    let factory = LoopFactory {
+        read,
+        vnet_hdr,
+        reads,
+    };
+    let mut c = config(false);
+    for p in &mut c.peers {
+        p.mtu = Some(1300);
+    }
+    let stats = Arc::new(Stats::default());
+    let udp = SinkUdp { peers: None };
+    TAP_OPEN.store(true, Relaxed);
+    let engine = Engine::start(&c, factory, udp, SteppingClock::default(), stats.clone()).unwrap();
+    let during = allocations_after_warm_up(&stats.tap_frames_in, reads);
+    engine.stop();
+    let s = stats.snapshot();
+    let answered = s.icmp_frag_needed_sent + s.icmp6_packet_too_big_sent;
+    assert_eq!((s.drop_path_mtu, answered), (reads, reads), "{s:?}");
+    assert_eq!((s.frames_to_peers, s.icmp_rate_limited), (0, 0), "{s:?}");
+    assert_eq!(
+        during, 0,
+        "tap answers (offload {vnet_hdr}): allocations while {reads} reads flowed"
+    );
 }
 
 fn broadcast_frame_b() -> Vec<u8> {

@@ -10,10 +10,9 @@
 //! valid; such a segment is written on its own and the stack drops it as it would have.
 
 use super::checksum;
+use super::eth::{ETH_LEN, PROTO_TCP};
 use super::virtio::{GsoType, VirtioHdr, F_NEEDS_CSUM};
 
-const ETH_LEN: usize = 14;
-const PROTO_TCP: u8 = 6;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// An IP packet (IPv4 total length, IPv6 payload length) is at most this long.

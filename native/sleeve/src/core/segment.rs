@@ -11,15 +11,9 @@
 //! offsets do not match its own headers is refused with an [`OffloadError`], never trusted.
 
 use super::checksum;
+use super::eth::{be16, l3_offset, ETHERTYPE_IPV4, ETHERTYPE_IPV6, PROTO_TCP, PROTO_UDP};
 use super::virtio::{GsoType, VirtioHdr, F_NEEDS_CSUM};
 use super::wire::MAX_FRAME_LEN;
-
-const ETH_LEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
@@ -116,27 +110,12 @@ fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<()
     Ok(())
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// Offset of the IP header, past one optional VLAN tag.
-fn l3_offset(frame: &[u8]) -> Result<(usize, u16), OffloadError> {
-    if frame.len() < ETH_LEN {
-        return Err(OffloadError::NotIp);
-    }
-    match be16(frame, 12) {
-        ETHERTYPE_VLAN if frame.len() >= ETH_LEN + 4 => Ok((ETH_LEN + 4, be16(frame, 16))),
-        t => Ok((ETH_LEN, t)),
-    }
-}
-
 impl Segmenter {
     fn new(hdr: &VirtioHdr, gso: GsoType, frame: &[u8]) -> Result<Self, OffloadError> {
         if hdr.flags & F_NEEDS_CSUM == 0 || hdr.gso_size == 0 {
             return Err(OffloadError::BadChecksumOffsets);
         }
-        let (l3, ethertype) = l3_offset(frame)?;
+        let (l3, ethertype) = l3_offset(frame).ok_or(OffloadError::NotIp)?;
         let (v6, proto) = match (ethertype, gso) {
             (ETHERTYPE_IPV4, GsoType::TcpV4 | GsoType::UdpL4) => (false, ip4_protocol(frame, l3)?),
             (ETHERTYPE_IPV6, GsoType::TcpV6 | GsoType::UdpL4) => (true, ip6_protocol(frame, l3)?),

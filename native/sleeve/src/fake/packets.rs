@@ -15,6 +15,8 @@ pub enum Ip {
         src: [u8; 4],
         dst: [u8; 4],
         id: u16,
+        /// Flags and fragment offset: DF (0x4000) unless a test says otherwise.
+        frag: u16,
         options: Vec<u8>,
     },
     V6 {
@@ -74,6 +76,7 @@ impl Packet {
                 src: [10, 254, 252, 17],
                 dst: [10, 254, 252, 18],
                 id: 0x1234,
+                frag: 0x4000,
                 options: Vec::new(),
             },
             l4: L4::Tcp {
@@ -111,6 +114,14 @@ impl Packet {
     pub fn with_ip_options(mut self, opts: &[u8]) -> Packet {
         if let Ip::V4 { options, .. } = &mut self.ip {
             *options = opts.to_vec();
+        }
+        self
+    }
+
+    /// IPv4 flags and fragment offset (0: no DF).
+    pub fn with_ip4_frag(mut self, value: u16) -> Packet {
+        if let Ip::V4 { frag, .. } = &mut self.ip {
+            *frag = value;
         }
         self
     }
@@ -200,13 +211,15 @@ impl Packet {
                 src,
                 dst,
                 id,
+                frag,
                 options,
             } => {
                 f.extend_from_slice(&[0x08, 0x00]);
                 let mut h = vec![0x40 | ((20 + options.len()) / 4) as u8, 0];
                 h.extend_from_slice(&((20 + options.len() + l4_len) as u16).to_be_bytes());
                 h.extend_from_slice(&id.to_be_bytes());
-                h.extend_from_slice(&[0x40, 0, 64, self.protocol(), 0, 0]); // DF, TTL 64
+                h.extend_from_slice(&frag.to_be_bytes());
+                h.extend_from_slice(&[64, self.protocol(), 0, 0]); // TTL 64
                 h.extend_from_slice(src);
                 h.extend_from_slice(dst);
                 h.extend_from_slice(options);
@@ -343,6 +356,82 @@ pub fn inspect(f: &[u8]) -> Option<Seen> {
         payload,
         ip_checksum_ok: ip_ok,
         l4_checksum_ok: ok,
+    })
+}
+
+/// An ICMP error frame read back with independent code: IPv4 "fragmentation needed" or ICMPv6
+/// "packet too big", as `core::pmtu` writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpSeen {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub v6: bool,
+    pub src: Vec<u8>,
+    pub dst: Vec<u8>,
+    /// TTL or hop limit.
+    pub ttl: u8,
+    pub icmp_type: u8,
+    pub code: u8,
+    pub mtu: u32,
+    /// The original packet's bytes the error carries.
+    pub quote: Vec<u8>,
+    /// IPv4 header checksum (always true for IPv6, which has none).
+    pub ip_checksum_ok: bool,
+    pub icmp_checksum_ok: bool,
+    /// IPv4 DF set on the error itself.
+    pub df: bool,
+}
+
+/// Reads an Ethernet + IPv4/ICMP or IPv6/ICMPv6 frame; `None` if it is not one, or its IP
+/// length disagrees with the frame's.
+pub fn inspect_icmp(f: &[u8]) -> Option<IcmpSeen> {
+    let macs = |at: usize| -> [u8; 6] { f[at..at + 6].try_into().unwrap() };
+    let (v6, l4_at, ip_len) = match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+        0x0800 if f.get(23) == Some(&1) => (false, 14 + (f[14] & 0xf) as usize * 4, 0),
+        0x86dd if f.get(20) == Some(&58) => {
+            (true, 54, 40 + u16::from_be_bytes([f[18], f[19]]) as usize)
+        }
+        _ => return None,
+    };
+    let ip_len = if v6 {
+        ip_len
+    } else {
+        u16::from_be_bytes([f[16], f[17]]) as usize
+    };
+    if f.len() != 14 + ip_len || f.len() < l4_at + 8 {
+        return None;
+    }
+    let icmp = &f[l4_at..];
+    let (src, dst) = if v6 {
+        (f[22..38].to_vec(), f[38..54].to_vec())
+    } else {
+        (f[26..30].to_vec(), f[30..34].to_vec())
+    };
+    let icmp_sum = if v6 {
+        let len = (icmp.len() as u32).to_be_bytes();
+        rfc1071(&[&src, &dst, &len, &[0, 0, 0, 58], icmp])
+    } else {
+        rfc1071(&[icmp])
+    };
+    let mtu = if v6 {
+        u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])
+    } else {
+        u16::from_be_bytes([icmp[6], icmp[7]]).into()
+    };
+    Some(IcmpSeen {
+        dst_mac: macs(0),
+        src_mac: macs(6),
+        v6,
+        src,
+        dst,
+        ttl: if v6 { f[21] } else { f[22] },
+        icmp_type: icmp[0],
+        code: icmp[1],
+        mtu,
+        quote: icmp[8..].to_vec(),
+        ip_checksum_ok: v6 || rfc1071(&[&f[14..l4_at]]) == 0xffff,
+        icmp_checksum_ok: icmp_sum == 0xffff,
+        df: !v6 && f[20] & 0x40 != 0,
     })
 }
 
