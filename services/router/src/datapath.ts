@@ -160,7 +160,13 @@ export class DataPath {
       await attempt(failures, () => fp.probe.setPeers(connected.map((p) => ({ host: p.host, address: p.address, peerId: peerIdOf(p.host) }))));
     }
     const fast = new Set(fp ? connected.filter((p) => fp.probe.state(p.host).up).map((p) => p.host) : []);
-    const plan = planDataPath(this.networks, connected, fast, this.failing);
+    // Each peer's path MTU inside the sleeve, from the route to it: the sleeve answers a packet
+    // too big for it with ICMP "fragmentation needed" rather than sending it to be lost.
+    const mtus = new Map<string, number>();
+    for (const p of connected) {
+      await attempt(failures, async () => void mtus.set(p.host, await this.d.pathMtu(p.address)));
+    }
+    const plan = planDataPath(this.networks, connected, fast, this.failing, mtus);
     // The sleeve first: a peer leaving the fast path is carried again before VXLAN lets it go.
     this.d.sleeve.applyConfig({ ...this.d.identity, peers: plan.peers, networks: plan.networks });
     const before = this.plan;
@@ -171,7 +177,7 @@ export class DataPath {
     }
     for (const t of plan.taps) await attempt(failures, () => this.plugTap(t));
     if (fp && (await this.syncVxlans(fp, failures))) void this.sync(); // carry what failed by the sleeve now
-    const changed = await this.announcePaths(connected, fast);
+    const changed = this.announcePaths(connected, fast, mtus);
     // A MAC the bridge learnt behind one path must be looked for on both again.
     if (changed) for (const port of [...plan.taps.map((t) => t.tap), ...plan.vxlans.map((v) => v.name)]) await attempt(failures, () => this.d.plumbing.forgetLearned(port));
     if (failures.length === 1) throw failures[0];
@@ -217,11 +223,12 @@ export class DataPath {
   }
 
   /** A `peer.path` event for each connected peer whose path or MTU is new; true when any changed. */
-  private async announcePaths(connected: Peer[], fast: ReadonlySet<string>): Promise<boolean> {
+  private announcePaths(connected: Peer[], fast: ReadonlySet<string>, mtus: ReadonlyMap<string, number>): boolean {
     let changed = false;
     for (const host of [...this.pathed.keys()]) if (!connected.some((p) => p.host === host)) this.pathed.delete(host);
     for (const p of connected) {
-      const sleeveMtu = await this.d.pathMtu(p.address);
+      const sleeveMtu = mtus.get(p.host);
+      if (sleeveMtu === undefined) continue; // the route could not be read: said by the pass
       const next: PeerPath = fast.has(p.host)
         ? { path: 'fastpath', mtu: sleeveMtu + SLEEVE_OVERHEAD - VXLAN_OVERHEAD, reason: this.reason(p.host) }
         : { path: 'sleeve', mtu: sleeveMtu, reason: this.reason(p.host) };

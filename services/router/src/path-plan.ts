@@ -22,7 +22,7 @@ export interface PlannedVxlan {
 
 export interface DataPathPlan {
   /** Every connected peer: the sleeve takes frames from any of them, whichever path they chose. */
-  peers: Array<{ id: bigint; address: string }>;
+  peers: Array<{ id: bigint; address: string; mtu?: number }>;
   networks: Array<{ id: number; tap: string; localMacs: string[]; sendTo?: bigint[] }>;
   /** What each TAP must be plugged into. */
   taps: PlannedNetwork[];
@@ -62,6 +62,8 @@ export function planDataPath(
   peers: readonly Peer[],
   fast: ReadonlySet<string> = new Set(),
   failing: ReadonlySet<string> = new Set(),
+  /** The largest IP packet the sleeve may carry to each peer (by host), where known. */
+  mtus: ReadonlyMap<string, number> = new Map(),
 ): DataPathPlan {
   const byWire = new Map<number, LocalNetwork>();
   for (const n of [...networks].sort((a, b) => a.networkId.localeCompare(b.networkId))) {
@@ -79,7 +81,11 @@ export function planDataPath(
     return vni === null ? [] : [{ networkId: t.networkId, name: vxlanName(t.wireId), vni, bridge: t.bridge, mtu: t.mtu, peers: to }];
   });
   return {
-    peers: connected.map((p) => ({ id: peerIdOf(p.host), address: `${p.address.includes(':') ? `[${p.address}]` : p.address}:${p.port}` })),
+    peers: connected.map((p) => {
+      // Outside what the sleeve takes (a route MTU below 640), leave the peer without a limit.
+      const mtu = [mtus.get(p.host)].find((m) => m !== undefined && m >= 576 && m <= 65_535);
+      return { id: peerIdOf(p.host), address: `${p.address.includes(':') ? `[${p.address}]` : p.address}:${p.port}`, ...(mtu === undefined ? {} : { mtu }) };
+    }),
     networks: taps.map((t) => ({
       id: t.wireId,
       tap: t.tap,

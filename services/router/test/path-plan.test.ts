@@ -68,3 +68,8 @@ test('fast peers get a network over its VXLAN device and the sleeve sends it to 
   expect(slow.networks[0]!.sendTo).toBeUndefined();
   expect(slow.vxlans[0]!.peers).toEqual([]);
 });
+
+test('each peer carries the MTU of its path, when there is a usable one', () => {
+  const plan = planDataPath([], [peer('h2', 'connected', '10.0.0.2'), peer('h3', 'connected', '10.0.0.3'), peer('h4', 'connected', '10.0.0.4')], new Set(), new Set(), new Map([['h2', 1336], ['h3', 400]]));
+  expect(plan.peers.map((p) => p.mtu)).toEqual([1336, undefined, undefined]);
+});

@@ -223,6 +223,55 @@ test('by default hosts carry the network over the kernel VXLAN; a blocked pair f
   await waitFor(async () => (await pings(1, p1.name, p3.ip)) || null, { what: 'host 1 to reach host 3 over VXLAN again', timeoutMs: 10_000, intervalMs: 200 });
 }, 120_000);
 
+/** Sets (or, with null, removes) the underlay route MTU between hosts a and b, on both. */
+const underlayMtu = async (a: number, b: number, mtu: number | null) => {
+  for (const [n, to] of [[a, b], [b, a]] as const) {
+    const args = mtu === null ? ['route', 'del', `${hostAddress(to)}/32`] : ['route', 'replace', `${hostAddress(to)}/32`, 'dev', 'eth0', 'mtu', String(mtu)];
+    const r = await inHost(n, 'ip', args);
+    if (r.code !== 0) throw new Error(`ip ${args.join(' ')} on ${hostName(n)}: ${r.stderr}`);
+  }
+};
+
+/** The path MTU container `name` on host n has learnt for `to` (from ICMP), or null. */
+const learntMtu = async (n: number, name: string, to: string): Promise<number | null> => {
+  const r = await inContainerNet(n, name, 'ip', ['route', 'get', to]);
+  const m = /\bmtu (\d+)/.exec(r.stdout);
+  return m ? Number(m[1]) : null;
+};
+
+/** Sends one 1400-byte UDP datagram from container `name` (Linux sets DF on it: PMTU discovery). */
+const bigDatagram = (n: number, name: string, to: string) =>
+  inContainerNet(n, name, process.execPath, ['-e', `const s = require('node:dgram').createSocket('udp4'); s.send(Buffer.alloc(1400), 7009, '${to}', () => s.close());`]);
+
+test('a packet too big for a smaller underlay gets "fragmentation needed" back, on the fast path and on the sleeve', async () => {
+  const [p1, , p3] = probes as [(typeof probes)[0], (typeof probes)[0], (typeof probes)[0]];
+  await underlayMtu(1, 3, 1400);
+  try {
+    // Kernel VXLAN: a bridged packet that does not fit its route gets ICMP from the kernel (50 B overhead).
+    await waitFor(async () => (await pathTo(1, 3)) === 'fastpath' || null, { what: 'host 1 to host 3 on the fast path', timeoutMs: 15_000 });
+    await waitFor(async () => (await bigDatagram(1, p1.name, p3.ip), (await learntMtu(1, p1.name, p3.ip)) === 1350 || null), { what: 'probe1 to learn MTU 1350 towards probe3 over VXLAN', timeoutMs: 10_000, intervalMs: 500 });
+    await inContainerNet(1, p1.name, 'ip', ['route', 'flush', 'cache']);
+    // The sleeve: its path MTU to host 3 follows the route (1400 - 64), and it answers with ICMP itself.
+    await blockVxlan('-I', 1, 3);
+    try {
+      await waitFor(async () => ((await routerStatus(1))!.peers.find((p) => p.host === hostName(3)) as { path: string; mtu?: number } | undefined)?.mtu === 1336 || null, {
+        what: "host 1's router to see a 1336-byte path to host 3 on the sleeve",
+        timeoutMs: 20_000,
+        intervalMs: 500,
+      });
+      await waitFor(async () => (await bigDatagram(1, p1.name, p3.ip), (await learntMtu(1, p1.name, p3.ip)) === 1336 || null), { what: 'probe1 to learn MTU 1336 towards probe3 over the sleeve', timeoutMs: 10_000, intervalMs: 500 });
+      log('fragmentation needed: MTU 1350 learnt over VXLAN, 1336 over the sleeve');
+    } finally {
+      await blockVxlan('-D', 1, 3);
+    }
+  } finally {
+    await underlayMtu(1, 3, null);
+    await inContainerNet(1, p1.name, 'ip', ['route', 'flush', 'cache']);
+  }
+  // Full-size traffic works again once the underlay is whole.
+  expect(await pings(1, p1.name, p3.ip)).toBe(true);
+}, 120_000);
+
 test('weave ps and weave networks on one host show the whole mesh', async () => {
   const ps = JSON.parse(await weaveCli(1, ['ps', '--json'])) as Array<{ host: string; endpoints: Array<{ address: string | null }> | null }>;
   expect(ps.map((r) => r.host).sort()).toEqual(hosts.map(hostName));
