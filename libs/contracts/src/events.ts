@@ -19,6 +19,22 @@ export const EventKinds = {
     'network.replicated': z.object({ name: z.string(), createdBy: HostName }),
     'network.removed': z.object({ name: z.string(), removedBy: HostName }),
     'network.conflict': z.object({ name: z.string(), reason: z.string() }),
+    /**
+     * A container whose address another host holds (see endpoint.isolated), disconnected from the
+     * network: `reconnected` with a fresh address (`newAddress`), or left `disconnected` because the
+     * address was its own --ip (the reason says what to do).
+     */
+    'container.readdressed': z.object({
+      containerId: DockerId,
+      container: z.string(),
+      networkId: DockerId,
+      network: z.string(),
+      address: IpString,
+      takenBy: HostName,
+      outcome: z.enum(['reconnected', 'disconnected']),
+      newAddress: IpString.nullable(),
+      reason: z.string(),
+    }),
     /** A reconciliation pass against Docker that dropped something (passes that drop nothing are not announced). */
     'docker.reconciled': z.object({
       networks: z.number().int(),
@@ -57,7 +73,8 @@ export const EventKinds = {
     /**
      * This host registered again after a reclaim, under a new epoch, joined its pools again and
      * leased again the addresses of its containers that nobody took meanwhile (`kept`). Each of
-     * `lost` was given to a container elsewhere meanwhile: this host's container with it must go.
+     * `lost` was given to a container elsewhere meanwhile: this host's container with it is moved
+     * off it (endpoint.isolated, then plugin-api's container.readdressed).
      */
     'host.rejoined': z.object({ epoch: z.number().int(), pools: z.array(z.string()), kept: z.number().int(), lost: z.array(ReclaimedAddress) }),
   },
@@ -80,6 +97,11 @@ export const EventKinds = {
       /** Endpoints whose host veth was put back on its (restored) bridge. */
       reattachedEndpoints: z.array(DockerId).optional(),
     }),
+    /**
+     * An endpoint taken off its network (host veth down and off the bridge; nothing removed): its
+     * address is leased by another host (`takenBy`), given there while this host was away.
+     */
+    'endpoint.isolated': z.object({ networkId: DockerId, endpointId: DockerId, containerId: DockerId.nullable(), hostVeth: z.string(), address: IpString, takenBy: HostName }),
   },
   router: {
     'service.started': Started,

@@ -1,6 +1,7 @@
 export * from './primitives';
 export * from './docker';
 export * from './rpc';
+export * from './readdress';
 export * from './events';
 export * from './subjects';
 export * from './wire';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
+import { CheckLeasesRequest, CheckLeasesResult, EndpointIsolation, IsolateEndpointsRequest, IsolateEndpointsResult, Readdress, ReaddressReport } from './readdress';
 
 /**
  * Request/reply methods, one object per service. Subject: weave.rpc.<host>.<service>.<method>.
@@ -174,6 +175,8 @@ export const ipamRpc = {
      * plugin-api calls it with Docker's view of this host.
      */
     reconcileHost: { req: ReconcileHostRequest, res: ReconcileHostResult },
+    /** Which endpoint addresses Docker has here this host still holds (see CheckLeasesRequest). */
+    checkLeases: { req: CheckLeasesRequest, res: CheckLeasesResult },
   },
 } as const satisfies RpcService;
 
@@ -197,6 +200,8 @@ export const EndpointStatus = z.object({
   mac: MacString,
   hostVeth: z.string(),
   present: z.boolean(),
+  /** Set when netwire took the endpoint off its network: another host holds its address. */
+  isolated: EndpointIsolation.nullable().optional(),
 });
 export const NetworkStatus = z.object({
   networkId: DockerId,
@@ -242,6 +247,8 @@ export const netwireRpc = {
     },
     /** Removes the endpoints (record and veth) and networks Docker does not have; see ReconcileEndpointsRequest. */
     reconcileEndpoints: { req: ReconcileEndpointsRequest, res: ReconcileEndpointsResult },
+    /** Takes endpoints whose address another host holds off their network, at once (see DisplacedEndpoint). */
+    isolateEndpoints: { req: IsolateEndpointsRequest, res: IsolateEndpointsResult },
   },
 } as const satisfies RpcService;
 
@@ -255,6 +262,8 @@ export const DockerReconcileReport = z.strictObject({
   ipam: ReconcileHostResult.nullable(),
   netwire: ReconcileEndpointsResult.nullable(),
   problems: z.array(z.string()),
+  /** Containers whose address another host holds (see Readdress), found and moved in this pass. */
+  readdress: ReaddressReport.optional(),
 });
 
 export const pluginApiRpc = {
@@ -262,6 +271,8 @@ export const pluginApiRpc = {
   methods: {
     /** Runs a reconciliation pass against Docker now (one already running is followed by one more) and reports it. */
     reconcile: { req: Empty, res: DockerReconcileReport },
+    /** The containers plugin-api is moving off an address another host holds, or left disconnected (see Readdress). */
+    status: { req: Empty, res: z.strictObject({ readdress: z.array(Readdress) }) },
   },
 } as const satisfies RpcService;
 

@@ -19,6 +19,8 @@ export const Buckets = {
   ipamHosts: 'weave-ipam-hosts',
   netwire: 'weave-netwire',
   catalogue: 'weave-networks',
+  /** plugin-api's containers being moved off addresses other hosts hold (see Readdress). */
+  readdress: 'weave-readdress',
 } as const;
 
 /**

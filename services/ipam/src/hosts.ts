@@ -171,7 +171,7 @@ export class HostLease implements Membership {
     } finally {
       this.rejoining = false;
     }
-    if (lost.length > 0) this.d.log.error({ lost }, `${lost.length} address(es) of containers on this host were given to others while it was away: those containers must be restarted`);
+    if (lost.length > 0) this.d.log.error({ lost }, `${lost.length} address(es) of containers on this host were given to others while it was away: plugin-api takes those containers off the network and gives them fresh addresses`);
     const kept = result.released.length - lost.length;
     this.d.events.publish('host.rejoined', { epoch: result.epoch, pools: result.pools.map((p) => p.poolId), kept, lost });
   }

@@ -12,6 +12,7 @@ import type { IpamConfig, IpamDeps } from './deps';
 import type { HostRoutes } from './host-routes';
 import { HostLease, HostLeaseConfig } from './hosts';
 import { Ipam } from './ipam';
+import { LeaseCheck } from './leases-check';
 import { Pools } from './pools';
 import { Reclaimer } from './reclaimer';
 import { rmpeerReply } from './rmpeer';
@@ -57,6 +58,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   const deps: IpamDeps = { ...base, routes: o.routes, config: o.config, membership: lease, newId: randomUUID };
   const drainer = new Pools(deps, new Views(deps));
   const ipam = new Ipam(deps);
+  const leaseCheck = new LeaseCheck({ ...deps, lease: (poolId, address) => ipam.requestAddress({ poolId, address, kind: 'endpoint' }).then(() => undefined) });
   // Registered before anything is loaded: views and blocks are per epoch.
   await lease.start();
   o.log.info({ pools: await ipam.warm() }, 'loaded the pools this host holds');
@@ -76,6 +78,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
     status: async () => ({ ...(await ipam.status()), hosts: await lease.status() }),
     reconcileHost: (r) => ipam.reconcileHost(r),
     rmpeer: async (r) => rmpeerReply(await reclaimer.reclaim(r.host, r.force)),
+    checkLeases: (r) => leaseCheck.check(r),
   }, o.rpcMetrics), o.log);
   // Once the server has the subscription, callers on other connections can reach us.
   await o.nc.flush();

@@ -5,6 +5,7 @@ import { ConflictError, InvalidRequestError, NotFoundError, UnavailableError } f
 import { silentLogger } from '@weave/log';
 import { contains, parseCidr, parseIpInCidr } from '@weave/netaddr';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
+import { leaseKey } from '../src/core/keys';
 import { BlockRecord, LeaseRecord } from '../src/core/records';
 import { HostRecord } from '../src/core/hosts';
 import { StaticRoutes } from '../src/host-routes';
@@ -281,6 +282,34 @@ test('a host coming back exactly while it is reclaimed: one CAS decides, and eit
   }
   // Which CAS lands first is up to the server; the test asserts only that each outcome is whole.
   expect(outcomes.size).toBeGreaterThan(0);
+});
+
+test("a returning host's containers: checkLeases names the addresses others took, and leases again those a half-done rejoin left free", async () => {
+  const [h1, h2] = [await host('h1'), await host('h2')];
+  const { poolId } = await h1.requestPool({ ...POOL, subPool: null });
+  await h2.requestPool({ ...POOL, subPool: null });
+  const mine = await many(h2, poolId, 3);
+  const query = { pools: [{ subnet: POOL.pool, addresses: mine }] };
+  const states = async () => (await h2.checkLeases(query)).addresses.map((a) => `${a.address} ${a.state}${a.by ? ` ${a.by}` : ''}${a.adopted ? ' adopted' : ''}`);
+  expect(await states()).toEqual(mine.map((a) => `${a} held`));
+
+  // h2 is cut off beyond its lease; h1 reclaims it and gives one of its addresses to a container of its own.
+  await advance(LEASE + 1, [h1]);
+  await h1.requestAddress({ poolId, address: mine[0]!, kind: 'endpoint' });
+  // Back, fenced, not registered again yet: the taken one is known at once, and a fenced host leases nothing.
+  expect(await states()).toEqual([`${mine[0]} taken h1`, `${mine[1]} free`, `${mine[2]} free`]);
+
+  await h2.tick();
+  expect(await hostRecord('h2')).toMatchObject({ state: 'live', epoch: 2 });
+  expect(await states()).toEqual([`${mine[0]} taken h1`, `${mine[1]} held`, `${mine[2]} held`]);
+
+  // A rejoin that stopped before it leased everything again (a crash): the lease is missing, and
+  // the next check takes it again, under the new epoch; nobody else had it meanwhile.
+  const kv = await openBucket(client, Buckets.ipamLeases);
+  await kv.delete(leaseKey(parseCidr(POOL.pool), parseIpInCidr(`${mine[2]}/24`).ip.value));
+  expect(await states()).toEqual([`${mine[0]} taken h1`, `${mine[1]} held`, `${mine[2]} held adopted`]);
+  expect([...(await leases()).values()].filter((l) => l.host === 'h2').map((l) => l.epoch)).toEqual([2, 2]);
+  expect([...(await leases()).values()].filter((l) => l.host === 'h1')).toHaveLength(1);
 });
 
 /** `v4-0a460000-24.0a460010` → 10.70.0.16/28 (blocks of 16 addresses). */

@@ -8,7 +8,7 @@ interface FakeLink extends LinkInfo {
   inHostNs: boolean;
 }
 
-type Op = 'createBridge' | 'createVethPair' | 'setMaster' | 'setUp' | 'addAddress' | 'deleteLink' | 'ensureFirewallChains' | 'ensureFirewall' | 'removeFirewall';
+type Op = 'createBridge' | 'createVethPair' | 'setMaster' | 'setUp' | 'isolateLink' | 'addAddress' | 'deleteLink' | 'ensureFirewallChains' | 'ensureFirewall' | 'removeFirewall';
 
 /**
  * The kernel in memory, with the rules that matter to netwire (names are unique, a veth dies
@@ -109,6 +109,13 @@ export class FakeKernel implements Kernel {
   async setUp(name: string): Promise<void> {
     await this.change('setUp', name);
     this.need(name).up = true;
+  }
+
+  async isolateLink(name: string): Promise<void> {
+    await this.change('isolateLink', name);
+    const l = this.need(name);
+    l.up = false;
+    l.master = null;
   }
 
   async addAddress(name: string, address: string): Promise<void> {

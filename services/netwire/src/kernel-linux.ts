@@ -97,6 +97,10 @@ export class LinuxKernel implements Kernel {
     await this.run('ip', ['link', 'set', 'dev', name, 'up']);
   }
 
+  async isolateLink(name: string): Promise<void> {
+    await this.run('ip', ['link', 'set', 'dev', name, 'down', 'nomaster']);
+  }
+
   async addAddress(name: string, address: string): Promise<void> {
     // `replace` makes a repeat harmless. No duplicate address detection for v6: the gateway
     // address is ours by construction, and DAD would keep it unusable for a second.

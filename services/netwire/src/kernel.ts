@@ -22,6 +22,8 @@ export interface Kernel {
   linkExists(name: string): Promise<boolean>;
   setMaster(name: string, master: string): Promise<void>;
   setUp(name: string): Promise<void>;
+  /** Takes a link down and off its bridge, in one step; the link itself stays. */
+  isolateLink(name: string): Promise<void>;
   /** Adds `address` (CIDR form, v4 or v6) to the link; adding one that is there is not an error. */
   addAddress(name: string, address: string): Promise<void>;
   /** Deletes a link (a veth takes its peer with it). False when there was no such link. */

@@ -17,6 +17,12 @@ export function collectNetwireState(registry: Registry, netwire: Pick<Netwire, '
       { name: 'weave_netwire_bridges', help: "Recorded networks' bridges, by whether they are in the kernel (present, missing)", type: 'gauge', samples: presence(status.networks, (n) => inKernel.has(n.bridge)) },
       { name: 'weave_netwire_endpoints', help: 'Recorded endpoints, by whether their veth is in the kernel (present, missing)', type: 'gauge', samples: presence(status.endpoints, (e) => e.present) },
       {
+        name: 'weave_netwire_isolated_endpoints',
+        help: 'Endpoints taken off their network because another host holds their address (until Docker disconnects them)',
+        type: 'gauge',
+        samples: [{ labels: {}, value: status.endpoints.filter((e) => e.isolated).length }],
+      },
+      {
         name: 'weave_netwire_network_endpoints',
         help: 'Endpoints per network, by its bridge',
         type: 'gauge',

@@ -9,6 +9,7 @@ import { bridgeMac, endpointMac, normaliseMac } from './mac';
 import { chooseMtu } from './mtu';
 import { wireIdOf } from './wire';
 import { bridgeName, containerVethName, hostVethName } from './names';
+import { isolateEndpoints, planReisolate } from './isolate';
 import { planReconcile } from './reconcile';
 import { Rollback, withRollback } from './rollback';
 import type { EndpointRecord, NetworkRecord, Store } from './store';
@@ -215,6 +216,7 @@ export class Netwire {
         mac: e.mac,
         hostVeth: e.hostVeth,
         present: present.has(e.hostVeth),
+        ...(e.isolated ? { isolated: e.isolated } : {}),
       })),
     };
   }
@@ -258,6 +260,7 @@ export class Netwire {
           r.reattachedEndpoints.push(a.endpointId);
         }
       }
+      for (const veth of planReisolate(endpoints, links)) await attempt(`keep ${veth} off its network (its address is another host's)`, () => this.k.isolateLink(veth));
       for (const id of plan.forgetEndpoints) if (await attempt(`forget endpoint ${short(id)}`, () => this.d.store.deleteEndpoint(id))) r.forgottenEndpoints.push(id);
       const { problems, ...event } = r;
       this.d.events.publish('reconciled', event);
@@ -324,6 +327,11 @@ export class Netwire {
     }
     this.d.events.publish('endpoint.deleted', { networkId: e.networkId, endpointId: e.endpointId });
     return true;
+  }
+
+  /** Takes endpoints whose address another host holds off their network (see isolate.ts). */
+  isolateEndpoints(req: Req<'isolateEndpoints'>): Promise<Res<'isolateEndpoints'>> {
+    return isolateEndpoints({ ...this.d, now: this.now }, req, (networkId, f) => this.mutex.run(networkId, f));
   }
 
   /** Resolves once every operation started before it has finished (for a clean stop). */

@@ -55,7 +55,8 @@ export function planReconcile(i: ReconcileInput): ReconcilePlan {
     const net = networks.get(e.networkId);
     const veth = links.get(e.hostVeth);
     if (!veth && !net) forgetEndpoints.push(e.endpointId);
-    if (veth && net && veth.master !== net.bridge) reattach.push({ hostVeth: e.hostVeth, bridge: net.bridge, endpointId: e.endpointId });
+    // An isolated endpoint stays off its bridge (see isolate.ts): its address is another host's.
+    if (veth && net && !e.isolated && veth.master !== net.bridge) reattach.push({ hostVeth: e.hostVeth, bridge: net.bridge, endpointId: e.endpointId });
   }
 
   return {

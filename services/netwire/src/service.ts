@@ -60,5 +60,6 @@ export function handlers(n: Netwire): RpcHandlers<typeof netwireRpc> {
     deleteEndpoint: (r) => n.deleteEndpoint(r),
     status: () => n.status(),
     reconcileEndpoints: (r) => n.reconcileEndpoints(r),
+    isolateEndpoints: (r) => n.isolateEndpoints(r),
   };
 }

@@ -1,5 +1,6 @@
 import { KV, kvCreate, kvDelete, kvGet, kvKeys, kvMutate, kvUpdate } from '@weave/bus';
 import { DockerId, IpWithPrefix, MacString, Mtu, NetworkSpec } from '@weave/contracts';
+import { EndpointIsolation } from '@weave/contracts';
 import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
@@ -33,6 +34,8 @@ export const EndpointRecord = z.object({
    * not have recorded yet. Absent in records written before it existed.
    */
   createdAt: z.iso.datetime().optional(),
+  /** Set once it was taken off its network (its address is another host's): it is never put back on it. */
+  isolated: EndpointIsolation.nullable().optional(),
 });
 export type EndpointRecord = z.output<typeof EndpointRecord>;
 

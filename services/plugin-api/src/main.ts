@@ -12,6 +12,9 @@ import { routes } from './driver';
 import { PluginApiEnv, reconcileSettings } from './env';
 import { dockerCallMetrics } from './metrics';
 import { DockerReconciler } from './reconcile/reconciler';
+import { onIpamTriggers } from './reconcile/ipam-triggers';
+import { Readdresser } from './reconcile/readdresser';
+import { KvReaddressStore } from './reconcile/readdress-store';
 import { listenOnSocket, pluginServer } from './server';
 
 void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
@@ -40,9 +43,13 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const served = await serveMetrics(metrics, { port: env.WEAVE_PLUGIN_API_METRICS_PORT, log, variable: 'WEAVE_PLUGIN_API_METRICS_PORT' });
   events.publish('service.started', { version: '0.1.0', pid: process.pid });
   const engine = new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET);
-  const reconciler = new DockerReconciler({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, events, log, ...reconcile });
+  const readdressStore = new KvReaddressStore(() => openBucket(nc, Buckets.readdress, { replicas: env.WEAVE_KV_REPLICAS }), env.WEAVE_HOST, log);
+  const readdress = new Readdresser({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, store: readdressStore, events, log });
+  const reconciler = new DockerReconciler({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, events, log, ...reconcile, readdress });
   reconciler.start();
-  const rpc = serveRpc(nc, env.WEAVE_HOST, pluginApiRpc, { reconcile: () => reconciler.run() }, log);
+  // A reclaim found on ipam's side moves the containers at once, not at the next interval.
+  const triggers = onIpamTriggers(nc, env.WEAVE_HOST, (kind) => void reconciler.run().catch((err: unknown) => log.warn({ err, kind }, `reconciling after ipam's ${kind} failed`)), log);
+  const rpc = serveRpc(nc, env.WEAVE_HOST, pluginApiRpc, { reconcile: () => reconciler.run(), status: async () => ({ readdress: await readdress.status() }) }, log);
   // After the socket: creating a network from the catalogue makes Docker call this plugin.
   const catalogue =
     env.WEAVE_CATALOGUE === 'on'
@@ -56,7 +63,9 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
     rmSync(socket, { force: true });
     await served?.close();
     rpc.unsubscribe();
+    for (const t of triggers) t.unsubscribe();
     await reconciler.stop();
+    await readdressStore.stop();
     await catalogue?.stop();
     await closed;
   };

@@ -25,12 +25,13 @@ const container = (endpointId: string, ipv4: string, ipv6 = '') => ({ Name: 'c',
 describe("Docker's view of a network", () => {
   it('has every endpoint with bare addresses, the gateways and the aux addresses', () => {
     const [e1, e2, e3] = [id(), id(), id()];
+    const [c1, c3] = [id(), id()];
     const raw = inspect({
       config: [
         { Subnet: '10.40.0.0/24', Gateway: '10.40.0.1', AuxiliaryAddresses: { printer: '10.40.0.200' } },
         { Subnet: 'fd40::/64', Gateway: 'fd40::1' },
       ],
-      containers: { [id()]: container(e1, '10.40.0.2/24', 'fd40::2/64'), [`ep-${e2}`]: container(e2, '10.40.0.3/24'), [id()]: container(e3, '') },
+      containers: { [c1]: container(e1, '10.40.0.2/24', 'fd40::2/64'), [`ep-${e2}`]: container(e2, '10.40.0.3/24'), [c3]: container(e3, '') },
     });
     const v = networkView(EndpointsInspect.parse(raw));
     expect(v).toEqual({
@@ -41,9 +42,9 @@ describe("Docker's view of a network", () => {
       subnets: ['10.40.0.0/24', 'fd40::/64'],
       reserved: ['10.40.0.1', '10.40.0.200', 'fd40::1'],
       endpoints: [
-        { endpointId: e1, addresses: ['10.40.0.2', 'fd40::2'] },
-        { endpointId: e2, addresses: ['10.40.0.3'] },
-        { endpointId: e3, addresses: [] },
+        { endpointId: e1, addresses: ['10.40.0.2', 'fd40::2'], containerId: c1, container: 'c' },
+        { endpointId: e2, addresses: ['10.40.0.3'], containerId: null, container: 'c' },
+        { endpointId: e3, addresses: [], containerId: c3, container: 'c' },
       ],
     });
   });

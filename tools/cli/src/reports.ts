@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { rpcClient } from '@weave/bus';
-import { ipamRpc, netwireRpc, routerRpc } from '@weave/contracts';
+import { ipamRpc, netwireRpc, pluginApiRpc, routerRpc } from '@weave/contracts';
 import { describeError, UnavailableError } from '@weave/errors';
 import type { HostReport } from './views';
 
@@ -22,12 +22,14 @@ export async function reportOf(nc: NatsConnection, host: string): Promise<HostRe
     }
   };
   const o = { timeoutMs: TIMEOUT_MS };
-  const [ipam, netwire, router] = await Promise.all([
+  const [ipam, netwire, router, pluginApi] = await Promise.all([
     ask('ipam', () => rpcClient(nc, host, ipamRpc, o).status({})),
     ask('netwire', () => rpcClient(nc, host, netwireRpc, o).status({})),
     ask('the router', () => rpcClient(nc, host, routerRpc, o).status({}), true),
+    // Quiet when absent: a plugin-api older than its status (or not running) has nothing to add here.
+    ask('plugin-api', () => rpcClient(nc, host, pluginApiRpc, o).status({}), true),
   ]);
-  return { host, ipam, netwire, router, problems };
+  return { host, ipam, netwire, router, pluginApi, problems };
 }
 
 /** This host and every peer its router has heard of, connected or not, each with its report. */

@@ -1,10 +1,12 @@
 import type { ResOf } from '@weave/contracts';
 import type { ipamRpc, netwireRpc, routerRpc } from '@weave/contracts';
+import type { pluginApiRpc } from '@weave/contracts';
 import { table } from './format';
 
 export type IpamStatus = ResOf<typeof ipamRpc, 'status'>;
 export type NetwireStatus = ResOf<typeof netwireRpc, 'status'>;
 export type RouterStatus = ResOf<typeof routerRpc, 'status'>;
+export type PluginApiStatus = ResOf<typeof pluginApiRpc, 'status'>;
 export type IpamHost = IpamStatus['hosts'][number];
 export type RmpeerResult = ResOf<typeof ipamRpc, 'rmpeer'>;
 
@@ -14,6 +16,8 @@ export interface HostReport {
   ipam: IpamStatus | null;
   netwire: NetwireStatus | null;
   router: RouterStatus | null;
+  /** Containers plugin-api is moving off addresses other hosts hold; absent from a plugin-api without them. */
+  pluginApi?: PluginApiStatus | null;
   /** Why a part is missing, for the reader. */
   problems: string[];
 }
@@ -185,5 +189,21 @@ export function problemsOf(r: HostReport, now: Date): string[] {
   for (const n of r.router?.networks ?? []) if (!n.attached) out.push(`network ${n.networkId.slice(0, 12)}'s sleeve TAP ${n.tap} is not on bridge ${n.bridge}: no traffic to other hosts`);
   out.push(...hostProblems(r.host, r.ipam?.hosts ?? [], now));
   for (const e of r.netwire?.endpoints ?? []) if (!e.present) out.push(`endpoint ${e.endpointId.slice(0, 12)} (${e.address ?? '-'}) has lost its veth ${e.hostVeth}`);
+  out.push(...readdressProblems(r, now));
+  return out;
+}
+
+/** Endpoints taken off their network, and containers moved or left disconnected, because another host holds their address. */
+function readdressProblems(r: HostReport, now: Date): string[] {
+  const out: string[] = [];
+  for (const e of r.netwire?.endpoints ?? []) {
+    const i = e.isolated;
+    if (i) out.push(`endpoint ${e.endpointId.slice(0, 12)}${i.containerId ? ` of container ${i.containerId.slice(0, 12)}` : ''} is off its network (taken off ${ago(i.at, now)}): ${i.address} is leased by ${i.takenBy}`);
+  }
+  for (const m of r.pluginApi?.readdress ?? []) {
+    const taken = `${m.address} is leased by ${m.takenBy} (given there while this host was away)`;
+    if (m.reconnect) out.push(`container ${m.container} is being moved off ${m.address} on ${m.network} (since ${ago(m.since, now)}): ${taken}`);
+    else out.push(`container ${m.container} is disconnected from ${m.network}: its --ip ${taken}; connect it again with another --ip or none (docker network connect ${m.network} ${m.container})`);
+  }
   return out;
 }

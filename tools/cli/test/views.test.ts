@@ -91,6 +91,23 @@ test('problems: a detached TAP and a lost veth are named', () => {
   ]);
 });
 
+test('problems: an endpoint off its network and containers moved off, or left disconnected from, addresses other hosts hold', () => {
+  const r = report('host1', [['b', '10.32.0.2/24', true]]);
+  r.netwire!.endpoints[0]!.isolated = { at: '2026-01-01T00:09:58.000Z', address: '10.32.0.2', takenBy: 'host2', containerId: EP('c') };
+  const move = { containerId: EP('c'), networkId: NET, network: 'weave:foo', endpointId: EP('b'), takenBy: 'host2', endpointConfig: {}, since: '2026-01-01T00:09:30.000Z' };
+  r.pluginApi = {
+    readdress: [
+      { ...move, container: 'web', address: '10.32.0.2', reconnect: true },
+      { ...move, container: 'db', address: '10.32.0.50', reconnect: false },
+    ],
+  };
+  expect(problemsOf(r, now)).toEqual([
+    'endpoint bbbbbbbbbbbb of container cccccccccccc is off its network (taken off 2s ago): 10.32.0.2 is leased by host2',
+    'container web is being moved off 10.32.0.2 on weave:foo (since 30s ago): 10.32.0.2 is leased by host2 (given there while this host was away)',
+    'container db is disconnected from weave:foo: its --ip 10.32.0.50 is leased by host2 (given there while this host was away); connect it again with another --ip or none (docker network connect weave:foo db)',
+  ]);
+});
+
 describe('ipam hosts and lost-host reclaim', () => {
   const live = (host: string, silentS: number, leaseLeftS: number) => ({
     host,

@@ -6,3 +6,5 @@ export * from './use-stack';
 export * from './listeners';
 export * from './state-of-record';
 export * from './private-dockerd';
+export * from './peer-service';
+export * from './service-process';

@@ -1,6 +1,6 @@
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, NatsConnection } from '@nats-io/transport-node';
@@ -9,8 +9,8 @@ import { ensureNatsCredentials, NATS_CLIENT_SECRET_FILE } from '@weave/config';
 import { ipamRpc, netwireRpc, pluginApiRpc, routerRpc, ServiceName } from '@weave/contracts';
 import { pluginAnswers } from '@weave/docker-cli';
 import { NatsServer, startNatsServer, waitFor } from '@weave/testing';
+import { answersOverNats, exited, killChild, spawnService, stopChild } from './service-process';
 
-const root = join(__dirname, '..', '..', '..');
 type Svc = ServiceName;
 // The router is left out unless asked for: it needs the native addon, and without a peer it has
 // nothing to do for the suites that use Docker.
@@ -77,23 +77,19 @@ export class ProcessStack {
     return rpcClient(this.nc, this.hostOf('plugin-api'), pluginApiRpc);
   }
 
+  /** What a process needs to reach this stack's NATS as its services do (the CLI, a service of another host). */
+  natsEnv(): Record<string, string> {
+    return { WEAVE_NATS_URL: this.nats.url, WEAVE_NATS_CREDS_FILE: join(this.secretsDir, NATS_CLIENT_SECRET_FILE) };
+  }
+
+  /** Where a service's output goes; `name` is the service, or another process of the test's. */
+  logFile(name: string): string {
+    return join(this.logDir, `${name}.log`);
+  }
+
   async startService(s: Svc): Promise<void> {
-    const out = openSync(join(this.logDir, `${s}.log`), 'a');
-    const proc = spawn(process.execPath, ['--import', 'tsx', join(root, 'services', s, 'src', 'main.ts')], {
-      cwd: root,
-      stdio: ['ignore', out, out],
-      env: {
-        ...process.env,
-        WEAVE_HOST: this.host,
-        WEAVE_NATS_URL: this.nats.url,
-        WEAVE_NATS_CREDS_FILE: join(this.secretsDir, NATS_CLIENT_SECRET_FILE),
-        WEAVE_PLUGIN_NAME: this.plugin,
-        WEAVE_LOG_LEVEL: 'debug',
-        ...this.extraEnv,
-        ...this.o.serviceEnv?.[s],
-      },
-    });
-    closeSync(out);
+    const env = { WEAVE_HOST: this.host, ...this.natsEnv(), WEAVE_PLUGIN_NAME: this.plugin, WEAVE_LOG_LEVEL: 'debug', ...this.extraEnv, ...this.o.serviceEnv?.[s] };
+    const proc = spawnService(s, this.logFile(s), env);
     this.procs.set(s, proc);
     await waitFor(() => (proc.exitCode !== null ? Promise.reject(new Error(`${s} exited: ${this.logTail(s)}`)) : this.ready(s)), {
       what: `${s} of ${this.host} to answer`,
@@ -105,31 +101,22 @@ export class ProcessStack {
   /** Whether `s` answers now: its status over NATS, or Plugin.Activate on the socket for plugin-api. */
   async ready(s: Svc): Promise<boolean> {
     if (s === 'plugin-api') return pluginAnswers(this.socket);
-    // A short timeout: a probe sent while NATS reconnects may never be answered, and waiting the
-    // default 10 s for it would make an outage look that much longer.
-    const o = { timeoutMs: 1000 };
-    const host = this.hostOf(s);
-    const probe = s === 'ipam' ? rpcClient(this.nc, host, ipamRpc, o).status({}) : s === 'netwire' ? rpcClient(this.nc, host, netwireRpc, o).status({}) : rpcClient(this.nc, host, routerRpc, o).status({});
-    return probe.then(() => true, () => false);
+    return answersOverNats(this.nc, this.hostOf(s), s);
   }
 
   /** Kills one service the hard way, as a crash would (SIGKILL: no cleanup runs). */
   async kill(s: Svc): Promise<void> {
-    const p = this.procs.get(s);
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGKILL');
-    await exited;
+    await killChild(this.procs.get(s));
   }
 
   isAlive(s: Svc): boolean {
     const p = this.procs.get(s);
-    return !!p && p.exitCode === null && p.signalCode === null;
+    return !!p && !exited(p);
   }
 
-  logTail(s: Svc, lines = 30): string {
+  logTail(s: string, lines = 30): string {
     try {
-      return readFileSync(join(this.logDir, `${s}.log`), 'utf8').trim().split('\n').slice(-lines).join('\n');
+      return readFileSync(this.logFile(s), 'utf8').trim().split('\n').slice(-lines).join('\n');
     } catch {
       return '(no log)';
     }
@@ -137,15 +124,7 @@ export class ProcessStack {
 
   /** Stops every service gracefully (SIGTERM), then NATS; removes the socket and logs. */
   async stop(): Promise<void> {
-    for (const s of [...this.services].reverse()) {
-      const p = this.procs.get(s);
-      if (!p || p.exitCode !== null || p.signalCode !== null) continue;
-      const exited = new Promise((r) => p.once('exit', r));
-      p.kill('SIGTERM');
-      const timer = setTimeout(() => p.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    for (const s of [...this.services].reverse()) await stopChild(this.procs.get(s));
     await this.nc?.close();
     await this.nats?.stop();
     rmSync(this.socket, { force: true });

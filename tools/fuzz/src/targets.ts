@@ -131,6 +131,7 @@ function rpcTargets(f: Fixture): Target[] {
       releaseAddress: { seed: { poolId: f.poolId, address: ip(f.address) }, dangling: [{ what: 'address outside the pool', body: { poolId: f.poolId, address: OUTSIDE } }] },
       status: { seed: {} },
       reconcileHost: { seed: { pools: [{ subnet: f.pool, keep: [ip(f.gateway), ip(f.address)] }], olderThan: OLDER_THAN } },
+      checkLeases: { seed: { pools: [{ subnet: f.pool, addresses: [ip(f.address)] }] } },
     },
     netwire: {
       createNetwork: { seed: { networkId: freshId(6), ipv4: [{ pool: '10.251.30.0/24', gateway: '10.251.30.1/24' }], ipv6: [], internal: false, mtu: null, options: {} } },
@@ -147,6 +148,7 @@ function rpcTargets(f: Fixture): Target[] {
       deleteEndpoint: { seed: ids },
       status: { seed: {} },
       reconcileEndpoints: { seed: { networks: [{ networkId: f.networkId, keep: [f.endpointId] }], olderThan: OLDER_THAN } },
+      isolateEndpoints: { seed: { endpoints: [{ ...ids, containerId: null, address: ip(f.address), takenBy: 'fuzzpeer' }] } },
     },
     router: { status: { seed: {} } },
     'plugin-api': { reconcile: { seed: {} } },

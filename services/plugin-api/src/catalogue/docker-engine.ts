@@ -4,6 +4,8 @@ import { UnavailableError } from '@weave/errors';
 import { z } from 'zod';
 import type { DockerEndpoints, DockerNetworkView } from '../reconcile/plan';
 import { EndpointsInspect, networkView } from '../reconcile/docker-view';
+import { containerView, DockerContainers } from '../reconcile/docker-containers';
+import type { ContainerView } from '../reconcile/readdress-plan';
 import { ActiveEntry, LocalNetwork, REPLICA_LABEL } from './plan';
 
 /** What the catalogue asks of the local Docker engine, and nothing more. */
@@ -45,7 +47,7 @@ export type IpamNetwork = z.output<typeof IpamNetwork>;
  * The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them).
  * Also what reconciliation reads of Docker (DockerEndpoints).
  */
-export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
+export class SocketDockerEngine implements DockerEngine, DockerEndpoints, DockerContainers {
   constructor(private readonly socketPath = '/var/run/docker.sock') {}
 
   async networks(driver: string): Promise<LocalNetwork[]> {
@@ -95,6 +97,22 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints {
     return all
       .filter((n) => n.IPAM?.Driver === driver)
       .map((n) => IpamNetwork.parse({ id: n.Id, name: n.Name, subnets: (n.IPAM?.Config ?? []).flatMap((c) => (c.Subnet ? [c.Subnet] : [])) }));
+  }
+
+  async container(id: string): Promise<ContainerView | null> {
+    const raw = await this.call('GET', `/containers/${encodeURIComponent(id)}/json`).catch((e: unknown) => {
+      if (e instanceof DockerApiError && e.status === 404) return null;
+      throw e;
+    });
+    return raw === null ? null : containerView(raw);
+  }
+
+  async disconnect(networkId: string, containerId: string): Promise<void> {
+    await this.call('POST', `/networks/${encodeURIComponent(networkId)}/disconnect`, { Container: containerId, Force: true });
+  }
+
+  async connect(networkId: string, containerId: string, endpointConfig: Record<string, unknown>): Promise<void> {
+    await this.call('POST', `/networks/${encodeURIComponent(networkId)}/connect`, { Container: containerId, EndpointConfig: endpointConfig });
   }
 
   private async listed(driver: string): Promise<z.output<typeof Listed>> {

@@ -25,7 +25,9 @@ export const EndpointsInspect = z.looseObject({
       .nullish(),
   }),
   /** Keyed by container id, or `ep-<endpoint id>` for an endpoint without a container yet. */
-  Containers: z.record(z.string(), z.looseObject({ EndpointID: DockerId, IPv4Address: Address.optional(), IPv6Address: Address.optional() })).nullish(),
+  Containers: z
+    .record(z.string(), z.looseObject({ Name: z.string().optional(), EndpointID: DockerId, IPv4Address: Address.optional(), IPv6Address: Address.optional() }))
+    .nullish(),
 });
 export type EndpointsInspect = z.output<typeof EndpointsInspect>;
 
@@ -40,6 +42,12 @@ export function networkView(i: EndpointsInspect): DockerNetworkView {
     ipamDriver: i.IPAM.Driver ?? null,
     subnets: configs.flatMap((c) => (c.Subnet ? [c.Subnet] : [])),
     reserved: configs.flatMap((c) => [...(c.Gateway ? [c.Gateway] : []), ...Object.values(c.AuxiliaryAddresses ?? {})]),
-    endpoints: Object.values(i.Containers ?? {}).map((c) => ({ endpointId: c.EndpointID, addresses: [...bare(c.IPv4Address), ...bare(c.IPv6Address)] })),
+    endpoints: Object.entries(i.Containers ?? {}).map(([key, c]) => ({
+      endpointId: c.EndpointID,
+      addresses: [...bare(c.IPv4Address), ...bare(c.IPv6Address)],
+      // `ep-<endpoint id>` for an endpoint without a container.
+      containerId: DockerId.safeParse(key).success ? key : null,
+      container: c.Name ?? '',
+    })),
   };
 }

@@ -11,7 +11,15 @@ export interface DockerNetworkView {
   subnets: string[];
   /** Gateways and aux addresses: leased through us, but no endpoint's. */
   reserved: string[];
-  endpoints: Array<{ endpointId: string; addresses: string[] }>;
+  endpoints: DockerEndpointView[];
+}
+
+export interface DockerEndpointView {
+  endpointId: string;
+  addresses: string[];
+  /** The container it belongs to (null: an endpoint without one), and its name; absent where nobody needs them. */
+  containerId?: string | null;
+  container?: string;
 }
 
 /** What reconciliation reads of Docker, and nothing more. */

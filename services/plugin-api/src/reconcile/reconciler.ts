@@ -4,7 +4,8 @@ import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { CoalescedPasses } from '@weave/sync';
 import type { z } from 'zod';
-import { DockerEndpoints, planReconcile } from './plan';
+import { DockerEndpoints, DockerNetworkView, planReconcile } from './plan';
+import type { ReaddressPass } from './readdresser';
 
 export type Report = z.output<typeof DockerReconcileReport>;
 
@@ -24,6 +25,8 @@ export interface ReconcilerOptions {
   graceMs: number;
   intervalMs: number;
   now?: () => Date;
+  /** Moves containers off addresses other hosts hold, first in each pass (see Readdresser). */
+  readdress?: { pass(networks: readonly DockerNetworkView[]): Promise<ReaddressPass> };
 }
 
 /**
@@ -87,14 +90,25 @@ export class DockerReconciler {
     });
     const plan = planReconcile(this.o.driver, networks, listedAt, this.o.graceMs);
     const problems: string[] = [];
+    const readdress = await this.readdress(networks, problems);
     const ask = <R>(who: string, f: () => Promise<R>): Promise<R | null> =>
       f().catch((e: unknown) => (problems.push(`${who}: ${describeError(e)}`), null));
     // One after the other: they are independent, but a pass is rare and this keeps its load low.
     const ipam = await ask('ipam', () => this.o.ipam.reconcileHost(plan.ipam));
     const netwire = await ask('netwire', () => this.o.netwire.reconcileEndpoints(plan.netwire));
-    const report: Report = { listedAt: listedAt.toISOString(), olderThan: plan.ipam.olderThan, networks: networks.length, endpoints: plan.endpoints, ipam, netwire, problems };
+    const report: Report = { listedAt: listedAt.toISOString(), olderThan: plan.ipam.olderThan, networks: networks.length, endpoints: plan.endpoints, ipam, netwire, problems, ...readdress };
     this.announce(report);
     return report;
+  }
+
+  /** Before the sweeps: an address another host holds is in use twice until its container moves. */
+  private async readdress(networks: readonly DockerNetworkView[], problems: string[]): Promise<Pick<Report, 'readdress'>> {
+    if (!this.o.readdress) return {};
+    const pass = await this.o.readdress.pass(networks).catch((e: unknown) => (problems.push(`readdress: ${describeError(e)}`), null));
+    if (!pass) return {};
+    const { problems: theirs, ...readdress } = pass;
+    problems.push(...theirs.map((p) => `readdress: ${p}`));
+    return { readdress };
   }
 
   private announce(r: Report): void {
