@@ -72,7 +72,26 @@ export const DockerOption = {
   requestAddressType: 'RequestAddressType',
   gatewayType: 'com.docker.network.gateway',
   macAddress: 'com.docker.network.endpoint.macaddress',
+  /** Join and ProgramExternalConnectivity: the container's `-p` bindings (DockerPortBinding). */
+  portMap: 'com.docker.network.portmap',
+  exposedPorts: 'com.docker.network.endpoint.exposedports',
 } as const;
+
+/**
+ * One entry of `com.docker.network.portmap` (libnetwork's types.PortBinding as JSON), as
+ * dockerd 20.10 sends it: `{"Proto":6,"IP":"","Port":80,"HostIP":"127.0.0.1","HostPort":8080,"HostPortEnd":8080}`.
+ * Proto is the IP protocol number (6 tcp, 17 udp, 132 sctp); HostPort 0 asks for any port,
+ * HostPort < HostPortEnd for one of a range; HostIP is "" for every address.
+ */
+export const DockerPortBinding = z.looseObject({
+  Proto: z.number().int(),
+  Port: z.number().int().min(0).max(65535),
+  HostIP: z.string().nullish().transform((s) => s ?? ''),
+  HostPort: z.number().int().min(0).max(65535),
+  HostPortEnd: z.number().int().min(0).max(65535).nullish().transform((n) => n ?? 0),
+});
+export const DockerPortMap = z.array(DockerPortBinding).nullish().transform((a) => a ?? []);
+export type DockerPortBinding = z.output<typeof DockerPortBinding>;
 
 /** The address spaces our IPAM announces; a network whose IPv4Data names another space used Docker's IPAM. */
 export const AddressSpaces = { local: 'weave-local', global: 'weave-global' } as const;

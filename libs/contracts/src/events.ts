@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
+import { PublishedPort } from './ports';
 import { AddressKind, ReclaimedAddress, ReclaimedBlock, ReleasedLease, ReleasedPool, RemovedEndpoint, RemovedNetwork, ServiceName } from './rpc';
 
 /**
@@ -86,6 +87,9 @@ export const EventKinds = {
     'endpoint.joined': z.object({ networkId: DockerId, endpointId: DockerId, sandboxKey: z.string() }),
     'endpoint.left': z.object({ networkId: DockerId, endpointId: DockerId }),
     'endpoint.deleted': z.object({ networkId: DockerId, endpointId: DockerId }),
+    /** Ports published to an endpoint on this host (Docker cannot show them: `docker port` stays empty for a plugin's network). */
+    'ports.published': z.object({ networkId: DockerId, endpointId: DockerId, ports: z.array(PublishedPort) }),
+    'ports.unpublished': z.object({ networkId: DockerId, endpointId: DockerId, ports: z.array(PublishedPort) }),
     /** Endpoints and networks Docker did not have, removed by reconciliation (each also as endpoint.deleted / network.deleted). */
     'endpoints.reconciled': z.object({ removed: z.array(RemovedEndpoint), removedNetworks: z.array(RemovedNetwork), spared: z.number().int() }),
     'reconciled': z.object({
@@ -96,6 +100,10 @@ export const EventKinds = {
       removedFirewall: z.array(z.string()).optional(),
       /** Endpoints whose host veth was put back on its (restored) bridge. */
       reattachedEndpoints: z.array(DockerId).optional(),
+      /** Published-port rules removed because their endpoint is gone (by host veth). */
+      removedPorts: z.array(z.string()).optional(),
+      /** Endpoints whose published ports were put back in the kernel. */
+      restoredPorts: z.array(DockerId).optional(),
     }),
     /**
      * An endpoint taken off its network (host veth down and off the bridge; nothing removed): its

@@ -1,5 +1,6 @@
 export * from './primitives';
 export * from './docker';
+export * from './ports';
 export * from './rpc';
 export * from './readdress';
 export * from './events';

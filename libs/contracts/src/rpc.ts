@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PortRequest, PublishedPort } from './ports';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
 import { CheckLeasesRequest, CheckLeasesResult, EndpointIsolation, IsolateEndpointsRequest, IsolateEndpointsResult, Readdress, ReaddressReport } from './readdress';
 
@@ -200,6 +201,8 @@ export const EndpointStatus = z.object({
   mac: MacString,
   hostVeth: z.string(),
   present: z.boolean(),
+  /** The ports published to it on this host; absent from a netwire that predates publishing. */
+  ports: z.array(PublishedPort).optional(),
   /** Set when netwire took the endpoint off its network: another host holds its address. */
   isolated: EndpointIsolation.nullable().optional(),
 });
@@ -237,10 +240,23 @@ export const netwireRpc = {
         srcName: z.string().max(15),
         gateway: IpString.nullable(),
         gatewayV6: IpString.nullable(),
+        /** An internal network publishes no ports: plugin-api refuses a container that asks it to. */
+        internal: z.boolean(),
       }),
     },
     leave: { req: EndpointRef, res: Empty },
     deleteEndpoint: { req: EndpointRef, res: Empty },
+    /**
+     * Docker's ProgramExternalConnectivity: publishes the ports on this host (replacing what the
+     * endpoint had), all or none. Refused on an internal network, and for a port someone else
+     * publishes or listens on; answers with the host ports chosen.
+     */
+    publishPorts: {
+      req: z.strictObject({ networkId: DockerId, endpointId: DockerId, ports: z.array(PortRequest).max(1024) }),
+      res: z.strictObject({ ports: z.array(PublishedPort) }),
+    },
+    /** Docker's RevokeExternalConnectivity: the endpoint's ports are published no more. */
+    unpublishPorts: { req: EndpointRef, res: Empty },
     status: {
       req: Empty,
       res: z.strictObject({ networks: z.array(NetworkStatus), endpoints: z.array(EndpointStatus) }),

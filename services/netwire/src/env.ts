@@ -22,6 +22,12 @@ export const NetwireEnv = MeshPasswordEnv.extend({
    * simulated host runs its netwire so. Unset in production (host networking).
    */
   WEAVE_NETNS: z.preprocess(unsetIfEmpty, z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional()),
+  /**
+   * Where net.ipv4.conf can be written (published ports on loopback set a bridge's
+   * route_localnet); compose mounts the host's /proc/sys/net/ipv4/conf there, as /proc/sys is
+   * read-only in a container. Default: /proc/sys/net/ipv4/conf.
+   */
+  WEAVE_IPV4_CONF_DIR: z.preprocess(unsetIfEmpty, z.string().startsWith('/').optional()),
   /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
   WEAVE_NETWIRE_METRICS_PORT: MetricsPort(METRICS_PORTS.netwire),
 });

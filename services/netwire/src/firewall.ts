@@ -11,16 +11,26 @@ import { Prefix } from './names';
  * first. Each rule carries the comment `weave:<bridge>` so the rules of one bridge can be
  * removed exactly, also after a crash forgot which were added.
  */
-export const Chains = { forward: 'WEAVE-FORWARD', postrouting: 'WEAVE-POSTROUTING', isolate: 'WEAVE-ISOLATE' } as const;
+export const Chains = {
+  forward: 'WEAVE-FORWARD',
+  postrouting: 'WEAVE-POSTROUTING',
+  isolate: 'WEAVE-ISOLATE',
+  /** nat: published ports' DNATs (see ports.ts). */
+  ports: 'WEAVE-PORTS',
+  /** raw: what must be dropped before anything else sees it. */
+  prerouting: 'WEAVE-PREROUTING',
+} as const;
 
 /** Every chain of ours, in the order they are created (before any rule refers to them). */
 export const ownChains: ReadonlyArray<readonly [Table, string]> = [
   ['filter', Chains.forward],
   ['filter', Chains.isolate],
   ['nat', Chains.postrouting],
+  ['nat', Chains.ports],
+  ['raw', Chains.prerouting],
 ];
 
-export type Table = 'filter' | 'nat';
+export type Table = 'filter' | 'nat' | 'raw';
 
 export interface Rule {
   table: Table;
@@ -45,6 +55,18 @@ export const jumpRules: readonly Rule[] = [
   { table: 'nat', chain: 'POSTROUTING', position: 'first', spec: ['-j', Chains.postrouting] },
   { table: 'filter', chain: Chains.forward, position: 'first', spec: ['-i', `${Prefix.bridge}+`, '-o', `${Prefix.bridge}+`, '-j', Chains.isolate] },
   { table: 'filter', chain: Chains.isolate, position: 'last', spec: ['-j', 'DROP'] },
+  // Published ports: local destinations, from elsewhere and from the host itself. Loopback only
+  // from the host: a packet from outside addressed to 127.0.0.1 must stay a martian, not be
+  // turned into one for a container that published on 127.0.0.1 alone.
+  { table: 'nat', chain: 'PREROUTING', position: 'first', spec: ['!', '-d', '127.0.0.0/8', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', Chains.ports] },
+  { table: 'nat', chain: 'OUTPUT', position: 'first', spec: ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', Chains.ports] },
+  // A connection to a published port is let across networks, as it would be from another host.
+  { table: 'filter', chain: Chains.isolate, position: 'first', spec: ['-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'RETURN'] },
+  // Bridges that carry the host's loopback to published ports route 127.0.0.0/8 (route_localnet),
+  // which would also let a container reach the host's loopback services: nothing from a weave
+  // bridge addressed to 127.0.0.0/8 gets further than here.
+  { table: 'raw', chain: 'PREROUTING', position: 'first', spec: ['-j', Chains.prerouting] },
+  { table: 'raw', chain: Chains.prerouting, position: 'last', spec: ['-d', '127.0.0.0/8', '-i', `${Prefix.bridge}+`, '-j', 'DROP'] },
 ];
 
 export function bridgeRules(f: BridgeFirewall): Rule[] {
@@ -82,10 +104,15 @@ export function parseRuleLine(line: string): { chain: string; spec: string[] } |
   return { chain: words[1]!, spec: words.slice(2) };
 }
 
+/** A rule's comment (where our tags are), if it has one. */
+export function commentOf(spec: readonly string[]): string | undefined {
+  const i = spec.indexOf('--comment');
+  return i >= 0 ? spec[i + 1] : undefined;
+}
+
 /** The bridge a rule is tagged for, or null when it is not one of ours. */
 export function bridgeOfTag(spec: readonly string[]): string | null {
-  const i = spec.indexOf('--comment');
-  const tag = i >= 0 ? spec[i + 1] : undefined;
+  const tag = commentOf(spec);
   return tag?.startsWith(TAG_PREFIX) ? tag.slice(TAG_PREFIX.length) : null;
 }
 

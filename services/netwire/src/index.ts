@@ -7,6 +7,7 @@ export * from './kernel-linux';
 export * from './mac';
 export * from './mtu';
 export * from './names';
+export * from './ports';
 export * from './netwire';
 export * from './reconcile';
 export * from './service';

@@ -1,5 +1,6 @@
 import { bridgeRules, Rule } from './firewall';
 import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo } from './kernel';
+import { EndpointPorts, HeldPort, PortRange, portRules, servesLoopback } from './ports';
 
 interface FakeLink extends LinkInfo {
   peer: string | null;
@@ -8,7 +9,19 @@ interface FakeLink extends LinkInfo {
   inHostNs: boolean;
 }
 
-type Op = 'createBridge' | 'createVethPair' | 'setMaster' | 'setUp' | 'isolateLink' | 'addAddress' | 'deleteLink' | 'ensureFirewallChains' | 'ensureFirewall' | 'removeFirewall';
+type Op =
+  | 'createBridge'
+  | 'createVethPair'
+  | 'setMaster'
+  | 'setUp'
+  | 'isolateLink'
+  | 'addAddress'
+  | 'deleteLink'
+  | 'ensureFirewallChains'
+  | 'ensureFirewall'
+  | 'removeFirewall'
+  | 'ensurePortRules'
+  | 'removePortRules';
 
 /**
  * The kernel in memory, with the rules that matter to netwire (names are unique, a veth dies
@@ -18,6 +31,14 @@ type Op = 'createBridge' | 'createVethPair' | 'setMaster' | 'setUp' | 'isolateLi
 export class FakeKernel implements Kernel {
   readonly links = new Map<string, FakeLink>();
   readonly firewall = new Map<string, BridgeFirewall>();
+  /** Published ports by host veth, whether or not the veth still exists (as rules outlive links). */
+  readonly ports = new Map<string, EndpointPorts>();
+  /** Ports held by somebody else on the host (Docker, a listening process). */
+  foreignPorts: HeldPort[] = [];
+  ephemeral: PortRange = { first: 49153, last: 65535 };
+  /** Veths with hairpin on, and bridges that route 127.0.0.0/8. */
+  readonly hairpin = new Set<string>();
+  readonly routeLocalnet = new Set<string>();
   chains = false;
   underlay: number | null = 1500;
   /** Every state-changing call, as "op name", in order. */
@@ -60,7 +81,7 @@ export class FakeKernel implements Kernel {
   }
   /** The rules that would be in iptables now, as `table chain spec…` lines, for assertions. */
   ruleLines(): string[] {
-    return [...this.firewall.values()].flatMap(bridgeRules).map((r: Rule) => [r.table, r.chain, ...r.spec].join(' '));
+    return [...[...this.firewall.values()].flatMap(bridgeRules), ...[...this.ports.values()].flatMap(portRules)].map((r: Rule) => [r.table, r.chain, ...r.spec].join(' '));
   }
 
   async linkExists(name: string): Promise<boolean> {
@@ -150,6 +171,37 @@ export class FakeKernel implements Kernel {
 
   async firewallBridges(): Promise<string[]> {
     return [...this.firewall.keys()];
+  }
+
+  async ensurePortRules(e: EndpointPorts): Promise<void> {
+    await this.change('ensurePortRules', e.hostVeth);
+    if (!this.chains) this.fail(`iptables -A WEAVE-PORTS …`, "Chain 'WEAVE-PORTS' does not exist");
+    if (e.ports.length === 0) return void this.ports.delete(e.hostVeth);
+    this.need(e.hostVeth);
+    this.hairpin.add(e.hostVeth);
+    if (e.ports.some(servesLoopback)) this.routeLocalnet.add(e.bridge);
+    this.ports.set(e.hostVeth, structuredClone(e));
+  }
+
+  async removePortRules(o: { bridge: string; hostVeth?: string }): Promise<void> {
+    await this.change('removePortRules', o.hostVeth ?? o.bridge);
+    for (const [veth, e] of this.ports) if (e.bridge === o.bridge && (o.hostVeth === undefined || veth === o.hostVeth)) this.ports.delete(veth);
+  }
+
+  async portRuleOwners(): Promise<Array<{ bridge: string; hostVeth: string }>> {
+    return [...this.ports.values()].map(({ bridge, hostVeth }) => ({ bridge, hostVeth }));
+  }
+
+  async portsInUse(): Promise<HeldPort[]> {
+    await this.pause();
+    const ours = [...this.ports.values()].flatMap((e) =>
+      e.ports.map((p): HeldPort => ({ protocol: p.protocol, hostIp: p.hostIp, hostPort: p.hostPort, hostVeth: e.hostVeth, by: `published by weave for endpoint ${e.hostVeth} (to ${p.containerIp}:${p.containerPort})` })),
+    );
+    return [...ours, ...this.foreignPorts];
+  }
+
+  async ephemeralPorts(): Promise<PortRange> {
+    return this.ephemeral;
   }
 
   private link(name: string, kind: string, mtu: number, mac: string, peer: string | null, owner: string | null = null): FakeLink {

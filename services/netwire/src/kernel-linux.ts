@@ -1,8 +1,10 @@
 import { access } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { z } from 'zod';
+import { UnavailableError } from '@weave/errors';
 import { bridgeOfTag, bridgeRules, jumpRules, ownChains, parseRuleLine, Rule, sameSpec, Table } from './firewall';
 import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo, ownerAlias } from './kernel';
+import { EndpointPorts, HeldPort, heldByNat, heldBySockets, parsePortRange, PortRange, portOwnerOf, portRules, servesLoopback } from './ports';
 
 /** Runs one program with arguments, no shell. Injected so command lines can be tested without root. */
 /** Runs a program without a shell; `input`, when given, is written to its stdin. */
@@ -15,7 +17,14 @@ export interface LinuxKernelOptions {
    */
   netns?: string | null;
   exec?: Exec;
+  /**
+   * Where the namespace's /proc/sys/net/ipv4/conf can be written: in a container /proc/sys is
+   * read-only, so compose mounts the host's elsewhere (WEAVE_IPV4_CONF_DIR).
+   */
+  ipv4ConfDir?: string;
 }
+
+export const IPV4_CONF_DIR = '/proc/sys/net/ipv4/conf';
 
 /**
  * The kernel through iproute2 (`ip -j` for reading) and iptables. One process per command keeps
@@ -24,9 +33,11 @@ export interface LinuxKernelOptions {
 export class LinuxKernel implements Kernel {
   private readonly exec: Exec;
   private readonly prefix: string[];
+  private readonly ipv4ConfDir: string;
 
   constructor(o: LinuxKernelOptions = {}) {
     this.exec = o.exec ?? execFileNoShell;
+    this.ipv4ConfDir = o.ipv4ConfDir ?? IPV4_CONF_DIR;
     if (o.netns && !/^[A-Za-z0-9_.-]+$/.test(o.netns)) throw new TypeError(`bad network namespace name ${JSON.stringify(o.netns)}`);
     // nsenter rather than `ip netns exec`, which also remounts /sys: the namespace is all we need.
     this.prefix = o.netns ? ['nsenter', `--net=/run/netns/${o.netns}`, '--'] : [];
@@ -134,28 +145,79 @@ export class LinuxKernel implements Kernel {
     for (const rule of jumpRules) await this.ensureRule(rule);
   }
 
-  async ensureFirewall(f: BridgeFirewall): Promise<void> {
-    const wanted = bridgeRules(f);
-    // Stale rules first (a network that changed from internal, a subnet no longer there), then
-    // whatever is missing: the rules that stay are never absent in between.
-    for (const have of await this.taggedRules(f.bridge)) {
-      if (!wanted.some((w) => w.table === have.table && sameSpec(w.spec, have.spec))) await this.iptables(have.table, ['-D', have.chain, ...have.spec]);
+  ensureFirewall(f: BridgeFirewall): Promise<void> {
+    return this.makeTagged((spec) => bridgeOfTag(spec) === f.bridge, bridgeRules(f));
+  }
+
+  removeFirewall(bridge: string): Promise<void> {
+    return this.makeTagged((spec) => bridgeOfTag(spec) === bridge, []);
+  }
+
+  async firewallBridges(): Promise<string[]> {
+    const all = await this.taggedRules((spec) => bridgeOfTag(spec) !== null);
+    return [...new Set(all.map((r) => bridgeOfTag(r.spec)!))];
+  }
+
+  async ensurePortRules(e: EndpointPorts): Promise<void> {
+    if (e.ports.length > 0) {
+      // The container reaching its own published port: the frame must go back out its own port.
+      await this.run('ip', ['link', 'set', 'dev', e.hostVeth, 'type', 'bridge_slave', 'hairpin', 'on']);
+      if (e.ports.some(servesLoopback)) await this.routeLocalnet(e.bridge);
+    }
+    await this.makeTagged((spec) => sameOwner(portOwnerOf(spec), e), portRules(e));
+  }
+
+  removePortRules(o: { bridge: string; hostVeth?: string }): Promise<void> {
+    return this.makeTagged((spec) => sameOwner(portOwnerOf(spec), o), []);
+  }
+
+  async portRuleOwners(): Promise<Array<{ bridge: string; hostVeth: string }>> {
+    const owners = (await this.taggedRules((spec) => portOwnerOf(spec) !== null)).map((r) => portOwnerOf(r.spec)!);
+    return [...new Map(owners.map((o) => [`${o.bridge}/${o.hostVeth}`, o])).values()];
+  }
+
+  async portsInUse(): Promise<HeldPort[]> {
+    const [nat, sockets] = await Promise.all([this.iptables('nat', ['-S']), this.run('ss', ['-H', '-l', '-n', '-t', '-u', '-p'])]);
+    return [...heldByNat(nat), ...heldBySockets(sockets)];
+  }
+
+  async ephemeralPorts(): Promise<PortRange> {
+    return parsePortRange(await this.run('cat', ['/proc/sys/net/ipv4/ip_local_port_range']));
+  }
+
+  /**
+   * Lets the bridge carry the host's loopback traffic to published ports: without it the kernel
+   * refuses to route a packet from 127.0.0.1 out of a bridge. (Its other effect, taking packets
+   * for 127.0.0.0/8 in from the bridge, is undone by the raw table's DROP; see firewall.ts.)
+   */
+  private async routeLocalnet(bridge: string): Promise<void> {
+    const knob = `${this.ipv4ConfDir}/${bridge}/route_localnet`;
+    try {
+      await this.run('tee', [knob], '1\n');
+    } catch (e) {
+      throw new UnavailableError(
+        `published ports that answer on 127.0.0.1 need net.ipv4.conf.${bridge}.route_localnet=1, and ${knob} cannot be written` +
+          ` (in a container /proc/sys is read-only: mount the host's ${IPV4_CONF_DIR} and set WEAVE_IPV4_CONF_DIR to it, as compose/host.yml does): ${e instanceof KernelCommandError ? e.stderr.trim() : String(e)}`,
+        { cause: e },
+      );
+    }
+  }
+
+  /**
+   * Makes the rules `match` picks out of our chains exactly `wanted`: stale ones go first (a
+   * network that changed from internal, a subnet or port no longer there), then whatever is
+   * missing is added, so the rules that stay are never absent in between.
+   */
+  private async makeTagged(match: (spec: readonly string[]) => boolean, wanted: readonly Rule[]): Promise<void> {
+    for (const have of await this.taggedRules(match)) {
+      if (!wanted.some((w) => w.table === have.table && w.chain === have.chain && sameSpec(w.spec, have.spec))) await this.iptables(have.table, ['-D', have.chain, ...have.spec]);
     }
     for (const rule of wanted) await this.ensureRule(rule);
   }
 
-  async removeFirewall(bridge: string): Promise<void> {
-    for (const r of await this.taggedRules(bridge)) await this.iptables(r.table, ['-D', r.chain, ...r.spec]);
-  }
-
-  async firewallBridges(): Promise<string[]> {
-    const all = await this.taggedRules(null);
-    return [...new Set(all.map((r) => bridgeOfTag(r.spec)!))];
-  }
-
-  /** Our tagged rules (for one bridge, or all when null) as listed by `iptables -S`. */
-  private async taggedRules(bridge: string | null): Promise<Array<Rule & { chain: string }>> {
-    const out: Array<Rule & { chain: string }> = [];
+  /** The rules in our chains that `match` picks, as listed by `iptables -S`. */
+  private async taggedRules(match: (spec: readonly string[]) => boolean): Promise<Rule[]> {
+    const out: Rule[] = [];
     for (const [table, chain] of ownChains) {
       let listing: string;
       try {
@@ -167,8 +229,7 @@ export class LinuxKernel implements Kernel {
       }
       for (const line of listing.split('\n')) {
         const r = parseRuleLine(line);
-        const tag = r && bridgeOfTag(r.spec);
-        if (r && tag && (bridge === null || tag === bridge)) out.push({ table, chain: r.chain, position: 'last', spec: r.spec });
+        if (r && match(r.spec)) out.push({ table, chain: r.chain, position: 'last', spec: r.spec });
       }
     }
     return out;
@@ -202,6 +263,9 @@ export class LinuxKernel implements Kernel {
     }
   }
 }
+
+const sameOwner = (owner: { bridge: string; hostVeth: string } | null, o: { bridge: string; hostVeth?: string }): boolean =>
+  owner !== null && owner.bridge === o.bridge && (o.hostVeth === undefined || owner.hostVeth === o.hostVeth);
 
 const execFileNoShell: Exec = (file, args, input) =>
   new Promise((resolve, reject) => {

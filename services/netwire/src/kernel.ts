@@ -1,4 +1,5 @@
 import { UnavailableError } from '@weave/errors';
+import type { EndpointPorts, HeldPort, PortRange } from './ports';
 
 /**
  * Everything netwire asks of the host kernel, and nothing more. The service logic is written
@@ -37,6 +38,21 @@ export interface Kernel {
   removeFirewall(bridge: string): Promise<void>;
   /** The bridges that have tagged rules, whether or not the bridge itself still exists. */
   firewallBridges(): Promise<string[]>;
+
+  /**
+   * Makes one endpoint's published-port rules exactly `e.ports` (none: all removed), with what
+   * they need of the links: hairpin on its veth, and 127.0.0.0/8 routed by its bridge when a
+   * port answers on loopback.
+   */
+  ensurePortRules(e: EndpointPorts): Promise<void>;
+  /** Removes the published-port rules of one endpoint of `bridge`, or of all its endpoints. */
+  removePortRules(o: { bridge: string; hostVeth?: string }): Promise<void>;
+  /** The endpoints that have published-port rules, whether or not they still exist. */
+  portRuleOwners(): Promise<Array<{ bridge: string; hostVeth: string }>>;
+  /** The host ports somebody holds: weave's and Docker's published ports, listening sockets. */
+  portsInUse(): Promise<HeldPort[]>;
+  /** The host's ephemeral port range, where a request for any port picks one. */
+  ephemeralPorts(): Promise<PortRange>;
 }
 
 export interface LinkInfo {

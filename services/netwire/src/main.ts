@@ -7,7 +7,7 @@ import { collectNetwireState } from './metrics';
 import { startNetwire } from './service';
 
 void runService('netwire', NetwireEnv, async ({ env, log, nc }) => {
-  const kernel = new LinuxKernel({ netns: env.WEAVE_NETNS ?? null });
+  const kernel = new LinuxKernel({ netns: env.WEAVE_NETNS ?? null, ipv4ConfDir: env.WEAVE_IPV4_CONF_DIR });
   const metrics = serviceRegistry('netwire', env.WEAVE_HOST);
   const rpcMetrics = rpcCallMetrics(metrics, 'netwire');
   // An encrypted mesh carries everything on the sleeve, with room for the AEAD on every datagram.

@@ -1,5 +1,5 @@
-import { EventDataOf, EventKindOf, NetworkSpec, netwireRpc, ResOf } from '@weave/contracts';
-import { asWeaveError, ConflictError, describeError, errorFromCode, NotFoundError, WeaveError } from '@weave/errors';
+import { EventDataOf, EventKindOf, formatPortRequest, formatPublishedPort, NetworkSpec, netwireRpc, ResOf } from '@weave/contracts';
+import { asWeaveError, ConflictError, describeError, errorFromCode, InvalidRequestError, NotFoundError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { parseIpInCidr, formatIp } from '@weave/netaddr';
 import type { z } from 'zod';
@@ -9,6 +9,7 @@ import { bridgeMac, endpointMac, normaliseMac } from './mac';
 import { chooseMtu } from './mtu';
 import { wireIdOf } from './wire';
 import { bridgeName, containerVethName, hostVethName } from './names';
+import { planPorts } from './ports';
 import { isolateEndpoints, planReisolate } from './isolate';
 import { planReconcile } from './reconcile';
 import { Rollback, withRollback } from './rollback';
@@ -18,7 +19,13 @@ import { planEndpointSweep, planNetworkSweep } from './sweep';
 type Methods = (typeof netwireRpc)['methods'];
 type Req<M extends keyof Methods> = z.output<Methods[M]['req']>;
 type Res<M extends keyof Methods> = ResOf<typeof netwireRpc, M>;
-export type ReconcileReport = EventDataOf<'netwire', 'reconciled'> & { removedFirewall: string[]; reattachedEndpoints: string[]; problems: number };
+export type ReconcileReport = EventDataOf<'netwire', 'reconciled'> & {
+  removedFirewall: string[];
+  reattachedEndpoints: string[];
+  removedPorts: string[];
+  restoredPorts: string[];
+  problems: number;
+};
 
 /** Where netwire's events go; the bus's EventPublisher in production, a recorder in tests. */
 export interface NetwireEvents {
@@ -48,6 +55,12 @@ export interface NetwireDeps {
  */
 export class Netwire {
   private readonly mutex = new KeyedMutex();
+  /**
+   * Host ports are one pool for every network: choosing and taking one happens under this, inside
+   * the network's lock. A lock of its own, not a key of `mutex`: `exclusive` there waits for what
+   * holds a network, which would wait for this.
+   */
+  private readonly portLock = new KeyedMutex();
   private readonly k: Kernel;
   private readonly log: Logger;
   private readonly now: () => Date;
@@ -103,6 +116,7 @@ export class Netwire {
       for (const l of links.filter((l) => l.master === bridge && l.kind === 'veth')) {
         await t.step(`delete veth ${l.name}`, () => this.k.deleteLink(l.name));
       }
+      await t.step(`remove published ports on ${bridge}`, () => this.k.removePortRules({ bridge }));
       await t.step(`remove firewall rules of ${bridge}`, () => this.k.removeFirewall(bridge));
       await t.step(`delete bridge ${bridge}`, () => this.k.deleteLink(bridge));
       await t.step(`forget network ${short(networkId)}`, () => this.d.store.deleteNetwork(networkId));
@@ -150,10 +164,7 @@ export class Netwire {
 
   join(req: Req<'join'>): Promise<Res<'join'>> {
     return this.mutex.run(req.networkId, async () => {
-      const ep = await this.d.store.getEndpoint(req.endpointId);
-      if (!ep || ep.networkId !== req.networkId) {
-        throw new NotFoundError(`endpoint ${short(req.endpointId)} of network ${short(req.networkId)} is not known to netwire on this host`);
-      }
+      const ep = await this.needEndpoint(req);
       const net = await this.needNetwork(req.networkId);
       if (!(await this.k.linkExists(ep.hostVeth))) {
         // Lost since CreateEndpoint (removed by hand, or a crash in between): Docker is about to
@@ -161,7 +172,7 @@ export class Netwire {
         await withRollback(this.log, (rb) => this.plugVeth(net, ep, rb)).catch(rethrowAs(`cannot join endpoint ${short(ep.endpointId)}`));
       }
       this.d.events.publish('endpoint.joined', { networkId: req.networkId, endpointId: req.endpointId, sandboxKey: req.sandboxKey });
-      return { srcName: ep.containerVeth, ...gatewaysForJoin(net.spec) };
+      return { srcName: ep.containerVeth, ...gatewaysForJoin(net.spec), internal: net.spec.internal };
     });
   }
 
@@ -176,6 +187,9 @@ export class Netwire {
     return this.mutex.run(req.networkId, async () => {
       const ep = await this.d.store.getEndpoint(req.endpointId);
       const hostVeth = ep?.hostVeth ?? hostVethName(req.endpointId);
+      // Docker revokes before it deletes; this is for when the revoke did not reach us. The rules
+      // go before the record, so a failure leaves the record for reconcile to find them by.
+      if (ep?.ports?.length) await this.removePorts(ep, bridgeName(req.networkId));
       if (ep) await this.d.store.deleteEndpoint(req.endpointId);
       // By now Docker has moved the container end back to our namespace; deleting the host end
       // takes the pair. The kernel needs ~20 ms for it (an RCU grace period), which every
@@ -193,6 +207,72 @@ export class Netwire {
       if (ep) this.d.events.publish('endpoint.deleted', { networkId: req.networkId, endpointId: req.endpointId });
       return {};
     });
+  }
+
+  /**
+   * Publishes an endpoint's ports on this host (Docker's ProgramExternalConnectivity), replacing
+   * what it had: all or none. A port asked for by number must be free of weave's, Docker's and
+   * listening processes' ports; the same request again keeps the ports it was given.
+   */
+  publishPorts(req: Req<'publishPorts'>): Promise<Res<'publishPorts'>> {
+    return this.mutex.run(req.networkId, () =>
+      this.portLock.run('host', async () => {
+        const ep = await this.needEndpoint(req);
+        const net = await this.needNetwork(req.networkId);
+        if (req.ports.length === 0) return (await this.dropPorts(ep, net.bridge), { ports: [] });
+        const asked = req.ports.map(formatPortRequest);
+        if (net.spec.internal) {
+          throw new InvalidRequestError(`network ${short(req.networkId)} is internal (--internal): it has no way in or out, so it publishes no ports (${asked.join(', ')})`);
+        }
+        if (!ep.address) throw new InvalidRequestError(`endpoint ${short(ep.endpointId)} has no IPv4 address to publish ${asked.join(', ')} to`);
+        const [held, ephemeral] = await Promise.all([this.k.portsInUse(), this.k.ephemeralPorts()]);
+        const ports = planPorts({
+          requests: req.ports,
+          containerIp: formatIp(parseIpInCidr(ep.address).ip),
+          held: held.filter((h) => h.hostVeth !== ep.hostVeth),
+          ephemeral,
+          previous: ep.ports,
+        });
+        const target = { bridge: net.bridge, hostVeth: ep.hostVeth };
+        await withRollback(this.log, async (rb) => {
+          // Undone by putting back what the endpoint had: a rule half-made goes, a port it kept stays.
+          rb.push(`restore the published ports of ${ep.hostVeth}`, () => this.k.ensurePortRules({ ...target, ports: ep.ports ?? [] }));
+          await this.k.ensurePortRules({ ...target, ports });
+          await this.d.store.putEndpoint({ ...ep, ports });
+        }).catch(rethrowAs(`cannot publish ${asked.join(', ')} for endpoint ${short(ep.endpointId)}`));
+        this.d.events.publish('ports.published', { networkId: req.networkId, endpointId: req.endpointId, ports });
+        this.log.info({ endpointId: req.endpointId, ports: ports.map(formatPublishedPort) }, 'published ports');
+        return { ports };
+      }),
+    );
+  }
+
+  /**
+   * Docker's RevokeExternalConnectivity, sent at every stop of a container with a gateway: the
+   * endpoint's ports go. A record without ports is trusted (nothing to ask the kernel); rules a
+   * crash left behind are reconcile's.
+   */
+  unpublishPorts(req: Req<'unpublishPorts'>): Promise<Res<'unpublishPorts'>> {
+    return this.mutex.run(req.networkId, async () => {
+      const ep = await this.d.store.getEndpoint(req.endpointId);
+      const bridge = bridgeName(req.networkId);
+      if (ep && ep.networkId === req.networkId) await this.dropPorts(ep, bridge);
+      else if (!ep) await this.k.removePortRules({ bridge, hostVeth: hostVethName(req.endpointId) });
+      return {};
+    });
+  }
+
+  /** Takes an endpoint's published ports away: rules first, then the record. */
+  private async dropPorts(ep: EndpointRecord, bridge: string): Promise<void> {
+    if (!ep.ports?.length) return;
+    await this.removePorts(ep, bridge, () => this.d.store.putEndpoint({ ...ep, ports: [] }));
+  }
+
+  /** Removes an endpoint's published-port rules, then does `andThen` (its record's part), then says so. */
+  private async removePorts(ep: EndpointRecord, bridge: string, andThen: () => Promise<void> = async () => {}): Promise<void> {
+    await this.k.removePortRules({ bridge, hostVeth: ep.hostVeth });
+    await andThen();
+    this.d.events.publish('ports.unpublished', { networkId: ep.networkId, endpointId: ep.endpointId, ports: ep.ports ?? [] });
   }
 
   async status(): Promise<Res<'status'>> {
@@ -217,6 +297,7 @@ export class Netwire {
         hostVeth: e.hostVeth,
         present: present.has(e.hostVeth),
         ...(e.isolated ? { isolated: e.isolated } : {}),
+        ...(e.ports?.length ? { ports: e.ports } : {}),
       })),
     };
   }
@@ -230,14 +311,24 @@ export class Netwire {
   reconcile(): Promise<ReconcileReport> {
     return this.mutex.exclusive(async () => {
       await this.k.ensureFirewallChains();
-      const [links, networks, endpoints, firewallBridges] = await Promise.all([
+      const [links, networks, endpoints, firewallBridges, portOwners] = await Promise.all([
         this.k.listLinks(),
         this.d.store.listNetworks(),
         this.d.store.listEndpoints(),
         this.k.firewallBridges(),
+        this.k.portRuleOwners(),
       ]);
-      const plan = planReconcile({ owner: this.d.host, links, networks, endpoints, firewallBridges });
-      const r: ReconcileReport = { removedLinks: [], restoredNetworks: [], forgottenEndpoints: [], removedFirewall: [], reattachedEndpoints: [], problems: 0 };
+      const plan = planReconcile({ owner: this.d.host, links, networks, endpoints, firewallBridges, portOwners });
+      const r: ReconcileReport = {
+        removedLinks: [],
+        restoredNetworks: [],
+        forgottenEndpoints: [],
+        removedFirewall: [],
+        reattachedEndpoints: [],
+        removedPorts: [],
+        restoredPorts: [],
+        problems: 0,
+      };
       const attempt = async (what: string, f: () => Promise<unknown>): Promise<boolean> => {
         try {
           await f();
@@ -262,6 +353,13 @@ export class Netwire {
       }
       for (const veth of planReisolate(endpoints, links)) await attempt(`keep ${veth} off its network (its address is another host's)`, () => this.k.isolateLink(veth));
       for (const id of plan.forgetEndpoints) if (await attempt(`forget endpoint ${short(id)}`, () => this.d.store.deleteEndpoint(id))) r.forgottenEndpoints.push(id);
+      for (const o of plan.removePorts) if (await attempt(`remove leftover published ports of ${o.hostVeth}`, () => this.k.removePortRules(o))) r.removedPorts.push(o.hostVeth);
+      for (const { endpoint: e, bridge } of plan.restorePorts) {
+        const ports = e.ports ?? [];
+        if (await attempt(`publish again ${ports.map(formatPublishedPort).join(', ')} of ${short(e.endpointId)}`, () => this.k.ensurePortRules({ bridge, hostVeth: e.hostVeth, ports }))) {
+          r.restoredPorts.push(e.endpointId);
+        }
+      }
       const { problems, ...event } = r;
       this.d.events.publish('reconciled', event);
       if (problems > 0) this.log.warn({ problems }, 'reconcile left some things as they were; see the warnings above');
@@ -318,7 +416,8 @@ export class Netwire {
     try {
       const now = await this.d.store.getEndpoint(e.endpointId);
       if (!now || now.networkId !== e.networkId) return false;
-      // The veth first: a failure in between leaves a record, which the next pass finds again.
+      // The ports and the veth first: a failure in between leaves a record, which the next pass finds again.
+      if (now.ports?.length) await this.removePorts(now, bridgeName(now.networkId));
       await this.k.deleteLink(e.hostVeth);
       await this.d.store.deleteEndpoint(e.endpointId);
     } catch (err) {
@@ -337,6 +436,14 @@ export class Netwire {
   /** Resolves once every operation started before it has finished (for a clean stop). */
   idle(): Promise<void> {
     return this.mutex.exclusive(async () => {});
+  }
+
+  private async needEndpoint(req: { networkId: string; endpointId: string }): Promise<EndpointRecord> {
+    const ep = await this.d.store.getEndpoint(req.endpointId);
+    if (!ep || ep.networkId !== req.networkId) {
+      throw new NotFoundError(`endpoint ${short(req.endpointId)} of network ${short(req.networkId)} is not known to netwire on this host`);
+    }
+    return ep;
   }
 
   private async needNetwork(networkId: string): Promise<NetworkRecord> {

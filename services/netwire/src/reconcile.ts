@@ -14,6 +14,8 @@ export interface ReconcileInput {
   networks: NetworkRecord[];
   endpoints: EndpointRecord[];
   firewallBridges: string[];
+  /** The endpoints that have published-port rules in the kernel. */
+  portOwners: Array<{ bridge: string; hostVeth: string }>;
 }
 
 export interface ReconcilePlan {
@@ -29,6 +31,10 @@ export interface ReconcilePlan {
   reattach: Array<{ hostVeth: string; bridge: string; endpointId: string }>;
   /** Endpoint records whose veth and network are both gone: nothing can use them again. */
   forgetEndpoints: string[];
+  /** Published-port rules of endpoints that have none recorded (gone, or revoked while we were down). */
+  removePorts: Array<{ bridge: string; hostVeth: string }>;
+  /** Recorded endpoints with published ports and their veth, whose rules are ensured (a flush took them, say). */
+  restorePorts: Array<{ endpoint: EndpointRecord; bridge: string }>;
 }
 
 export function planReconcile(i: ReconcileInput): ReconcilePlan {
@@ -59,9 +65,19 @@ export function planReconcile(i: ReconcileInput): ReconcilePlan {
     if (veth && net && !e.isolated && veth.master !== net.bridge) reattach.push({ hostVeth: e.hostVeth, bridge: net.bridge, endpointId: e.endpointId });
   }
 
+  const ours = (bridge: string): boolean => (links.get(bridge)?.owner ?? i.owner) === i.owner;
+  // Only where the veth is there to carry them: an endpoint without one gets its rules back when
+  // Docker publishes again after starting its container.
+  const restorePorts = i.endpoints.flatMap((e) => {
+    const net = networks.get(e.networkId);
+    return net && e.ports?.length && links.has(e.hostVeth) ? [{ endpoint: e, bridge: net.bridge }] : [];
+  });
+  const published = new Set(restorePorts.map((r) => `${r.bridge}/${r.endpoint.hostVeth}`));
   return {
     removeLinks: [...orphanVeths, ...orphanBridges],
-    removeFirewall: [...new Set(i.firewallBridges)].filter((b) => !knownBridges.has(b) && (links.get(b)?.owner ?? i.owner) === i.owner),
+    removeFirewall: [...new Set(i.firewallBridges)].filter((b) => !knownBridges.has(b) && ours(b)),
+    removePorts: i.portOwners.filter((o) => !published.has(`${o.bridge}/${o.hostVeth}`) && ours(o.bridge)),
+    restorePorts,
     restoreNetworks: i.networks.filter((n) => !bridgePresent(n.bridge)),
     ensureNetworks: i.networks.filter((n) => bridgePresent(n.bridge)),
     reattach,

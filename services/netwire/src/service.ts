@@ -58,6 +58,8 @@ export function handlers(n: Netwire): RpcHandlers<typeof netwireRpc> {
     join: (r) => n.join(r),
     leave: (r) => n.leave(r),
     deleteEndpoint: (r) => n.deleteEndpoint(r),
+    publishPorts: (r) => n.publishPorts(r),
+    unpublishPorts: (r) => n.unpublishPorts(r),
     status: () => n.status(),
     reconcileEndpoints: (r) => n.reconcileEndpoints(r),
     isolateEndpoints: (r) => n.isolateEndpoints(r),

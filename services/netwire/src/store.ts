@@ -1,5 +1,5 @@
 import { KV, kvCreate, kvDelete, kvGet, kvKeys, kvMutate, kvUpdate } from '@weave/bus';
-import { DockerId, IpWithPrefix, MacString, Mtu, NetworkSpec } from '@weave/contracts';
+import { DockerId, IpWithPrefix, MacString, Mtu, NetworkSpec, PublishedPort } from '@weave/contracts';
 import { EndpointIsolation } from '@weave/contracts';
 import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
@@ -34,6 +34,8 @@ export const EndpointRecord = z.object({
    * not have recorded yet. Absent in records written before it existed.
    */
   createdAt: z.iso.datetime().optional(),
+  /** Its published ports (ProgramExternalConnectivity); reconcile puts their rules back after a restart. */
+  ports: z.array(PublishedPort).optional(),
   /** Set once it was taken off its network (its address is another host's): it is never put back on it. */
   isolated: EndpointIsolation.nullable().optional(),
 });

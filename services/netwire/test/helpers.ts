@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventDataOf, EventKindOf, EventKinds, NetworkSpec } from '@weave/contracts';
 import { silentLogger } from '@weave/log';
 import { z } from 'zod';
-import { FakeKernel, MemoryStore, Netwire, NetwireEvents } from '../src';
+import { containerVethName, EndpointRecord, FakeKernel, hostVethName, MemoryStore, Netwire, NetwireEvents } from '../src';
 
 export const newId = (): string => randomBytes(32).toString('hex');
 
@@ -47,4 +47,17 @@ export const endpointReq = (networkId: string, o: { endpointId?: string; address
   address: o.address === undefined ? '10.77.0.2/24' : o.address,
   addressV6: null,
   mac: o.mac ?? null,
+});
+
+/** An endpoint's record as netwire keeps it, for plans and stores built by hand. */
+export const endpointRecord = (networkId: string, endpointId: string, o: Partial<EndpointRecord> = {}): EndpointRecord => ({
+  networkId,
+  endpointId,
+  address: '10.77.0.2/24',
+  addressV6: null,
+  mac: '02:42:0a:4d:00:02',
+  macGenerated: true,
+  hostVeth: hostVethName(endpointId),
+  containerVeth: containerVethName(endpointId),
+  ...o,
 });

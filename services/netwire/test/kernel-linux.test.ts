@@ -112,10 +112,63 @@ it('creates the chains once and jumps to them from the top', async () => {
     'iptables -w 5 -t filter -N WEAVE-FORWARD',
     'iptables -w 5 -t filter -N WEAVE-ISOLATE',
     'iptables -w 5 -t nat -N WEAVE-POSTROUTING',
+    'iptables -w 5 -t nat -N WEAVE-PORTS',
+    'iptables -w 5 -t raw -N WEAVE-PREROUTING',
     'iptables -w 5 -t filter -C FORWARD -j WEAVE-FORWARD',
     'iptables -w 5 -t filter -I FORWARD 1 -j WEAVE-FORWARD',
     'iptables -w 5 -t nat -C POSTROUTING -j WEAVE-POSTROUTING',
     'iptables -w 5 -t filter -C WEAVE-FORWARD -i wvb+ -o wvb+ -j WEAVE-ISOLATE',
     'iptables -w 5 -t filter -C WEAVE-ISOLATE -j DROP',
+    'iptables -w 5 -t nat -C PREROUTING ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j WEAVE-PORTS',
+    'iptables -w 5 -t nat -C OUTPUT -m addrtype --dst-type LOCAL -j WEAVE-PORTS',
+    'iptables -w 5 -t filter -C WEAVE-ISOLATE -m conntrack --ctstate DNAT -j RETURN',
+    'iptables -w 5 -t raw -C PREROUTING -j WEAVE-PREROUTING',
+    'iptables -w 5 -t raw -C WEAVE-PREROUTING -d 127.0.0.0/8 -i wvb+ -j DROP',
   ]);
+});
+
+it("publishes an endpoint's ports: hairpin on its veth, loopback routed by its bridge, its rules exactly", async () => {
+  const stale = '-A WEAVE-PORTS -p tcp -m tcp --dport 9090 -m comment --comment "weave-port:wvb1/wvh2" -j DNAT --to-destination 10.77.0.2:90';
+  const other = '-A WEAVE-PORTS -p tcp -m tcp --dport 7070 -m comment --comment "weave-port:wvb1/wvh3" -j DNAT --to-destination 10.77.0.3:70';
+  const s = scripted({ '-S WEAVE-PORTS': { stdout: ['-N WEAVE-PORTS', stale, other].join('\n') }, ' -C ': { code: 1, stderr: 'iptables: Bad rule' } });
+  const k = new LinuxKernel({ netns: 'wvt-x', exec: s.exec, ipv4ConfDir: '/run/weave/ipv4-conf' });
+  await k.ensurePortRules({ bridge: 'wvb1', hostVeth: 'wvh2', ports: [{ protocol: 'tcp', hostIp: null, hostPort: 8080, containerIp: '10.77.0.2', containerPort: 80 }] });
+  const ns = 'nsenter --net=/run/netns/wvt-x -- ';
+  expect(s.ran.filter((c) => !c.includes(' -S ') && !c.includes(' -C ')).map((c) => c.replace(ns, ''))).toEqual([
+    'ip link set dev wvh2 type bridge_slave hairpin on',
+    'tee /run/weave/ipv4-conf/wvb1/route_localnet <<< 1',
+    'iptables -w 5 -t nat -D WEAVE-PORTS -p tcp -m tcp --dport 9090 -m comment --comment weave-port:wvb1/wvh2 -j DNAT --to-destination 10.77.0.2:90',
+    'iptables -w 5 -t nat -A WEAVE-PORTS -p tcp -m tcp --dport 8080 -m comment --comment weave-port:wvb1/wvh2 -j DNAT --to-destination 10.77.0.2:80',
+    'iptables -w 5 -t filter -A WEAVE-FORWARD -d 10.77.0.2/32 ! -i wvb1 -o wvb1 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT -m comment --comment weave-port:wvb1/wvh2 -j ACCEPT',
+    'iptables -w 5 -t nat -A WEAVE-POSTROUTING -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -m comment --comment weave-port:wvb1/wvh2 -j MASQUERADE',
+    'iptables -w 5 -t nat -A WEAVE-POSTROUTING -s 127.0.0.0/8 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -m comment --comment weave-port:wvb1/wvh2 -j MASQUERADE',
+  ]);
+  expect(await k.portRuleOwners()).toEqual([
+    { bridge: 'wvb1', hostVeth: 'wvh2' },
+    { bridge: 'wvb1', hostVeth: 'wvh3' },
+  ]);
+});
+
+it('says what to mount when the loopback cannot be routed (a read-only /proc/sys in a container)', async () => {
+  const s = scripted({ tee: { code: 1, stderr: 'tee: /proc/sys/net/ipv4/conf/wvb1/route_localnet: Read-only file system' } });
+  const k = new LinuxKernel({ exec: s.exec });
+  const ports = [{ protocol: 'tcp' as const, hostIp: '127.0.0.1', hostPort: 8080, containerIp: '10.77.0.2', containerPort: 80 }];
+  await expect(k.ensurePortRules({ bridge: 'wvb1', hostVeth: 'wvh2', ports })).rejects.toThrow(/route_localnet=1.*Read-only file system/);
+  await expect(k.ensurePortRules({ bridge: 'wvb1', hostVeth: 'wvh2', ports })).rejects.toThrow(/WEAVE_IPV4_CONF_DIR/);
+  // Published on another address only, the loopback is not needed.
+  const t = scripted({ ' -C ': { code: 1, stderr: 'iptables: Bad rule' } });
+  await new LinuxKernel({ exec: t.exec }).ensurePortRules({ bridge: 'wvb1', hostVeth: 'wvh2', ports: [{ ...ports[0]!, hostIp: '192.0.2.1' }] });
+  expect(t.ran.some((c) => c.startsWith('tee'))).toBe(false);
+});
+
+it('reads the ports in use from the nat table and ss, and the ephemeral range', async () => {
+  const s = scripted({
+    'iptables -w 5 -t nat -S': { stdout: '-A DOCKER ! -i docker0 -p tcp -m tcp --dport 18080 -j DNAT --to-destination 172.17.0.2:80' },
+    'ss -H': { stdout: 'udp UNCONN 0 0 0.0.0.0:5353 0.0.0.0:*' },
+    ip_local_port_range: { stdout: '32768\t60999\n' },
+  });
+  const k = new LinuxKernel({ exec: s.exec });
+  expect((await k.portsInUse()).map((p) => `${p.hostPort}/${p.protocol}`)).toEqual(['18080/tcp', '5353/udp']);
+  expect(await k.ephemeralPorts()).toEqual({ first: 32768, last: 60999 });
+  expect(s.ran).toEqual(['iptables -w 5 -t nat -S', 'ss -H -l -n -t -u -p', 'cat /proc/sys/net/ipv4/ip_local_port_range']);
 });

@@ -192,7 +192,7 @@ describe('endpoints', () => {
     const req = endpointReq(t.networkId);
     await t.netwire.createEndpoint(req);
     const join = { networkId: t.networkId, endpointId: req.endpointId, sandboxKey: '/var/run/docker/netns/abc' };
-    await expect(t.netwire.join(join)).resolves.toEqual({ srcName: containerVethName(req.endpointId), gateway: '10.77.0.1', gatewayV6: 'fd77::1' });
+    await expect(t.netwire.join(join)).resolves.toEqual({ srcName: containerVethName(req.endpointId), gateway: '10.77.0.1', gatewayV6: 'fd77::1', internal: false });
     expect(t.events.of('endpoint.joined')).toEqual([{ networkId: t.networkId, endpointId: req.endpointId, sandboxKey: join.sandboxKey }]);
   });
 
@@ -320,6 +320,8 @@ describe('reconcile', () => {
       restoredNetworks: [lost.networkId],
       reattachedEndpoints: [eLost.endpointId],
       forgottenEndpoints: [eDead.endpointId],
+      removedPorts: [],
+      restoredPorts: [],
       problems: 0,
     });
     expect([...t.kernel.links.keys()].sort()).toEqual(

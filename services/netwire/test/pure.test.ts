@@ -8,7 +8,7 @@ import { bridgeName, containerVethName, hostVethName, roleOf } from '../src/name
 import { planReconcile } from '../src/reconcile';
 import type { LinkInfo } from '../src/kernel';
 import type { EndpointRecord, NetworkRecord } from '../src/store';
-import { networkSpec } from './helpers';
+import { endpointRecord, networkSpec } from './helpers';
 
 const NET = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2';
 const EP = '0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef';
@@ -111,6 +111,12 @@ describe('firewall rules', () => {
       'nat first POSTROUTING -j WEAVE-POSTROUTING',
       'filter first WEAVE-FORWARD -i wvb+ -o wvb+ -j WEAVE-ISOLATE',
       'filter last WEAVE-ISOLATE -j DROP',
+      // published ports (see ports.test.ts)
+      'nat first PREROUTING ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j WEAVE-PORTS',
+      'nat first OUTPUT -m addrtype --dst-type LOCAL -j WEAVE-PORTS',
+      'filter first WEAVE-ISOLATE -m conntrack --ctstate DNAT -j RETURN',
+      'raw first PREROUTING -j WEAVE-PREROUTING',
+      'raw last WEAVE-PREROUTING -d 127.0.0.0/8 -i wvb+ -j DROP',
     ]);
   });
   it('reads back iptables -S lines, quoted comments included, and finds the tag', () => {
@@ -126,16 +132,7 @@ describe('firewall rules', () => {
 describe('reconcile plan', () => {
   const link = (name: string, kind: string | null, master: string | null = null, owner: string | null = 'h1'): LinkInfo => ({ name, kind, master, mtu: 1450, mac: '', up: true, owner });
   const net = (networkId: string): NetworkRecord => ({ spec: networkSpec({ networkId }), bridge: bridgeName(networkId), mtu: 1450 });
-  const ep = (networkId: string, endpointId: string): EndpointRecord => ({
-    networkId,
-    endpointId,
-    address: '10.77.0.2/24',
-    addressV6: null,
-    mac: '02:42:0a:4d:00:02',
-    macGenerated: true,
-    hostVeth: hostVethName(endpointId),
-    containerVeth: containerVethName(endpointId),
-  });
+  const ep = (networkId: string, endpointId: string): EndpointRecord => endpointRecord(networkId, endpointId);
   const n1 = 'a'.repeat(64);
   const n2 = 'b'.repeat(64);
   const gone = 'c'.repeat(64);
@@ -165,6 +162,7 @@ describe('reconcile plan', () => {
     networks: [net(n1), net(n2)],
     endpoints: [ep(n1, e1), ep(n2, e2), ep(gone, eGone), ep(n1, eKeep)],
     firewallBridges: [bridgeName(n1), bridgeName(gone), 'wvb99999999999', 'wvb77777777777'],
+    portOwners: [],
   });
 
   it('removes only our leftovers, veths before bridges', () => {

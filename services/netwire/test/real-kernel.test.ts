@@ -1,92 +1,18 @@
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { promisify } from 'node:util';
-import type { NatsConnection } from '@nats-io/transport-node';
-import { openBucket, rpcClient, subscribeEvents } from '@weave/bus';
-import { Buckets, EventEnvelope, netwireRpc, NetworkSpec } from '@weave/contracts';
-import { silentLogger } from '@weave/log';
-import { NatsServer, useNats, waitFor } from '@weave/testing';
-import { LinuxKernel, RunningNetwire, startNetwire } from '../src';
+import { openBucket } from '@weave/bus';
+import { Buckets } from '@weave/contracts';
+import { waitFor } from '@weave/testing';
+import { inNs, isRoot, ourLinks, ping, rulesIn, sh, useNetnsLab } from './netns-lab';
 import { networkSpec, newId } from './helpers';
 
-/**
- * The real LinuxKernel and the whole service over a real nats-server, inside throwaway network
- * namespaces: `wvt-<random>` plays the Docker host, and one more namespace per "container".
- * Nothing here touches the machine's own namespace, and all traffic stays between the
- * namespaces the test made (they have no link to anything else).
- */
-const run = promisify(execFile);
-const isRoot = process.getuid?.() === 0;
+/** netwire on a real kernel, in throwaway namespaces (see netns-lab.ts). */
 // Each test runs a few dozen ip/iptables commands and pings; generous for a loaded CI machine.
 jest.setTimeout(30_000);
 const describeRoot = isRoot ? describe : describe.skip;
 if (!isRoot) console.warn('netwire real-kernel tests SKIPPED: they need root (network namespaces, veths, iptables)');
 
-const sh = async (file: string, ...args: string[]): Promise<string> => (await run(file, args, { timeout: 15_000 })).stdout;
-const inNs = (ns: string, file: string, ...args: string[]): Promise<string> => sh('nsenter', `--net=/run/netns/${ns}`, '--', file, ...args);
-const pingArgs = existsSync('/usr/bin/ping') || existsSync('/bin/ping') ? ['ping'] : ['busybox', 'ping'];
-const ping = (ns: string, address: string): Promise<boolean> =>
-  inNs(ns, pingArgs[0]!, ...pingArgs.slice(1), '-c', '1', '-W', '1', address).then(
-    () => true,
-    () => false,
-  );
-const rulesIn = async (ns: string): Promise<string[]> =>
-  [...(await inNs(ns, 'iptables', '-S')).split('\n'), ...(await inNs(ns, 'iptables', '-t', 'nat', '-S')).split('\n')].filter(Boolean);
-const ourLinks = async (ns: string): Promise<string[]> =>
-  (JSON.parse(await sh('ip', '-j', '-n', ns, 'link', 'show')) as Array<{ ifname: string }>).map((l) => l.ifname).filter((n) => n.startsWith('wv'));
-
 describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
-  let nats: NatsServer;
-  let nc: NatsConnection;
-  const namespaces: string[] = [];
-  const services: RunningNetwire[] = [];
-  const subs: Array<{ unsubscribe(): void }> = [];
-
-  useNats((s, c) => ((nats = s), (nc = c)));
-  afterEach(async () => {
-    for (const s of subs.splice(0)) s.unsubscribe();
-    for (const s of services.splice(0)) await s.stop().catch(() => undefined);
-    // Deleting a namespace takes its links and its iptables state with it.
-    for (const ns of namespaces.splice(0)) await sh('ip', 'netns', 'del', ns).catch(() => undefined);
-  });
-
-  async function newNs(suffix = ''): Promise<string> {
-    const ns = `wvt-${randomBytes(4).toString('hex')}${suffix}`;
-    await sh('ip', 'netns', 'add', ns);
-    namespaces.push(ns);
-    await inNs(ns, 'ip', 'link', 'set', 'lo', 'up');
-    return ns;
-  }
-
-  /** A "Docker host" namespace whose FORWARD drops, as Docker's engine leaves it, and netwire in it. */
-  async function host() {
-    const ns = await newNs();
-    await inNs(ns, 'iptables', '-P', 'FORWARD', 'DROP');
-    const hostName = `h${randomBytes(4).toString('hex')}`;
-    const kernel = new LinuxKernel({ netns: ns });
-    const events: EventEnvelope[] = [];
-    subs.push(subscribeEvents(nc, (e) => events.push(e), () => undefined, `weave.events.${hostName}.netwire.>`));
-    await nc.flush();
-    const start = async () => {
-      const s = await startNetwire({ nc, host: hostName, kernel, log: silentLogger(), mtu: null });
-      services.push(s);
-      return s;
-    };
-    const service = await start();
-    return { ns, hostName, kernel, events, service, start, client: rpcClient(nc, hostName, netwireRpc) };
-  }
-
-  /** What Docker does after Join: move the container end into the container and configure it. */
-  async function plugContainer(hostNs: string, srcName: string, address: string, gateway: string) {
-    const ns = await newNs('c');
-    await sh('ip', '-n', hostNs, 'link', 'set', srcName, 'netns', ns);
-    await inNs(ns, 'ip', 'link', 'set', srcName, 'name', 'eth0');
-    await inNs(ns, 'ip', 'addr', 'add', address, 'dev', 'eth0');
-    await inNs(ns, 'ip', 'link', 'set', 'eth0', 'up');
-    await inNs(ns, 'ip', 'route', 'add', 'default', 'via', gateway);
-    return ns;
-  }
+  const lab = useNetnsLab();
+  const { host, plugContainer } = lab;
 
   const spec = networkSpec;
 
@@ -102,7 +28,7 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     await expect(h.client.createEndpoint(b)).resolves.toEqual({ mac: null });
     const ja = await h.client.join({ networkId: net.networkId, endpointId: a.endpointId, sandboxKey: '/var/run/docker/netns/a' });
     const jb = await h.client.join({ networkId: net.networkId, endpointId: b.endpointId, sandboxKey: '/var/run/docker/netns/b' });
-    expect(ja).toEqual({ srcName: `wvc${a.endpointId.slice(0, 11)}`, gateway: '10.77.0.1', gatewayV6: null });
+    expect(ja).toEqual({ srcName: `wvc${a.endpointId.slice(0, 11)}`, gateway: '10.77.0.1', gatewayV6: null, internal: false });
 
     const ca = await plugContainer(h.ns, ja.srcName, a.address, ja.gateway!);
     const cb = await plugContainer(h.ns, jb.srcName, b.address, jb.gateway!);
@@ -239,7 +165,7 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     // The crash: netwire stops, a record is lost, a bridge is deleted by hand, and links with
     // our names but no records are left behind (plus a link that is not ours at all).
     await h.service.stop();
-    const kv = await openBucket(nc, Buckets.netwire);
+    const kv = await openBucket(lab.nc, Buckets.netwire);
     await kv.delete(`${h.hostName}.net.${forgotten.networkId}`);
     await inNs(h.ns, 'ip', 'link', 'del', br(lost.networkId));
     // Leftovers of this host carry its tag, as everything netwire makes does; an untagged link
@@ -263,6 +189,8 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
       restoredNetworks: [lost.networkId],
       reattachedEndpoints: [eLost.endpointId],
       forgottenEndpoints: [],
+      removedPorts: [],
+      restoredPorts: [],
     });
     expect((reconciled.data as { removedLinks: string[] }).removedLinks).toHaveLength(4);
     const links = await ourLinks(h.ns);

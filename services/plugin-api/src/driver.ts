@@ -1,7 +1,8 @@
-import { AddressSpaces, DockerOption, DockerPoolView, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
+import { AddressSpaces, DockerOption, DockerPoolView, DockerPortBinding, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
 import type { RpcClient } from '@weave/bus';
 import { InvalidRequestError } from '@weave/errors';
 import { z } from 'zod';
+import { portBindings, portRequests } from './ports';
 
 /**
  * Docker's plugin methods mapped onto our services. Each entry names the interface (which decides
@@ -25,11 +26,16 @@ export interface Backends {
    * ReleasePool, which name no network (see dockerPoolView). Without it ipam decides alone.
    */
   dockerPools?: () => Promise<DockerPoolView | null>;
+  /**
+   * Why a container that asks to publish ports may not join an internal network (it has no other
+   * network to publish them through), or null (see internalPortsCheck). Without it, it may.
+   */
+  internalPorts?: (networkId: string, bindings: DockerPortBinding[]) => Promise<string | null>;
 }
 
 const Empty = {};
 
-export function routes({ ipam, netwire, dockerPools }: Backends): Record<string, Route> {
+export function routes({ ipam, netwire, dockerPools, internalPorts }: Backends): Record<string, Route> {
   const docker = async (): Promise<{ docker?: DockerPoolView | null }> => (dockerPools ? { docker: await dockerPools() } : {});
   const nd = <K extends keyof typeof NetworkDriver>(m: K, handle: (b: z.output<(typeof NetworkDriver)[K]>) => Promise<unknown>): [string, Route] =>
     [`NetworkDriver.${m}`, { iface: 'NetworkDriver', body: NetworkDriver[m], handle }];
@@ -85,6 +91,13 @@ export function routes({ ipam, netwire, dockerPools }: Backends): Record<string,
     }),
     nd('Join', async (b) => {
       const r = await netwire.join({ networkId: b.NetworkID, endpointId: b.EndpointID, sandboxKey: b.SandboxKey });
+      // Docker never asks an internal network to publish, so ports given to a container on
+      // internal networks alone would go nowhere, silently. (A bad port map is ProgramExternalConnectivity's to refuse.)
+      if (r.internal && internalPorts) {
+        const bindings = lenient(() => portBindings(b.Options));
+        const refused = bindings.length > 0 ? await internalPorts(b.NetworkID, bindings) : null;
+        if (refused) throw new InvalidRequestError(refused);
+      }
       return {
         InterfaceName: { SrcName: r.srcName, DstPrefix: 'eth' },
         ...(r.gateway ? { Gateway: r.gateway } : {}),
@@ -99,12 +112,25 @@ export function routes({ ipam, netwire, dockerPools }: Backends): Record<string,
     // Mandatory (a 404 fails the container start), called twice per start, and Docker makes no
     // use of the map (its type assertions expect Go structs). Answered here, without a round trip.
     nd('EndpointOperInfo', async () => ({ Value: {} })),
-    // Port publishing for remote drivers is the driver's job and comes with its own issue.
-    nd('ProgramExternalConnectivity', async () => Empty),
-    nd('RevokeExternalConnectivity', async () => Empty),
+    // Docker publishes no ports for a remote driver; netwire does, for the endpoint that gives the
+    // container its default route (the only one Docker sends this for).
+    nd('ProgramExternalConnectivity', async (b) => {
+      const ports = portRequests(portBindings(b.Options));
+      if (ports.length > 0) await netwire.publishPorts({ networkId: b.NetworkID, endpointId: b.EndpointID, ports });
+      return Empty;
+    }),
+    nd('RevokeExternalConnectivity', async (b) => (await netwire.unpublishPorts({ networkId: b.NetworkID, endpointId: b.EndpointID }), Empty)),
     ['NetworkDriver.DiscoverNew', { iface: 'NetworkDriver', body: null, handle: async () => Empty }],
     ['NetworkDriver.DiscoverDelete', { iface: 'NetworkDriver', body: null, handle: async () => Empty }],
   ]);
+}
+
+function lenient<T>(f: () => T[]): T[] {
+  try {
+    return f();
+  } catch {
+    return [];
+  }
 }
 
 /** Docker's CreateNetwork as our NetworkSpec; refuses networks that did not use our IPAM. */

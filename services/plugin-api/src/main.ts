@@ -15,6 +15,7 @@ import { DockerReconciler } from './reconcile/reconciler';
 import { onIpamTriggers } from './reconcile/ipam-triggers';
 import { Readdresser } from './reconcile/readdresser';
 import { KvReaddressStore } from './reconcile/readdress-store';
+import { internalPortsCheck } from './ports';
 import { listenOnSocket, pluginServer } from './server';
 
 void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
@@ -26,7 +27,9 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const gate = new BackendGate([() => ipam.status({}), () => netwire.status({})], env.WEAVE_BACKEND_WAIT_MS, log);
   // RequestPool and ReleasePool name no network: ipam decides with Docker's list of them.
   const dockerPools = dockerPoolView({ docker: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), driver: env.WEAVE_PLUGIN_NAME, graceMs: reconcile.graceMs, log });
-  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire), dockerPools });
+  // A container publishing ports on internal networks alone is refused: Docker would drop them silently.
+  const internalPorts = internalPortsCheck({ docker: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), log });
+  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire), dockerPools, internalPorts });
   const metrics = serviceRegistry('plugin-api', env.WEAVE_HOST);
   const countCall = dockerCallMetrics(metrics, Object.keys(table));
   const server = pluginServer(table, log, (c) => {

@@ -1,6 +1,7 @@
 import type { ResOf } from '@weave/contracts';
 import type { ipamRpc, netwireRpc, routerRpc } from '@weave/contracts';
 import type { pluginApiRpc } from '@weave/contracts';
+import { formatPublishedPort } from '@weave/contracts';
 import { table } from './format';
 
 export type IpamStatus = ResOf<typeof ipamRpc, 'status'>;
@@ -67,7 +68,10 @@ export function networksView(reports: readonly HostReport[]): string {
   return table(['SUBNETS', 'WIRE ID', 'MTU', 'ENDPOINTS PER HOST'], rows);
 }
 
-/** `weave ps`: every weave endpoint on every host that answered, with its addresses. */
+/**
+ * `weave ps`: every weave endpoint on every host that answered, with its addresses and the ports
+ * published to it (which `docker port` cannot show for a plugin's network).
+ */
 export function psView(reports: readonly HostReport[]): string {
   const rows = reports.flatMap((r) => {
     const subnets = new Map((r.netwire?.networks ?? []).map((n) => [n.networkId, n.subnets.join(',')]));
@@ -78,10 +82,11 @@ export function psView(reports: readonly HostReport[]): string {
       [e.address, e.addressV6].filter(Boolean).join(' ') || '-',
       e.mac,
       e.present ? 'up' : 'veth missing',
+      e.ports?.map(formatPublishedPort).join(', ') || '-',
     ]);
   });
   rows.sort((a, b) => a[0]!.localeCompare(b[0]!) || a[3]!.localeCompare(b[3]!, undefined, { numeric: true }));
-  return table(['HOST', 'ENDPOINT', 'NETWORK', 'ADDRESS', 'MAC', 'STATE'], rows);
+  return table(['HOST', 'ENDPOINT', 'NETWORK', 'ADDRESS', 'MAC', 'STATE', 'PORTS'], rows);
 }
 
 /** `weave status`: one host's peers, data path, networks and address pools, then its problems. */

@@ -46,14 +46,18 @@ test('weave networks: one row per network across hosts', () => {
   expect(networksView(reports)).toBe(['SUBNETS       WIRE ID     MTU   ENDPOINTS PER HOST', '10.32.0.0/24  0x0a200000  1436  host1:1 host2:2'].join('\n'));
 });
 
-test('weave ps: every endpoint of the mesh, by host and address', () => {
+test('weave ps: every endpoint of the mesh, by host and address, with its published ports', () => {
   const reports = [report('host2', [['d', '10.32.0.65/24', true], ['c', '10.32.0.64/24', false]]), report('host1', [['b', '10.32.0.2/24', true]])];
+  reports[1]!.netwire!.endpoints[0]!.ports = [
+    { protocol: 'tcp', hostIp: null, hostPort: 8080, containerIp: '10.32.0.2', containerPort: 80 },
+    { protocol: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerIp: '10.32.0.2', containerPort: 53 },
+  ];
   expect(psView(reports)).toBe(
     [
-      'HOST   ENDPOINT      NETWORK       ADDRESS        MAC                STATE',
-      'host1  bbbbbbbbbbbb  10.32.0.0/24  10.32.0.2/24   02:42:0a:20:00:02  up',
-      'host2  cccccccccccc  10.32.0.0/24  10.32.0.64/24  02:42:0a:20:00:02  veth missing',
-      'host2  dddddddddddd  10.32.0.0/24  10.32.0.65/24  02:42:0a:20:00:02  up',
+      'HOST   ENDPOINT      NETWORK       ADDRESS        MAC                STATE         PORTS',
+      'host1  bbbbbbbbbbbb  10.32.0.0/24  10.32.0.2/24   02:42:0a:20:00:02  up            0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp',
+      'host2  cccccccccccc  10.32.0.0/24  10.32.0.64/24  02:42:0a:20:00:02  veth missing  -',
+      'host2  dddddddddddd  10.32.0.0/24  10.32.0.65/24  02:42:0a:20:00:02  up            -',
     ].join('\n'),
   );
 });

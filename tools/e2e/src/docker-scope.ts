@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { docker, DockerOptions, dockerResult } from '@weave/docker-cli';
 
+const WORKLOAD_IMAGE = 'weave-bbox:local';
+
 /**
  * Names and tracks every container and network a test creates, and removes them all at the end,
  * also when the test failed: nothing a test made outlives it.
@@ -24,16 +26,28 @@ export class DockerScope {
   }
 
   /** `docker run -d` of the tiny workload image, sleeping until removed. */
-  async run(args: string[], command: string[] = ['sleep', '1d'], name = this.name('c')): Promise<string> {
+  run(args: string[], command: string[] = ['sleep', '1d'], name = this.name('c')): Promise<string> {
+    return this.runImage(WORKLOAD_IMAGE, args, command, name);
+  }
+
+  /** `docker run -d` of another image (weave-base:local has node, say). */
+  async runImage(image: string, args: string[], command: string[], name = this.name('c')): Promise<string> {
     this.containers.add(name);
-    await docker(['run', '-d', '--name', name, ...args, 'weave-bbox:local', ...command], this.engine);
+    await docker(['run', '-d', '--name', name, ...args, image, ...command], this.engine);
+    return name;
+  }
+
+  /** `docker create` of the workload image: nothing is sent to a network plugin before `docker start`. */
+  async create(args: string[], command: string[] = ['sleep', '1d'], name = this.name('c')): Promise<string> {
+    this.containers.add(name);
+    await docker(['create', '--name', name, ...args, WORKLOAD_IMAGE, ...command], this.engine);
     return name;
   }
 
   /** A run that may fail: tracked all the same, since a failed start leaves the container Created. */
   async tryRun(args: string[], command: string[] = ['sleep', '1d'], name = this.name('c')) {
     this.containers.add(name);
-    return dockerResult(['run', '-d', '--name', name, ...args, 'weave-bbox:local', ...command], this.engine);
+    return dockerResult(['run', '-d', '--name', name, ...args, WORKLOAD_IMAGE, ...command], this.engine);
   }
 
   /** Something made outside the helpers above (a create that had to be retried): removed at the end too. */

@@ -6,6 +6,7 @@ import type { DockerEndpoints, DockerNetworkView } from '../reconcile/plan';
 import { EndpointsInspect, networkView } from '../reconcile/docker-view';
 import { containerView, DockerContainers } from '../reconcile/docker-containers';
 import type { ContainerView } from '../reconcile/readdress-plan';
+import type { AttachmentView } from '../ports';
 import { ActiveEntry, LocalNetwork, REPLICA_LABEL } from './plan';
 
 /** What the catalogue asks of the local Docker engine, and nothing more. */
@@ -38,6 +39,11 @@ const ListedIpam = z.array(
     Driver: z.string(),
     IPAM: z.looseObject({ Driver: z.string().optional(), Config: z.array(z.looseObject({ Subnet: z.string().optional() })).nullish() }).nullish(),
   }),
+);
+/** `GET /networks` as the published-ports check reads it. */
+const ListedFlags = z.array(z.looseObject({ Id: z.string(), Name: z.string(), Internal: z.boolean().optional() }));
+const ListedContainers = z.array(
+  z.looseObject({ Id: z.string(), State: z.string(), NetworkSettings: z.looseObject({ Networks: z.record(z.string(), z.unknown()).nullish() }).nullish() }),
 );
 /** One of our networks in that list: strict, since ipam acts on it (an id or subnet that does not parse fails the listing). */
 const IpamNetwork = z.object({ id: DockerId, name: z.string().min(1), subnets: z.array(CidrString) });
@@ -137,6 +143,16 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints, Docker
 
   async removeNetwork(name: string): Promise<void> {
     await this.call('DELETE', `/networks/${encodeURIComponent(name)}`);
+  }
+
+  /** Every network with its internal flag, and the containers on one (any state), in two calls. */
+  async networksAndContainers(networkId: string, timeoutMs: number): Promise<AttachmentView> {
+    const networks = ListedFlags.parse(await this.call('GET', '/networks', undefined, timeoutMs)).map((n) => ({ id: n.Id, name: n.Name, internal: n.Internal ?? false }));
+    // A container not started yet lists its networks by the name it was given them by.
+    const name = networks.find((n) => n.id === networkId)?.name;
+    const filters = encodeURIComponent(JSON.stringify({ network: [networkId, ...(name ? [name] : [])] }));
+    const listed = ListedContainers.parse(await this.call('GET', `/containers/json?all=1&filters=${filters}`, undefined, timeoutMs));
+    return { networks, containers: listed.map((c) => ({ id: c.Id, state: c.State, networks: Object.keys(c.NetworkSettings?.Networks ?? {}) })) };
   }
 
   watchNetworks(driver: string, onChange: (e: { action: string; name: string }) => void): () => void {
