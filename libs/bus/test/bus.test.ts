@@ -29,6 +29,7 @@ const handlers = {
   reconcileHost: async () => ({ released: [], releasedPools: [], spared: 0 }),
   rmpeer: async (r: { host: string }) => ({ outcome: 'already' as const, host: r.host, by: 'h1', at: '2026-01-01T00:00:00.000Z' }),
   checkLeases: async () => ({ addresses: [] }),
+  stickToMac: async () => ({ sticky: false, reason: null }),
 };
 const contexts: RpcContext[] = [];
 

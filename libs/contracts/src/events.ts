@@ -54,6 +54,10 @@ export const EventKinds = {
     'block.released': z.object({ poolId: z.string(), block: CidrString }),
     'address.allocated': z.object({ poolId: z.string(), address: IpWithPrefix, kind: AddressKind }),
     'address.released': z.object({ poolId: z.string(), address: IpString }),
+    /** Docker released the address of a container with its own MAC: it stays leased for that MAC until `until` (see StickyLease). */
+    'address.kept': z.object({ poolId: z.string(), address: IpString, mac: MacString, until: z.iso.datetime() }),
+    /** A start of the container with that MAC got its kept address back. */
+    'address.returned': z.object({ poolId: z.string(), address: IpWithPrefix, mac: MacString }),
     /** Leases and pool references of this host that Docker did not have, released by reconciliation (each also as address.released / pool.released). */
     'leases.reconciled': z.object({ released: z.array(ReleasedLease), releasedPools: z.array(ReleasedPool), spared: z.number().int() }),
     /** A lost host's blocks and endpoint leases removed, its pool references dropped (each also as block.released / address.released / pool.released). */

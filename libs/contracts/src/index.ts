@@ -4,5 +4,6 @@ export * from './ports';
 export * from './rpc';
 export * from './readdress';
 export * from './events';
+export * from './sticky';
 export * from './subjects';
 export * from './wire';

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { PortRequest, PublishedPort } from './ports';
 import { CidrString, DockerId, HostName, IpString, IpWithPrefix, MacString, Mtu, WireId } from './primitives';
 import { CheckLeasesRequest, CheckLeasesResult, EndpointIsolation, IsolateEndpointsRequest, IsolateEndpointsResult, Readdress, ReaddressReport } from './readdress';
+import { StickToMacRequest, StickToMacResult } from './sticky';
 
 /**
  * Request/reply methods, one object per service. Subject: weave.rpc.<host>.<service>.<method>.
@@ -160,6 +161,8 @@ export const ipamRpc = {
         address: IpString.nullable(),
         kind: AddressKind,
         owner: z.string().max(200).optional(),
+        /** The endpoint's MAC as Docker sent it: a dynamic request gets the address kept for it, if any (see StickyLease). */
+        mac: MacString.optional(),
       }),
       res: z.strictObject({ address: IpWithPrefix }),
     },
@@ -178,6 +181,8 @@ export const ipamRpc = {
     reconcileHost: { req: ReconcileHostRequest, res: ReconcileHostResult },
     /** Which endpoint addresses Docker has here this host still holds (see CheckLeasesRequest). */
     checkLeases: { req: CheckLeasesRequest, res: CheckLeasesResult },
+    /** CreateEndpoint with the container's own MAC: the address sticks to it (see StickyLease). */
+    stickToMac: { req: StickToMacRequest, res: StickToMacResult },
   },
 } as const satisfies RpcService;
 

@@ -4,12 +4,15 @@ import { blockKey, leaseKey } from './core/keys';
 import { decideGateway, decideGatewayGone, heldBy, heldByOthers, isNetworkWide, LeaseKind, LeaseRecord } from './core/records';
 import { blocksOf, capacity, describeRange, firstUsable, nextFree, staticProblem } from './core/space';
 import type { IpamDeps } from './deps';
+import { StickyAddresses } from './sticky';
 import type { PoolView, Views } from './views';
 
 export interface AddressRequest {
   address: string | null;
   kind: LeaseKind;
   owner?: string | undefined;
+  /** The endpoint's MAC: a dynamic request gets the address kept for it, if any (see sticky.ts). */
+  mac?: string | undefined;
 }
 
 type Claim = 'created' | 'adopted';
@@ -29,10 +32,14 @@ export interface Granted {
  * endpoints releases it (see HostSweeper).
  */
 export class Addresses {
+  readonly sticky: StickyAddresses;
+
   constructor(
     private readonly d: IpamDeps,
     private readonly views: Views,
-  ) {}
+  ) {
+    this.sticky = new StickyAddresses(d);
+  }
 
   /** Leases an address and returns it; the caller holds the pool's lock. */
   async request(view: PoolView, req: AddressRequest): Promise<Granted> {
@@ -44,7 +51,8 @@ export class Addresses {
     if (req.kind === 'gateway') return this.gateway(view, req.address, lease);
     if (req.address === null) {
       if (req.kind === 'aux') throw new InvalidRequestError('an aux address must name the address');
-      return { value: await this.dynamic(view, lease), leasedNow: true };
+      const kept = req.mac ? await this.sticky.returnTo(view, req.mac.toLowerCase(), lease) : null;
+      return { value: kept ?? (await this.dynamic(view, lease)), leasedNow: true };
     }
     const ip = parseIp(req.address);
     const claim = await this.static(view, ip, lease);
@@ -61,7 +69,7 @@ export class Addresses {
   private async static(view: PoolView, ip: Ip, lease: LeaseRecord): Promise<Claim> {
     const problem = staticProblem(view.pool, ip);
     if (problem) throw new InvalidRequestError(problem);
-    if (await this.tryLease(view, ip.value, lease)) return 'created';
+    if ((await this.tryLease(view, ip.value, lease)) || (await this.sticky.takeOver(view, ip.value, lease))) return 'created';
     if (isNetworkWide(lease.kind) && (await this.sameNetworkWide(view, ip.value, lease.kind))) return 'adopted';
     throw new ConflictError(`address ${formatIp(ip)} is already in use in ${formatCidr(view.pool)}`);
   }
@@ -96,9 +104,16 @@ export class Addresses {
     throw new ConflictError(`pool ${formatCidr(view.pool)} already has gateway ${current} (chosen by the first host to create the network); ask for --gateway ${current} or none`);
   }
 
-  /** The lowest free address of this host's blocks, claiming a new block when they are full. */
+  /**
+   * The lowest free address of this host's blocks, claiming a new block when they are full; with
+   * no free address left in the range, one kept for a MAC.
+   */
   private async dynamic(view: PoolView, lease: LeaseRecord): Promise<bigint> {
-    const v = (await this.fromBlocks(view, view.own, lease)) ?? (await this.fromNewBlocks(view, lease)) ?? (await this.borrow(view, lease));
+    const v =
+      (await this.fromBlocks(view, view.own, lease)) ??
+      (await this.fromNewBlocks(view, lease)) ??
+      (await this.borrow(view, lease)) ??
+      (await this.sticky.evict(view, lease));
     if (v === null) throw this.exhausted(view);
     this.allocated(view, v, 'endpoint');
     return v;
@@ -191,6 +206,8 @@ export class Addresses {
       return;
     }
     if (!(await this.mayRelease(view, cur.value, address))) return;
+    // Kept for its container's MAC instead, if it sticks to one: still leased, so used.
+    if (await this.sticky.keep(view, ip.value, cur.value)) return;
     // False: someone released (and maybe re-leased) it meanwhile; that lease is not ours to drop.
     if (!(await this.d.store.leases.deleteAt(key, cur.revision))) return;
     view.used.delete(ip.value);

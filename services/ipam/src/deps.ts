@@ -11,6 +11,8 @@ export interface IpamConfig {
   defaultPrefix: number;
   /** Addresses per block a host claims at a time (a power of two), for pools created here. */
   blockSize: number;
+  /** How long an address Docker released stays kept for its container's own MAC (see core/sticky.ts); 0 or absent: not at all. */
+  keepMs?: number;
 }
 
 /**

@@ -17,6 +17,8 @@ export const IpamEnv = z.object({
   WEAVE_IPAM_RENEW_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
   /** How long a host may go unrenewed before a survivor reclaims its blocks. */
   WEAVE_IPAM_HOST_LEASE_MS: z.coerce.number().int().min(1000).max(86_400_000).default(300_000),
+  /** How long an address Docker released stays kept for its container's own MAC (see core/sticky.ts); 0: not at all. */
+  WEAVE_IPAM_KEEP_MS: z.coerce.number().int().min(0).max(30 * 86_400_000).default(3_600_000),
   /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
   WEAVE_IPAM_METRICS_PORT: MetricsPort(METRICS_PORTS.ipam),
 });
@@ -33,7 +35,7 @@ export function ipamConfig(env: IpamEnv): IpamConfig {
   if (prefix < defaultRange.prefix || prefix > bitsOf(4)) {
     throw new InvalidRequestError(`WEAVE_IPAM_DEFAULT_PREFIX=${prefix} must lie between the range's own /${defaultRange.prefix} and /32`);
   }
-  return { defaultRange, defaultPrefix: prefix, blockSize: env.WEAVE_IPAM_BLOCK_SIZE };
+  return { defaultRange, defaultPrefix: prefix, blockSize: env.WEAVE_IPAM_BLOCK_SIZE, keepMs: env.WEAVE_IPAM_KEEP_MS };
 }
 
 /**

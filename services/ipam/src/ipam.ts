@@ -1,7 +1,7 @@
 import { NO_DEADLINE, RpcContext } from '@weave/bus';
 import { ipamRpc, ResOf } from '@weave/contracts';
 import { describeError, InvalidRequestError } from '@weave/errors';
-import { Cidr, containsCidr, formatCidr, formatIp, ipWithPrefix, parseCidr } from '@weave/netaddr';
+import { Cidr, containsCidr, formatCidr, formatIp, ipWithPrefix, parseCidr, parseIpInCidr } from '@weave/netaddr';
 import { KeyedMutex } from '@weave/sync';
 import { z } from 'zod';
 import { Addresses } from './addresses';
@@ -124,6 +124,18 @@ export class Ipam {
     return this.lock.run(poolKey(spec.pool), async () => {
       await this.addresses.release(await this.views.get(spec, req.poolId), req.address);
       return {};
+    });
+  }
+
+  /** CreateEndpoint with the container's own MAC: its address sticks to the MAC (see sticky.ts). */
+  async stickToMac(req: Req<'stickToMac'>): Promise<Res<'stickToMac'>> {
+    const { ip, cidr } = parseIpInCidr(req.address);
+    const key = poolKey(cidr);
+    const record = (await this.d.store.pools.get(key))?.value;
+    if (!record || heldBy(record, this.d.host) === 0) return { sticky: false, reason: `pool ${formatCidr(cidr)} is not in use on host ${this.d.host}` };
+    return this.lock.run(key, async () => {
+      const view = await this.views.get(parsePoolId(record.poolId), record.poolId);
+      return this.addresses.sticky.stick(view, ip.value, req.mac.toLowerCase());
     });
   }
 

@@ -87,7 +87,8 @@ export class HostSweeper {
       const address = valueOfChildKey(pool, e.key);
       return address === null ? [] : [{ address, value: e.value, revision: e.revision }];
     });
-    const context = { host: this.d.host, keep, olderThan };
+    const keptBefore = new Date(this.d.now().getTime() - (this.d.config.keepMs ?? 0));
+    const context = { host: this.d.host, keep, olderThan, keptBefore };
     const plan = planLeaseSweep({ ...context, leases });
     const released: Result['released'] = [];
     for (const l of plan.release) {

@@ -79,6 +79,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
     reconcileHost: (r) => ipam.reconcileHost(r),
     rmpeer: async (r) => rmpeerReply(await reclaimer.reclaim(r.host, r.force)),
     checkLeases: (r) => leaseCheck.check(r),
+    stickToMac: (r) => ipam.stickToMac(r),
   }, o.rpcMetrics), o.log);
   // Once the server has the subscription, callers on other connections can reach us.
   await o.nc.flush();

@@ -12,10 +12,11 @@ describe('environment', () => {
       WEAVE_IPAM_METRICS_PORT: 9782,
       WEAVE_IPAM_RENEW_MS: 10_000,
       WEAVE_IPAM_HOST_LEASE_MS: 300_000,
+      WEAVE_IPAM_KEEP_MS: 3_600_000,
     });
     expect(hostLeaseConfig(env)).toEqual({ renewMs: 10_000, leaseMs: 300_000 });
     const config = ipamConfig(env);
-    expect({ ...config, defaultRange: formatCidr(config.defaultRange) }).toEqual({ defaultRange: '10.32.0.0/12', defaultPrefix: 24, blockSize: 64 });
+    expect({ ...config, defaultRange: formatCidr(config.defaultRange) }).toEqual({ defaultRange: '10.32.0.0/12', defaultPrefix: 24, blockSize: 64, keepMs: 3_600_000 });
   });
 
   it.each([

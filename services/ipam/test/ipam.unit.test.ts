@@ -1,31 +1,11 @@
 import { ConflictError, ExhaustedError, InvalidRequestError, NotFoundError } from '@weave/errors';
-import { silentLogger } from '@weave/log';
-import { parseCidr } from '@weave/netaddr';
-import { ALWAYS_LIVE, IpamDeps } from '../src/deps';
-import { StaticRoutes } from '../src/host-routes';
-import { Ipam } from '../src/ipam';
+import type { Ipam } from '../src/ipam';
 import type { IpamStore, KeySet, Table } from '../src/store';
 import { memoryStore } from '../src/store-memory';
+import { handlersOf } from './handlers';
 
 /** The handlers over the in-memory store: no nats-server, so every interleaving and crash is cheap. */
-type Event = { kind: string; data: Record<string, unknown> };
-
-let ids = 0;
-function instance(host: string, store: IpamStore, blockSize = 16, now = () => new Date('2026-11-29T12:00:00Z')) {
-  const events: Event[] = [];
-  const deps: IpamDeps = {
-    host,
-    store,
-    routes: new StaticRoutes(),
-    events: { publish: (kind: string, data: unknown) => void events.push({ kind, data: data as Record<string, unknown> }) },
-    log: silentLogger(),
-    config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize },
-    membership: ALWAYS_LIVE,
-    now,
-    newId: () => `gen-${++ids}`,
-  };
-  return { ipam: new Ipam(deps), events };
-}
+const instance = (host: string, store: IpamStore, blockSize = 16, now?: () => Date) => handlersOf(host, store, { blockSize, ...(now ? { now } : {}) });
 
 const pool = (p: string, subPool: string | null = null) => ({ addressSpace: 'weave-local', pool: p, subPool, v6: p.includes(':'), options: {} });
 const dyn = (poolId: string) => ({ poolId, address: null, kind: 'endpoint' as const });

@@ -3,6 +3,7 @@ import type { RpcClient } from '@weave/bus';
 import { InvalidRequestError } from '@weave/errors';
 import { z } from 'zod';
 import { portBindings, portRequests } from './ports';
+import { requestedMac, userMac } from './sticky-macs';
 
 /**
  * Docker's plugin methods mapped onto our services. Each entry names the interface (which decides
@@ -31,11 +32,18 @@ export interface Backends {
    * network to publish them through), or null (see internalPortsCheck). Without it, it may.
    */
   internalPorts?: (networkId: string, bindings: DockerPortBinding[]) => Promise<string | null>;
+  /**
+   * Addresses that stick to a container's own MAC (see sticky-macs.ts): with it, Docker is asked
+   * for each endpoint's MAC (RequiresMACAddress), RequestAddress passes it on to ipam, and
+   * CreateEndpoint calls it for each address of an endpoint whose MAC the user gave. Without it
+   * Docker sends no MAC, and netwire makes one from the address.
+   */
+  sticky?: (address: string, mac: string) => Promise<void>;
 }
 
 const Empty = {};
 
-export function routes({ ipam, netwire, dockerPools, internalPorts }: Backends): Record<string, Route> {
+export function routes({ ipam, netwire, dockerPools, internalPorts, sticky }: Backends): Record<string, Route> {
   const docker = async (): Promise<{ docker?: DockerPoolView | null }> => (dockerPools ? { docker: await dockerPools() } : {});
   const nd = <K extends keyof typeof NetworkDriver>(m: K, handle: (b: z.output<(typeof NetworkDriver)[K]>) => Promise<unknown>): [string, Route] =>
     [`NetworkDriver.${m}`, { iface: 'NetworkDriver', body: NetworkDriver[m], handle }];
@@ -50,7 +58,7 @@ export function routes({ ipam, netwire, dockerPools, internalPorts }: Backends):
     // keeps networks consistent across hosts itself.
     constant('NetworkDriver', 'GetCapabilities', { Scope: 'local' }),
     // No request replay: our state is persistent, and a replayed static request would conflict.
-    constant('IpamDriver', 'GetCapabilities', { RequiresMACAddress: false, RequiresRequestReplay: false }),
+    constant('IpamDriver', 'GetCapabilities', { RequiresMACAddress: sticky !== undefined, RequiresRequestReplay: false }),
     constant('IpamDriver', 'GetDefaultAddressSpaces', {
       LocalDefaultAddressSpace: AddressSpaces.local,
       GlobalDefaultAddressSpace: AddressSpaces.global,
@@ -71,7 +79,8 @@ export function routes({ ipam, netwire, dockerPools, internalPorts }: Backends):
     id('ReleasePool', async (b) => (await ipam.releasePool({ poolId: b.PoolID, ...(await docker()) }), Empty)),
     id('RequestAddress', async (b) => {
       const gateway = b.Options[DockerOption.requestAddressType] === DockerOption.gatewayType;
-      const r = await ipam.requestAddress({ poolId: b.PoolID, address: b.Address || null, kind: gateway ? 'gateway' : 'endpoint' });
+      const mac = gateway ? null : requestedMac(b.Options);
+      const r = await ipam.requestAddress({ poolId: b.PoolID, address: b.Address || null, kind: gateway ? 'gateway' : 'endpoint', ...(mac ? { mac } : {}) });
       return { Address: r.address, Data: {} };
     }),
     id('ReleaseAddress', async (b) => (await ipam.releaseAddress({ poolId: b.PoolID, address: b.Address }), Empty)),
@@ -86,6 +95,9 @@ export function routes({ ipam, netwire, dockerPools, internalPorts }: Backends):
         addressV6: b.Interface?.AddressIPv6 || null,
         mac: b.Interface?.MacAddress || null,
       });
+      // A MAC of the user's comes back on every start of the container: its addresses stick to it.
+      const own = sticky ? userMac(b) : null;
+      if (own) for (const address of [b.Interface?.Address, b.Interface?.AddressIPv6]) if (address) await sticky!(address, own);
       // Only fields Docker left empty may be filled in; anything else makes it roll back.
       return r.mac ? { Interface: { MacAddress: r.mac } } : {};
     }),

@@ -17,6 +17,7 @@ import { Readdresser } from './reconcile/readdresser';
 import { KvReaddressStore } from './reconcile/readdress-store';
 import { internalPortsCheck } from './ports';
 import { listenOnSocket, pluginServer } from './server';
+import { stickToMac } from './sticky-macs';
 
 void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const reconcile = reconcileSettings(env);
@@ -29,7 +30,8 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const dockerPools = dockerPoolView({ docker: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), driver: env.WEAVE_PLUGIN_NAME, graceMs: reconcile.graceMs, log });
   // A container publishing ports on internal networks alone is refused: Docker would drop them silently.
   const internalPorts = internalPortsCheck({ docker: new SocketDockerEngine(env.WEAVE_DOCKER_SOCKET), log });
-  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire), dockerPools, internalPorts });
+  const sticky = env.WEAVE_STICKY_ADDRESSES === 'on' ? stickToMac(gate.guard(ipam), log) : undefined;
+  const table = routes({ ipam: gate.guard(ipam), netwire: gate.guard(netwire), dockerPools, internalPorts, sticky });
   const metrics = serviceRegistry('plugin-api', env.WEAVE_HOST);
   const countCall = dockerCallMetrics(metrics, Object.keys(table));
   const server = pluginServer(table, log, (c) => {

@@ -8,6 +8,7 @@ import { ConflictError, ExhaustedError, NotFoundError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
 import { Backends, routes } from '../src/driver';
 import { listenOnSocket, MAX_BODY_BYTES, pluginServer } from '../src/server';
+import { requestedMac, stickToMac, userMac } from '../src/sticky-macs';
 
 const NID = 'a'.repeat(64);
 const EID = 'b'.repeat(64);
@@ -275,5 +276,95 @@ describe('malformed input', () => {
 
   it('keeps serving after all that', async () => {
     expect((await post('Plugin.Activate')).status).toBe(200);
+  });
+});
+
+describe('addresses that stick to a MAC of the container\'s own', () => {
+  const stuck: Array<[string, string]> = [];
+  beforeEach(async () => {
+    stuck.length = 0;
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    server = pluginServer(routes({ ...fake.backends, sticky: async (address, mac) => void stuck.push([address, mac]) }), silentLogger());
+    await listenOnSocket(server, socket);
+  });
+  // As dockerd 20.10.24 sent them: a MAC it made up, and the user's 02:42:aa:bb:cc:dd (base64 AkKqu8zd).
+  const MADE_UP = '02:42:9f:4c:50:b7';
+  const endpoint = (mac: string, options: object = {}, v6 = '') => ({
+    NetworkID: NID,
+    EndpointID: EID,
+    Interface: { Address: '10.9.0.2/24', AddressIPv6: v6, MacAddress: mac },
+    Options: { 'com.docker.network.endpoint.exposedports': [], 'com.docker.network.portmap': [], ...options },
+  });
+
+  it('asks Docker for each endpoint\'s MAC', async () => {
+    expect(await post('IpamDriver.GetCapabilities')).toEqual({ status: 200, json: { RequiresMACAddress: true, RequiresRequestReplay: false } });
+  });
+
+  it('passes the MAC of RequestAddress on to ipam, lowercase, for endpoints only', async () => {
+    await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '', Options: { 'com.docker.network.endpoint.macaddress': '02:42:AA:BB:CC:DD' } });
+    await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '10.9.0.50', Options: { 'com.docker.network.endpoint.macaddress': MADE_UP } });
+    await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+    await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '10.9.0.200', Options: null });
+    expect(fake.calls.map((c) => c[1])).toEqual([
+      { poolId: 'p', address: null, kind: 'endpoint', mac: '02:42:aa:bb:cc:dd' },
+      { poolId: 'p', address: '10.9.0.50', kind: 'endpoint', mac: MADE_UP },
+      { poolId: 'p', address: null, kind: 'gateway' },
+      { poolId: 'p', address: '10.9.0.200', kind: 'endpoint' },
+    ]);
+  });
+
+  it('refuses a MAC option that is no MAC, and calls nothing', async () => {
+    const r = await post('IpamDriver.RequestAddress', { PoolID: 'p', Address: '', Options: { 'com.docker.network.endpoint.macaddress': 'AkKqu8zd' } });
+    expect(r).toEqual({ status: 200, json: { Error: expect.stringMatching(/is not a MAC address: "AkKqu8zd"/) } });
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('makes the addresses of an endpoint stick to the MAC when it is the user\'s (the base64 option), not when Docker made it up', async () => {
+    await post('NetworkDriver.CreateEndpoint', endpoint(MADE_UP));
+    expect(stuck).toEqual([]);
+    const r = await post('NetworkDriver.CreateEndpoint', endpoint('02:42:aa:bb:cc:dd', { 'com.docker.network.endpoint.macaddress': 'AkKqu8zd' }, 'fd00:9::2/64'));
+    expect(r.status).toBe(200);
+    expect(stuck).toEqual([
+      ['10.9.0.2/24', '02:42:aa:bb:cc:dd'],
+      ['fd00:9::2/64', '02:42:aa:bb:cc:dd'],
+    ]);
+    // An option that names other bytes than the MAC does not add up: nothing sticks.
+    await post('NetworkDriver.CreateEndpoint', endpoint('02:42:aa:bb:cc:de', { 'com.docker.network.endpoint.macaddress': 'AkKqu8zd' }));
+    expect(stuck).toHaveLength(2);
+  });
+});
+
+describe('sticky-macs', () => {
+  it.each([
+    [{}, null],
+    [{ 'com.docker.network.endpoint.macaddress': '' }, null],
+    [{ 'com.docker.network.endpoint.macaddress': '02:42:AA:bb:CC:dd' }, '02:42:aa:bb:cc:dd'],
+  ])('requestedMac(%j) is %j', (options, mac) => {
+    expect(requestedMac(options)).toBe(mac);
+  });
+
+  it.each([
+    ['02:42:aa:bb:cc:dd', { 'com.docker.network.endpoint.macaddress': 'AkKqu8zd' }, '02:42:aa:bb:cc:dd'],
+    ['02:42:AA:BB:CC:DD', { 'com.docker.network.endpoint.macaddress': 'AkKqu8zd' }, '02:42:aa:bb:cc:dd'],
+    ['02:42:aa:bb:cc:dd', {}, null],
+    ['', { 'com.docker.network.endpoint.macaddress': 'AkKqu8zd' }, null],
+    ['02:42:aa:bb:cc:dd', { 'com.docker.network.endpoint.macaddress': 42 }, null],
+    ['02:42:aa:bb:cc:dd', { 'com.docker.network.endpoint.macaddress': '!!!' }, null],
+  ])('userMac(%j, %j) is %j', (mac, options, expected) => {
+    expect(userMac({ Interface: { MacAddress: mac }, Options: options })).toBe(expected);
+  });
+
+  it('stickToMac never fails the endpoint: a refusal or an ipam that does not answer is logged', async () => {
+    const lines: string[] = [];
+    const log = { ...silentLogger(), info: (_o: unknown, m: string) => void lines.push(`info ${m}`), warn: (_o: unknown, m: string) => void lines.push(`warn ${m}`) } as never;
+    const refused = stickToMac({ stickToMac: async () => ({ sticky: false, reason: 'no endpoint of this host has that address' }) }, log);
+    await expect(refused('10.9.0.2/24', '02:42:aa:bb:cc:dd')).resolves.toBeUndefined();
+    const down = stickToMac({ stickToMac: async () => Promise.reject(new Error('no responder for stickToMac')) }, log);
+    await expect(down('10.9.0.2/24', '02:42:aa:bb:cc:dd')).resolves.toBeUndefined();
+    expect(lines).toEqual([
+      'info address 10.9.0.2/24 does not stick to MAC 02:42:aa:bb:cc:dd: no endpoint of this host has that address',
+      expect.stringMatching(/^warn address 10.9.0.2\/24 could not be made to stick to MAC 02:42:aa:bb:cc:dd; .*no responder for stickToMac/),
+    ]);
   });
 });

@@ -32,8 +32,9 @@ export async function dockerEndpoints(network: string): Promise<{ networkId: str
   return { networkId: n.Id, endpoints };
 }
 
-const Lease = z.looseObject({ host: z.string(), kind: z.string(), time: z.string() });
-export type Lease = { address: string; kind: string; host: string; time: string };
+const Lease = z.looseObject({ host: z.string(), kind: z.string(), time: z.string(), sticky: z.object({ mac: z.string(), releasedAt: z.string().optional() }).optional() });
+/** `sticky`: the container's own MAC it sticks to, and since when it is kept for it (see ipam's core/sticky.ts). */
+export type Lease = { address: string; kind: string; host: string; time: string; sticky?: { mac: string; releasedAt?: string } };
 
 /** The leases in an IPv4 pool, from ipam's KV bucket (keys `v4-<base hex>-<prefix>.<address hex>`). */
 export async function ipamLeases(nc: NatsConnection, subnet: string): Promise<Lease[]> {
@@ -45,7 +46,7 @@ export async function ipamLeases(nc: NatsConnection, subnet: string): Promise<Le
     const v = await kvGet(kv, key, Lease);
     const h = key.split('.')[1]!;
     const address = [0, 2, 4, 6].map((i) => parseInt(h.slice(i, i + 2), 16)).join('.');
-    if (v) out.push({ address, kind: v.value.kind, host: v.value.host, time: v.value.time });
+    if (v) out.push({ address, kind: v.value.kind, host: v.value.host, time: v.value.time, ...(v.value.sticky ? { sticky: v.value.sticky } : {}) });
   }
   return out;
 }

@@ -3,6 +3,7 @@ export * from './docker-scope';
 export * from './host-links';
 export * from './host-state';
 export * from './use-stack';
+export * from './use-private-dockerd';
 export * from './listeners';
 export * from './state-of-record';
 export * from './private-dockerd';

@@ -115,6 +115,11 @@ export class PrivateDockerd {
     await exited;
   }
 
+  /** Stops dockerd as `systemctl stop docker` does (SIGTERM: it stops its containers first); its containerd stays. */
+  async stop(): Promise<void> {
+    await stopProcess(this.proc);
+  }
+
   /** Copies images from the machine's dockerd (a private one starts with none). */
   async loadImages(images: string[]): Promise<void> {
     const tar = join(this.dir, 'images.tar');

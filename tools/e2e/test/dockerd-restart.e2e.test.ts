@@ -1,10 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { kvKeys, openBucket } from '@weave/bus';
 import { Buckets } from '@weave/contracts';
 import { containerIp, docker, dockerResult } from '@weave/docker-cli';
 import { waitFor } from '@weave/testing';
-import { DockerScope, E2E_ENV, PrivateDockerd, ProcessStack, weaveLinkDetails } from '../src';
+import { DockerScope, E2E_ENV, PrivateDockerd, ProcessStack, usePrivateDockerd } from '../src';
 
 /**
  * dockerd crashes (SIGKILL) while weave's stack keeps running, and starts again: its weave
@@ -28,23 +27,7 @@ const ENV = { ...E2E_ENV, WEAVE_RPC_TIMEOUT_MS: '2000', WEAVE_RECONCILE_GRACE_MS
 let dockerd: PrivateDockerd;
 let stack: ProcessStack;
 let scope: DockerScope;
-
-beforeAll(async () => {
-  dockerd = new PrivateDockerd();
-  await dockerd.start();
-  await dockerd.loadImages(['weave-bbox:local']);
-  stack = await new ProcessStack({ ...ENV, WEAVE_DOCKER_SOCKET: dockerd.socket }).start();
-  scope = new DockerScope(dockerd.cli);
-}, 120_000);
-
-afterAll(async () => {
-  // A dockerd that did not come back cannot remove what the test made: one more try.
-  if (dockerd && !dockerd.alive()) await dockerd.start().catch(() => undefined);
-  await scope?.cleanup();
-  await dockerd?.destroy();
-  await stack?.stop();
-  if (stack) removeLinksOf(stack.host);
-}, 120_000);
+usePrivateDockerd(ENV, (t) => ({ dockerd, stack, scope } = t));
 
 const on = (args: string[]) => docker(args, dockerd.cli);
 const keysOf = async (bucket: string, filter: string) => kvKeys(await openBucket(stack.nc, bucket), filter);
@@ -166,16 +149,4 @@ function pluginCall(socketPath: string, method: string, body: unknown): Promise<
     req.on('error', reject);
     req.end(text);
   });
-}
-
-/** Only after a failure: the links and firewall rules netwire made for this stack's host, if any are left. */
-function removeLinksOf(host: string): void {
-  const links = weaveLinkDetails().filter((l) => l.owner === host);
-  for (const l of links) execFileSync('ip', ['link', 'del', l.name], { stdio: 'ignore' });
-  for (const bridge of links.filter((l) => l.kind === 'bridge').map((l) => l.name)) {
-    for (const table of ['filter', 'nat']) {
-      const rules = execFileSync('iptables', ['-t', table, '-S'], { encoding: 'utf8' }).split('\n').filter((r) => r.startsWith('-A ') && r.includes(`weave:${bridge}`));
-      for (const rule of rules) execFileSync('sh', ['-c', `iptables -t ${table} ${rule.replace(/^-A/, '-D')}`], { stdio: 'ignore' });
-    }
-  }
 }

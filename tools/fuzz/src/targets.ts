@@ -132,6 +132,7 @@ function rpcTargets(f: Fixture): Target[] {
       status: { seed: {} },
       reconcileHost: { seed: { pools: [{ subnet: f.pool, keep: [ip(f.gateway), ip(f.address)] }], olderThan: OLDER_THAN } },
       checkLeases: { seed: { pools: [{ subnet: f.pool, addresses: [ip(f.address)] }] } },
+      stickToMac: { seed: { address: f.address, mac: '02:42:aa:bb:cc:dd' } },
     },
     netwire: {
       createNetwork: { seed: { networkId: freshId(6), ipv4: [{ pool: '10.251.30.0/24', gateway: '10.251.30.1/24' }], ipv6: [], internal: false, mtu: null, options: {} } },

@@ -1,4 +1,5 @@
 import { heldBy, LeaseRecord, PoolRecord } from './records';
+import { isKept, keptExpired } from './sticky';
 
 /** A lease as the mirror or the table has it: the address it holds, its record and revision. */
 export interface LeaseEntry {
@@ -15,6 +16,8 @@ export interface LeaseSweepInput {
   keep: ReadonlySet<bigint>;
   /** Only leases made before this moment may go; see mayRelease. */
   olderThan: Date;
+  /** Addresses kept for a MAC since before this moment have been kept long enough (see core/sticky.ts); absent: all are kept on. */
+  keptBefore?: Date;
 }
 
 export interface LeaseSweep {
@@ -39,9 +42,11 @@ export type LeaseVerdict = 'release' | 'spare' | 'keep';
  *   and judged again by a later pass. The lease's own time decides, not when we first saw it: a
  *   pass needs no memory of earlier passes, and a restarted plugin-api or ipam loses nothing.
  *   A time that does not parse counts as young: we cannot tell, so we keep it.
+ * - An address kept for a MAC: Docker released it on purpose, and it is kept until `keptBefore`.
  */
 export function leaseVerdict(l: LeaseEntry, i: Omit<LeaseSweepInput, 'leases'>): LeaseVerdict {
   if (l.value.host !== i.host || l.value.kind !== 'endpoint' || i.keep.has(l.address)) return 'keep';
+  if (isKept(l.value)) return i.keptBefore && keptExpired(l.value, i.keptBefore) ? 'release' : 'keep';
   const leasedAt = Date.parse(l.value.time);
   return Number.isFinite(leasedAt) && leasedAt < i.olderThan.getTime() ? 'release' : 'spare';
 }

@@ -1,5 +1,5 @@
 import type { Mutation } from '@weave/bus';
-import { AddressKind, CidrString, HostName, IpString } from '@weave/contracts';
+import { AddressKind, CidrString, HostName, IpString, StickyLease } from '@weave/contracts';
 import { ConflictError, NotFoundError } from '@weave/errors';
 import { formatCidr } from '@weave/netaddr';
 import { z } from 'zod';
@@ -46,6 +46,8 @@ export const LeaseRecord = z.object({
   gen: z.string(),
   /** The host's epoch when it leased (see core/hosts.ts); absent in leases written before epochs: the first. */
   epoch: z.number().int().positive().optional(),
+  /** An endpoint's address that sticks to the container's own MAC, and whether it is kept for it (see core/sticky.ts). */
+  sticky: StickyLease.optional(),
 });
 export type LeaseRecord = z.output<typeof LeaseRecord>;
 export type LeaseKind = LeaseRecord['kind'];
