@@ -99,6 +99,13 @@ export class FakeKernel implements Kernel {
     return this.underlay;
   }
 
+  /** Route MTUs by destination; an address not listed has the underlay's. */
+  readonly routes = new Map<string, number>();
+
+  async routeMtu(address: string): Promise<number | null> {
+    return this.routes.get(address) ?? this.underlay;
+  }
+
   async createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void> {
     await this.change('createBridge', name);
     this.free(name);

@@ -63,6 +63,14 @@ export class LinuxKernel implements Kernel {
     return (await this.listLinks()).find((l) => l.name === dev)?.mtu ?? null;
   }
 
+  async routeMtu(address: string): Promise<number | null> {
+    const out = await this.run('ip', ['-j', 'route', 'get', address]).catch(() => '');
+    const route = RouteGet.safeParse(JSON.parse(out || '[]'))?.data?.[0];
+    if (!route) return null;
+    // A route's own MTU (`ip route … mtu N`, or one learnt from ICMP) is in `metrics`.
+    return route.metrics?.find((m) => m.mtu !== undefined)?.mtu ?? (await this.listLinks()).find((l) => l.name === route.dev)?.mtu ?? null;
+  }
+
   async createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void> {
     await this.run('ip', ['link', 'add', 'name', name, 'address', o.mac, 'type', 'bridge']);
     // Set apart from the add: only an MTU set on a bridge that exists counts as the user's, and
@@ -292,3 +300,4 @@ const IpLinks = z.array(
   }),
 );
 const IpRoutes = z.array(z.looseObject({ dev: z.string().optional() }));
+const RouteGet = z.array(z.looseObject({ dev: z.string(), metrics: z.array(z.looseObject({ mtu: z.number().optional() })).optional() }));

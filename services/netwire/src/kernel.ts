@@ -11,6 +11,8 @@ export interface Kernel {
   listLinks(): Promise<LinkInfo[]>;
   /** The MTU of the interface holding the default IPv4 route; null when there is none. */
   underlayMtu(): Promise<number | null>;
+  /** The MTU of the route to `address` (its own, or its interface's); null when there is none. */
+  routeMtu(address: string): Promise<number | null>;
 
   /** `owner` tags the link as this host's (its alias), so reconcile never takes another stack's links. */
   createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void>;

@@ -43,6 +43,8 @@ export interface NetwireDeps {
   mtu: number | null;
   /** Encapsulation overhead the default MTU leaves room for; default the plain sleeve's. */
   mtuOverhead?: number;
+  /** The underlay addresses of the mesh's other hosts, whose routes bound a new network's MTU. */
+  peerAddresses?: () => string[];
   random?: (n: number) => Uint8Array;
   now?: () => Date;
 }
@@ -457,8 +459,15 @@ export class Netwire {
   }
 
   private async mtuFor(spec: NetworkSpec): Promise<number> {
-    const underlay = spec.mtu === null && this.d.mtu === null ? await this.k.underlayMtu() : null;
-    return chooseMtu({ network: spec.mtu, hostSetting: this.d.mtu, underlay, overhead: this.d.mtuOverhead });
+  /**
+   * The network's MTU: the user's, else the narrowest of this host's paths (the default route's
+   * interface and the route to every peer the router knows) less the encapsulation. A packet
+   * that still meets a narrower hop gets ICMP "fragmentation needed" from the data path.
+   */
+    if (spec.mtu !== null || this.d.mtu !== null) return chooseMtu({ network: spec.mtu, hostSetting: this.d.mtu, underlay: null, overhead: this.d.mtuOverhead });
+    const paths = await Promise.all([this.k.underlayMtu(), ...(this.d.peerAddresses?.() ?? []).map((a) => this.k.routeMtu(a))]);
+    const known = paths.filter((m): m is number => m !== null);
+    return chooseMtu({ network: null, hostSetting: null, underlay: known.length ? Math.min(...known) : null, overhead: this.d.mtuOverhead });
   }
 
   /** Bridge, gateway addresses, link up, firewall: a network's whole kernel state, undoable. */

@@ -5,6 +5,7 @@ import type { Logger } from '@weave/log';
 import { type CallMetrics, timedHandlers } from '@weave/metrics';
 import type { Kernel } from './kernel';
 import { Netwire } from './netwire';
+import { PeerAddresses } from './peer-addresses';
 import { KvStore } from './store';
 
 export const VERSION = '0.1.0';
@@ -34,7 +35,8 @@ export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNet
   // Every service's events, kept for `weave events --since`: made here, as netwire runs on every host.
   await ensureEventHistory(o.nc, { replicas: o.replicas ?? 1, log: o.log });
   const events = new EventPublisher(o.nc, o.host, 'netwire', o.log);
-  const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu, mtuOverhead: o.mtuOverhead });
+  const peers = PeerAddresses.follow(o.nc, o.host, o.log);
+  const netwire = new Netwire({ host: o.host, kernel: o.kernel, store: new KvStore(kv, o.host, o.log), events, log: o.log, mtu: o.mtu, mtuOverhead: o.mtuOverhead, peerAddresses: () => peers.peers.list() });
   // Before the first request: Docker may already be calling for networks whose kernel state a
   // crash or reboot took away, and leftovers must go before new links could clash with them.
   const report = await netwire.reconcile();
@@ -45,6 +47,7 @@ export async function startNetwire(o: NetwireServiceOptions): Promise<RunningNet
     netwire,
     stop: async () => {
       sub.unsubscribe();
+      peers.stop();
       await netwire.idle();
     },
   };

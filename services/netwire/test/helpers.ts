@@ -33,11 +33,11 @@ export function networkSpec(o: Partial<NetworkSpec> = {}): NetworkSpec {
   };
 }
 
-export function fakeNetwire(o: { mtu?: number | null; now?: () => Date } = {}) {
+export function fakeNetwire(o: { mtu?: number | null; now?: () => Date; peerAddresses?: () => string[] } = {}) {
   const kernel = new FakeKernel();
   const store = new MemoryStore();
   const events = new RecordingEvents();
-  const netwire = new Netwire({ host: 'h1', kernel, store, events, log: silentLogger(), mtu: o.mtu ?? null, random: () => Uint8Array.from([0xff, 1, 2, 3, 4, 5]), now: o.now });
+  const netwire = new Netwire({ host: 'h1', kernel, store, events, log: silentLogger(), mtu: o.mtu ?? null, random: () => Uint8Array.from([0xff, 1, 2, 3, 4, 5]), now: o.now, peerAddresses: o.peerAddresses });
   return { kernel, store, events, netwire };
 }
 

@@ -15,9 +15,11 @@ export const PluginApiEnv = z.object({
   /**
    * on: Docker is asked for each endpoint's MAC, and the address of a container with a MAC of its
    * own sticks to it across restarts (see sticky-macs.ts). Docker then gives every other container
-   * a MAC it makes up; off: netwire derives those from the address (02:42 + IPv4 address).
+   * a MAC it makes up, a new one on every start, which peers' ARP caches hold stale for a while;
+   * off (the default): netwire derives those from the address (02:42 + IPv4 address), so a
+   * container that gets its address back has its MAC back too.
    */
-  WEAVE_STICKY_ADDRESSES: z.enum(['on', 'off']).default('on'),
+  WEAVE_STICKY_ADDRESSES: z.enum(['on', 'off']).default('off'),
   /** How often leases and endpoints Docker no longer has are dropped (also once at start). */
   WEAVE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(1000).max(86_400_000).default(60_000),
   /** How old a lease or endpoint Docker does not list must be before it is dropped; see reconcileSettings. */

@@ -27,7 +27,7 @@ let dockerd: PrivateDockerd;
 let stack: ProcessStack;
 let scope: DockerScope;
 // The dockerd's removal takes the container made through the API too, which the scope does not know.
-usePrivateDockerd(E2E_ENV, (t) => ({ dockerd, stack, scope } = t));
+usePrivateDockerd({ ...E2E_ENV, WEAVE_STICKY_ADDRESSES: 'on' }, (t) => ({ dockerd, stack, scope } = t));
 
 const on = (args: string[]) => docker(args, dockerd.cli);
 const macOf = (c: string) => on(['exec', c, 'cat', '/sys/class/net/eth0/address']);
