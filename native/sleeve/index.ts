@@ -91,6 +91,12 @@ export const NetworkSchema = z
     localMacs: z.array(MacSchema).max(16).default([]),
     /** Peers this network's frames go to; default every peer (the others use the fast path). */
     sendTo: z.array(PeerIdSchema).optional(),
+    /**
+     * Multicast beyond the link (IPv4 outside 224.0.0.0/24, IPv6 outside ff02::/16) crosses hosts.
+     * Default false: it stays on this host (not sent, and dropped from peers), counted in
+     * `dropMulticastOff` / `dropMulticastOffFromPeer`; broadcast and link-local multicast always cross.
+     */
+    multicast: z.boolean().default(false),
   })
   .strict();
 
@@ -205,6 +211,10 @@ export interface SleeveStats {
   dropInvalidSource: bigint;
   dropLocalDestination: bigint;
   dropLocalOnlySource: bigint;
+  /** Frames from a TAP to multicast beyond the link, on a network without the multicast option: not sent. */
+  dropMulticastOff: bigint;
+  /** Such frames from a peer: not written to the TAP. */
+  dropMulticastOffFromPeer: bigint;
   /** TAP reads dropped because the kernel's virtio header or super-frame did not add up. */
   dropOffloadShortRead: bigint;
   dropOffloadUnsupportedGso: bigint;

@@ -77,6 +77,17 @@ export const DockerOption = {
   exposedPorts: 'com.docker.network.endpoint.exposedports',
 } as const;
 
+/** weave's own `-o` options of `docker network create` (in Docker's generic options, as the MTU is). */
+export const WeaveOption = {
+  /** `true`: multicast beyond the link crosses hosts on this network (NetworkSpec.multicast). */
+  multicast: 'weave.multicast',
+} as const;
+
+const TRUE = ['1', 't', 'T', 'TRUE', 'true', 'True'] as const;
+const FALSE = ['0', 'f', 'F', 'FALSE', 'false', 'False'] as const;
+/** A boolean `-o` value, spelt as Docker takes its own (Go's strconv.ParseBool). */
+export const OptionBool = z.enum([...TRUE, ...FALSE]).transform((v) => (TRUE as readonly string[]).includes(v));
+
 /**
  * One entry of `com.docker.network.portmap` (libnetwork's types.PortBinding as JSON), as
  * dockerd 20.10 sends it: `{"Proto":6,"IP":"","Port":80,"HostIP":"127.0.0.1","HostPort":8080,"HostPortEnd":8080}`.

@@ -193,6 +193,12 @@ export const NetworkSpec = z.strictObject({
   internal: z.boolean(),
   mtu: Mtu.nullable(),
   options: Labels,
+  /**
+   * `-o weave.multicast=true`: multicast beyond the link (IPv4 outside 224.0.0.0/24, IPv6
+   * outside ff02::/16) crosses hosts. Absent (specs from before the option) or false: it stays
+   * on its host; broadcast and link-local multicast always cross.
+   */
+  multicast: z.boolean().optional(),
 });
 export type NetworkSpec = z.output<typeof NetworkSpec>;
 
@@ -221,6 +227,8 @@ export const NetworkStatus = z.object({
   internal: z.boolean(),
   subnets: z.array(CidrString),
   endpoints: z.number().int(),
+  /** Carries multicast beyond the link to other hosts (NetworkSpec.multicast); absent from an older netwire: no. */
+  multicast: z.boolean().optional(),
 });
 
 export const netwireRpc = {
@@ -390,6 +398,8 @@ export const RouterNetworkStatus = z.object({
   attached: z.boolean(),
   /** The network's kernel VXLAN device and id; absent for a network that stays on the sleeve. */
   vxlan: z.object({ device: z.string(), vni: z.number().int().min(0).max(0xffffff), up: z.boolean() }).optional(),
+  /** Multicast beyond the link crosses to other hosts (`-o weave.multicast=true`); absent from an older router: no. */
+  multicast: z.boolean().optional(),
 });
 
 /** The sleeve's counters (64-bit, so decimal strings). */

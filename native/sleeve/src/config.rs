@@ -40,6 +40,9 @@ pub struct NetworkConfig {
     /// kernel's VXLAN for this network is left out, so no frame takes both paths. Frames from
     /// any configured peer are still taken in, whichever path that peer chose.
     pub send_to: Option<Vec<PeerId>>,
+    /// Multicast beyond the link crosses hosts (`core::multicast`); off, such frames from the
+    /// TAP are not sent and those from peers are dropped, each counted.
+    pub multicast: bool,
 }
 
 /// Encryption between routers: every peer must have the same key.
@@ -199,6 +202,7 @@ mod tests {
             tap: "vethwe-7".into(),
             local_macs: Vec::new(),
             send_to: None,
+            multicast: false,
         });
         c
     }
@@ -241,6 +245,7 @@ mod tests {
             tap: "other".into(),
             local_macs: Vec::new(),
             send_to: None,
+            multicast: false,
         });
         assert_eq!(c.validate(), Err(ConfigError::DuplicateNetwork(7)));
         let mut c = cfg();
@@ -249,6 +254,7 @@ mod tests {
             tap: "vethwe-7".into(),
             local_macs: Vec::new(),
             send_to: None,
+            multicast: false,
         });
         assert!(matches!(c.validate(), Err(ConfigError::DuplicateTap(_))));
         for bad in ["", "0123456789abcdef", "a/b", "a b", ".."] {

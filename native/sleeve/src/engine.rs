@@ -15,7 +15,7 @@
 //! send key the way `apply` publishes the view (a generation the TAP threads check per frame
 //! read); a TAP thread seals each train in place with one atomic add for its counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use crate::core::crypto::mesh::{Handshake, HandshakeRefused};
 use crate::core::crypto::tunnel::{Completed, HandshakeDrop, RecvDrop};
 use crate::core::crypto::{message, Mesh, Out, PeerStatus, SendKey};
 use crate::core::mac::{src_mac, Action, Mac, MacTable, Port};
+use crate::core::multicast;
 use crate::core::pmtu::{self, IpPacket, RateLimit, TooBig};
 use crate::core::segment::{self, Prepared, Segmenter};
 use crate::core::train::{Room, Train};
@@ -94,6 +95,8 @@ struct View<T> {
     local_macs: HashMap<NetworkId, Vec<Mac>>,
     /// Networks whose frames go to some peers only (the others are on the fast path).
     send_to: HashMap<NetworkId, Vec<PeerId>>,
+    /// Networks whose multicast beyond the link crosses hosts (`core::multicast`).
+    multicast: HashSet<NetworkId>,
     batch_bytes: usize,
     thread_nice: Option<i32>,
     crypto: Option<CryptoConfig>,
@@ -110,6 +113,13 @@ impl<T> View<T> {
                 .local_macs
                 .get(&network)
                 .is_some_and(|macs| macs.contains(&src_mac(frame)))
+    }
+
+    /// Multicast that must stay on this host: the network does not carry it across.
+    fn keeps_multicast(&self, network: NetworkId, frame: &[u8]) -> bool {
+        frame.len() >= MIN_FRAME_LEN
+            && multicast::governed(frame)
+            && !self.multicast.contains(&network)
     }
 }
 
@@ -201,6 +211,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             taps: HashMap::new(),
             local_macs: HashMap::new(),
             send_to: HashMap::new(),
+            multicast: HashSet::new(),
             batch_bytes: config.batch_bytes,
             thread_nice: config.packet_thread_nice,
             crypto: None,
@@ -281,6 +292,12 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
                 .networks
                 .iter()
                 .filter_map(|n| Some((n.id, n.send_to.clone()?)))
+                .collect(),
+            multicast: config
+                .networks
+                .iter()
+                .filter(|n| n.multicast)
+                .map(|n| n.id)
                 .collect(),
             batch_bytes: config.batch_bytes,
             thread_nice: config.packet_thread_nice,
@@ -665,6 +682,9 @@ impl<T: Tap, U: Udp, C: Clock> TapSide<'_, T, U, C> {
         }
         if view.is_local_only(network, frame) {
             return Stats::inc(&stats.drop_local_only_source);
+        }
+        if view.keeps_multicast(network, frame) {
+            return Stats::inc(&stats.drop_multicast_off);
         }
         // One decision for a whole super-frame: its segments share the Ethernet header.
         let now = shared.clock.now();
@@ -1077,6 +1097,10 @@ impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
         };
         for frame in datagram.frames() {
             Stats::inc(&stats.frames_from_peers);
+            if view.keeps_multicast(network, frame) {
+                Stats::inc(&stats.drop_multicast_off_from_peer);
+                continue;
+            }
             if seen.learnt(network, peer, frame) {
                 writer.write(view, network, &**tap, frame, stats);
                 continue;

@@ -58,6 +58,9 @@ pub struct NetworkSpec {
     pub local_macs: Option<Vec<String>>,
     /// Peer ids this network's frames are sent to; default every peer.
     pub send_to: Option<Vec<BigInt>>,
+    /// Multicast beyond the link (IPv4 outside 224.0.0.0/24, IPv6 outside ff02::/16) crosses
+    /// hosts; default false: it stays on this host, counted in `dropMulticastOff*`.
+    pub multicast: Option<bool>,
 }
 
 #[napi(object)]
@@ -137,6 +140,10 @@ pub struct SleeveStats {
     pub drop_invalid_source: BigInt,
     pub drop_local_destination: BigInt,
     pub drop_local_only_source: BigInt,
+    /// Frames from a TAP to multicast beyond the link on a network without the option: not sent.
+    pub drop_multicast_off: BigInt,
+    /// Such frames from a peer: not written to the TAP.
+    pub drop_multicast_off_from_peer: BigInt,
     pub drop_offload_short_read: BigInt,
     pub drop_offload_unsupported_gso: BigInt,
     pub drop_offload_bad_checksum_offsets: BigInt,
@@ -437,6 +444,7 @@ fn settings(c: &SleeveConfig, previous: Option<&Settings>) -> Result<Settings> {
             tap: n.tap.clone(),
             local_macs,
             send_to,
+            multicast: n.multicast.unwrap_or(false),
         });
     }
     if let Some(ms) = c.mac_max_age_ms {
@@ -495,6 +503,8 @@ fn to_js_stats(s: StatsSnapshot, offloads: Option<UdpOffloads>) -> SleeveStats {
         drop_invalid_source: b(s.drop_invalid_source),
         drop_local_destination: b(s.drop_local_destination),
         drop_local_only_source: b(s.drop_local_only_source),
+        drop_multicast_off: b(s.drop_multicast_off),
+        drop_multicast_off_from_peer: b(s.drop_multicast_off_from_peer),
         drop_offload_short_read: b(s.drop_offload_short_read),
         drop_offload_unsupported_gso: b(s.drop_offload_unsupported_gso),
         drop_offload_bad_checksum_offsets: b(s.drop_offload_bad_checksum_offsets),

@@ -86,6 +86,12 @@ counters! {
     drop_local_destination,
     /// Frames whose source is a network's local-only MAC (the anycast gateway), either way.
     drop_local_only_source,
+    /// Frames from a TAP to multicast beyond the link (`core::multicast`) on a network without
+    /// the multicast option: not sent to peers.
+    drop_multicast_off,
+    /// Such frames from a peer (one that carries the network's multicast when this host does
+    /// not): not written to the TAP.
+    drop_multicast_off_from_peer,
     /// TAP reads shorter than their virtio header.
     drop_offload_short_read,
     /// TAP reads with a GSO type we did not ask for.

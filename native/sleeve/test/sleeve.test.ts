@@ -33,6 +33,12 @@ describe('config schema', () => {
     ]);
   });
 
+  it('keeps multicast beyond the link off unless a network asks for it', () => {
+    const c = parseSleeveConfig({ peerId: 1, networks: [{ id: 7, tap: 't7' }, { id: 8, tap: 't8', multicast: true }] });
+    expect(c.networks.map((n) => [n.id, n.multicast])).toEqual([[7, false], [8, true]]);
+    expect(() => parseSleeveConfig({ peerId: 1, networks: [{ id: 7, tap: 't7', multicast: 'yes' as never }] })).toThrow(SleeveConfigError);
+  });
+
   it('accepts u64 peer ids as bigint and IPv6 peers', () => {
     const c = parseSleeveConfig({ peerId: (1n << 64n) - 1n, peers: [{ id: 5n, address: '[::1]:7000' }] });
     expect(c.peerId).toBe(18446744073709551615n);
@@ -147,6 +153,7 @@ describeNative(`native addon on loopback (skipped unless ${binaryName()} is buil
     const stats: SleeveStats = s();
     expect(typeof stats.datagramsIn).toBe('bigint');
     expect(stats.datagramsIn).toBe(2n);
+    expect([stats.dropMulticastOff, stats.dropMulticastOffFromPeer]).toEqual([0n, 0n]);
     sleeve.stop();
     expect(s().running).toBe(false);
     expect(s().datagramsIn).toBe(2n); // counters survive stop

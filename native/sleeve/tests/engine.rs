@@ -1,13 +1,14 @@
 //! The engine end to end over the in-memory fakes: two engines back to back, a raw fake socket
 //! for hostile input, and a stepped clock. No root, no real network.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sleeve::config::{EngineConfig, NetworkConfig, PeerConfig};
 use sleeve::core::wire::{BatchEncoder, Datagram};
 use sleeve::engine::{Engine, EngineError};
+use sleeve::fake::packets::{pattern, Ip, Packet};
 use sleeve::fake::{ChannelTapFactory, FakeClock, FakeNet, FakeUdp, TapHandle};
 use sleeve::os::Udp;
 use sleeve::stats::{Stats, StatsSnapshot};
@@ -88,6 +89,7 @@ fn config(local: u64, peers: &[(u64, &str)], networks: &[(u32, &str)]) -> Engine
             tap: t.to_string(),
             local_macs: Vec::new(),
             send_to: None,
+            multicast: false,
         })
         .collect();
     c
@@ -129,6 +131,24 @@ fn pair(net: &FakeNet, clock: &FakeClock) -> (Node, Node) {
 
 fn recv(h: &TapHandle) -> Option<Vec<u8>> {
     h.written.recv_timeout(WAIT).ok()
+}
+
+/// `raw` (B's peer 3) sends `frame` on network 7: B drops it (`what`, once `dropped` holds) and
+/// writes nothing to its TAP `b7`.
+fn refused_by_b(
+    raw: &FakeUdp,
+    b: &Node,
+    b7: &TapHandle,
+    frame: Vec<u8>,
+    what: &str,
+    dropped: impl Fn(&StatsSnapshot) -> bool,
+) {
+    raw.send_to(&datagram(7, 3, &[frame]), addr(B)).unwrap();
+    b.wait_for(what, dropped);
+    assert!(
+        b7.written.recv_timeout(QUIET).is_err(),
+        "{what}: nothing reached B's TAP"
+    );
 }
 
 #[test]
@@ -252,14 +272,13 @@ fn the_anycast_gateway_mac_never_crosses_the_wire() {
     });
     // A peer that sends one anyway does not get it onto B's bridge.
     let raw = net.bind(addr(RAW));
-    raw.send_to(&datagram(7, 3, &[eth(BCAST, GW, 2)]), addr(B))
-        .unwrap();
-    b.wait_for("local-only drop on the way in", |s| {
-        s.drop_local_only_source == 1
-    });
-    assert!(
-        b7.written.recv_timeout(QUIET).is_err(),
-        "no gateway frame reached B"
+    refused_by_b(
+        &raw,
+        &b,
+        &b7,
+        eth(BCAST, GW, 2),
+        "local-only drop on the way in",
+        |s| s.drop_local_only_source == 1,
     );
 
     // Everything else still crosses.
@@ -267,6 +286,97 @@ fn the_anycast_gateway_mac_never_crosses_the_wire() {
     assert_eq!(recv(&b7), Some(eth(BCAST, MAC_A, 3)));
     // Counted just after the send the test already saw arrive.
     a.wait_for("one datagram out", |s| s.datagrams_out == 1);
+}
+
+/// A UDP frame from MAC_A to an IP multicast `group` (IPv4 or IPv6), at its group MAC.
+fn to_group(group: IpAddr) -> Vec<u8> {
+    let mut p = Packet::udp4(pattern(20, 1));
+    p.src_mac = MAC_A;
+    (p.dst_mac, p.ip) = match group {
+        IpAddr::V4(g) => {
+            let o = g.octets();
+            let src = [10, 0, 0, 1];
+            (
+                [1, 0, 0x5e, o[1] & 0x7f, o[2], o[3]],
+                Ip::V4 {
+                    src,
+                    dst: o,
+                    id: 1,
+                    frag: 0,
+                    options: Vec::new(),
+                },
+            )
+        }
+        IpAddr::V6(g) => {
+            let o = g.octets();
+            let src = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
+            (
+                [0x33, 0x33, o[12], o[13], o[14], o[15]],
+                Ip::V6 { src, dst: o },
+            )
+        }
+    };
+    p.frame()
+}
+
+#[test]
+fn multicast_beyond_the_link_crosses_only_networks_that_carry_it() {
+    let (net, clock) = (FakeNet::default(), FakeClock::default());
+    // Network 7 without the option (the default), network 8 with it, on both sides.
+    let with_8 = |mut c: EngineConfig| {
+        c.networks[1].multicast = true;
+        c
+    };
+    let a = node(
+        &net,
+        A,
+        &clock,
+        &with_8(config(1, &[(2, B)], &[(7, "t7"), (8, "t8")])),
+    );
+    let b = node(
+        &net,
+        B,
+        &clock,
+        &with_8(config(2, &[(1, A), (3, RAW)], &[(7, "t7"), (8, "t8")])),
+    );
+    let (a7, a8, b7, b8) = (a.tap("t7"), a.tap("t8"), b.tap("t7"), b.tap("t8"));
+    let group = to_group("239.1.2.3".parse().unwrap());
+
+    a7.inject.send(group.clone()).unwrap();
+    a.wait_for("the group's frame kept on A", |s| s.drop_multicast_off == 1);
+    // What a link needs crosses network 7 all the same: mDNS, IPv6 neighbour discovery.
+    for link in ["224.0.0.251", "ff02::1:ff00:2"] {
+        let frame = to_group(link.parse().unwrap());
+        a7.inject.send(frame.clone()).unwrap();
+        assert_eq!(recv(&b7), Some(frame), "{link}");
+    }
+    assert_eq!(a.stats().floods, 2, "the group's frame was never flooded");
+    // Network 8 carries the group, and IPv6 beyond the link too.
+    for frame in [group.clone(), to_group("ff05::1:3".parse().unwrap())] {
+        a8.inject.send(frame.clone()).unwrap();
+        assert_eq!(recv(&b8), Some(frame));
+    }
+
+    // A peer that sends the group anyway does not get it onto network 7 here; network 8 takes it.
+    let raw = net.bind(addr(RAW));
+    refused_by_b(
+        &raw,
+        &b,
+        &b7,
+        group.clone(),
+        "the peer's group frame dropped",
+        |s| s.drop_multicast_off_from_peer == 1,
+    );
+    raw.send_to(&datagram(8, 3, std::slice::from_ref(&group)), addr(B))
+        .unwrap();
+    assert_eq!(recv(&b8), Some(group));
+    assert_eq!(
+        (
+            a.stats().drop_multicast_off,
+            b.stats().drop_multicast_off_from_peer
+        ),
+        (1, 1)
+    );
 }
 
 #[test]

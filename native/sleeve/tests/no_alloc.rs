@@ -336,6 +336,7 @@ fn config(encrypted: bool) -> EngineConfig {
         tap: "t7".into(),
         local_macs: Vec::new(),
         send_to: None,
+        multicast: false,
     });
     c
 }

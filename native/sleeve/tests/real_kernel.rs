@@ -183,6 +183,7 @@ fn config(local: u64, peer: (u64, u16), tap: &str, crypto: Option<CryptoConfig>)
         tap: tap.into(),
         local_macs: Vec::new(),
         send_to: None,
+        multicast: false,
     });
     c
 }

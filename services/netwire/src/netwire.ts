@@ -289,6 +289,7 @@ export class Netwire {
         internal: n.spec.internal,
         subnets: subnetsOf(n.spec),
         endpoints: endpoints.filter((e) => e.networkId === n.spec.networkId).length,
+        multicast: n.spec.multicast === true,
       })),
       endpoints: endpoints.map((e) => ({
         networkId: e.networkId,

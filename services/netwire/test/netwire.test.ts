@@ -248,10 +248,18 @@ describe('endpoints', () => {
     const req = endpointReq(t.networkId);
     await t.netwire.createEndpoint(req);
     const s = await t.netwire.status();
-    expect(s.networks).toEqual([{ networkId: t.networkId, bridge: t.bridge, wireId: 0x0a4d0000, gatewayMac: '7a:57:0a:4d:00:00', mtu: 1436, internal: false, subnets: ['10.77.0.0/24', 'fd77::/64'], endpoints: 1 }]);
+    expect(s.networks).toEqual([{ networkId: t.networkId, bridge: t.bridge, wireId: 0x0a4d0000, gatewayMac: '7a:57:0a:4d:00:00', mtu: 1436, internal: false, subnets: ['10.77.0.0/24', 'fd77::/64'], endpoints: 1, multicast: false }]);
     expect(s.endpoints).toEqual([
       { networkId: t.networkId, endpointId: req.endpointId, address: '10.77.0.2/24', addressV6: null, mac: '02:42:0a:4d:00:02', hostVeth: hostVethName(req.endpointId), present: true },
     ]);
+  });
+
+  it('status says which networks carry multicast beyond the link (-o weave.multicast=true)', async () => {
+    const t = fakeNetwire();
+    const [on, off] = [networkSpec({ multicast: true, ipv4: [{ pool: '10.78.0.0/24', gateway: null }] }), networkSpec()];
+    for (const spec of [on, off]) await t.netwire.createNetwork(spec);
+    const s = await t.netwire.status();
+    expect(Object.fromEntries(s.networks.map((n) => [n.networkId, n.multicast]))).toEqual({ [on.networkId]: true, [off.networkId]: false });
   });
 });
 

@@ -1,4 +1,4 @@
-import { AddressSpaces, DockerOption, DockerPoolView, DockerPortBinding, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec } from '@weave/contracts';
+import { AddressSpaces, DockerOption, DockerPoolView, DockerPortBinding, ipamRpc, IpamDriver, NetworkDriver, netwireRpc, NetworkSpec, OptionBool, WeaveOption } from '@weave/contracts';
 import type { RpcClient } from '@weave/bus';
 import { InvalidRequestError } from '@weave/errors';
 import { z } from 'zod';
@@ -164,7 +164,17 @@ export function networkSpec(b: z.output<typeof NetworkDriver.CreateNetwork>): Ne
     internal: b.Options[DockerOption.internal] === true,
     mtu: parseMtu(labels[DockerOption.mtu]),
     options: labels,
+    // Only when on: a spec without it reads as off, as those from before the option do.
+    ...(parseMulticast(labels[WeaveOption.multicast]) ? { multicast: true } : {}),
   };
+}
+
+/** `-o weave.multicast=…`: whether multicast beyond the link crosses hosts; off unless set. */
+function parseMulticast(text: string | undefined): boolean {
+  if (text === undefined || text === '') return false;
+  const on = OptionBool.safeParse(text);
+  if (!on.success) throw new InvalidRequestError(`-o ${WeaveOption.multicast}=${text}: must be true or false`);
+  return on.data;
 }
 
 function parseMtu(text: string | undefined): number | null {

@@ -172,6 +172,22 @@ describe('network calls', () => {
     expect((await post('NetworkDriver.CreateNetwork', body)).json.Err).toMatch(/MTU must be a whole number/);
   });
 
+  it('carries multicast beyond the link only for -o weave.multicast=true, and refuses other values', async () => {
+    const withMulticast = (value: string) => {
+      const body = createNetwork();
+      (body.Options['com.docker.network.generic'] as Record<string, string>)['weave.multicast'] = value;
+      return body;
+    };
+    for (const [value, on] of [['true', true], ['True', true], ['1', true], ['false', false], ['', false]] as const) {
+      fake.calls.length = 0;
+      expect(await post('NetworkDriver.CreateNetwork', withMulticast(value))).toEqual({ status: 200, json: {} });
+      expect({ value, multicast: (fake.calls[0]![1] as { multicast?: boolean }).multicast }).toEqual({ value, multicast: on || undefined });
+    }
+    fake.calls.length = 0;
+    expect((await post('NetworkDriver.CreateNetwork', withMulticast('yes'))).json.Err).toMatch(/-o weave.multicast=yes: must be true or false/);
+    expect(fake.calls).toEqual([]);
+  });
+
   it('fills the MAC only when Docker left it empty', async () => {
     const r1 = await post('NetworkDriver.CreateEndpoint', { NetworkID: NID, EndpointID: EID, Interface: { Address: '10.9.0.2/24', AddressIPv6: '', MacAddress: '' }, Options: {} });
     expect(r1.json).toEqual({ Interface: { MacAddress: '02:42:0a:09:00:02' } });

@@ -39,8 +39,11 @@ export interface FastPathProbeLike {
 export interface FastPath {
   vxlan: VxlanPlumbing;
   probe: FastPathProbeLike;
-  /** Lets VXLAN in from these underlay addresses only. */
-  guard(peers: readonly string[]): Promise<void>;
+  /**
+   * Lets VXLAN in from the `peers` (underlay addresses) only, and multicast beyond the link
+   * through the VXLAN devices in `multicast` only.
+   */
+  guard(o: { peers: readonly string[]; multicast: readonly string[] }): Promise<void>;
   /** The underlay address VXLAN leaves from, and its UDP port. */
   local: string;
   port: number;
@@ -117,6 +120,7 @@ export class DataPath {
           tap: n.tap,
           bridge: n.bridge,
           attached: this.plugged.has(n.tap),
+          multicast: n.multicast === true,
           ...(vx ? { vxlan: { device: vx.name, vni: vx.vni, up: this.vxlansUp.has(vx.name) } } : {}),
         };
       }),
@@ -155,10 +159,7 @@ export class DataPath {
     }
     const fp = 'off' in this.d.fastPath ? null : this.d.fastPath;
     const connected = this.d.peers().filter((p) => p.state === 'connected');
-    if (fp) {
-      await attempt(failures, () => fp.guard(connected.map((p) => p.address)));
-      await attempt(failures, () => fp.probe.setPeers(connected.map((p) => ({ host: p.host, address: p.address, peerId: peerIdOf(p.host) }))));
-    }
+    if (fp) await attempt(failures, () => fp.probe.setPeers(connected.map((p) => ({ host: p.host, address: p.address, peerId: peerIdOf(p.host) }))));
     const fast = new Set(fp ? connected.filter((p) => fp.probe.state(p.host).up).map((p) => p.host) : []);
     // Each peer's path MTU inside the sleeve, from the route to it: the sleeve answers a packet
     // too big for it with ICMP "fragmentation needed" rather than sending it to be lost.
@@ -167,6 +168,9 @@ export class DataPath {
       await attempt(failures, async () => void mtus.set(p.host, await this.d.pathMtu(p.address)));
     }
     const plan = planDataPath(this.networks, connected, fast, this.failing, mtus);
+    // Before any VXLAN device of the plan exists (whatever is not let through stays on its host).
+    const multicast = plan.vxlans.filter((v) => v.multicast).map((v) => v.name);
+    if (fp) await attempt(failures, () => fp.guard({ peers: connected.map((p) => p.address), multicast }));
     // The sleeve first: a peer leaving the fast path is carried again before VXLAN lets it go.
     this.d.sleeve.applyConfig({ ...this.d.identity, peers: plan.peers, networks: plan.networks });
     const before = this.plan;

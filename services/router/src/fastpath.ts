@@ -32,7 +32,7 @@ export async function startFastPath(o: { enabled: boolean; offBecause?: string; 
       vxlan,
       probe,
       // Every peer is let in, not only those on the fast path: the probe's own echoes ride VXLAN.
-      guard: (peers) => guard.guard({ local: o.address, port: o.vxlanPort, peers }),
+      guard: (want) => guard.guard({ local: o.address, port: o.vxlanPort, ...want }),
       local: o.address,
       port: o.vxlanPort,
     },

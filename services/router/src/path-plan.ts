@@ -3,7 +3,7 @@ import type { NetworkStatus } from '@weave/contracts';
 import type { Peer } from './peers';
 import { peerIdOf } from './peer-id';
 
-export type LocalNetwork = Pick<z.output<typeof NetworkStatus>, 'networkId' | 'bridge' | 'wireId' | 'gatewayMac' | 'mtu' | 'subnets'>;
+export type LocalNetwork = Pick<z.output<typeof NetworkStatus>, 'networkId' | 'bridge' | 'wireId' | 'gatewayMac' | 'mtu' | 'subnets' | 'multicast'>;
 
 export interface PlannedNetwork extends LocalNetwork {
   tap: string;
@@ -18,12 +18,14 @@ export interface PlannedVxlan {
   mtu: number;
   /** Underlay addresses of the peers this network reaches over the kernel. */
   peers: string[];
+  /** Multicast beyond the link crosses the device (the guard lets it through); else it stays here. */
+  multicast: boolean;
 }
 
 export interface DataPathPlan {
   /** Every connected peer: the sleeve takes frames from any of them, whichever path they chose. */
   peers: Array<{ id: bigint; address: string; mtu?: number }>;
-  networks: Array<{ id: number; tap: string; localMacs: string[]; sendTo?: bigint[] }>;
+  networks: Array<{ id: number; tap: string; localMacs: string[]; sendTo?: bigint[]; multicast: boolean }>;
   /** What each TAP must be plugged into. */
   taps: PlannedNetwork[];
   vxlans: PlannedVxlan[];
@@ -55,7 +57,8 @@ export function vniOf(n: Pick<LocalNetwork, 'wireId' | 'subnets'>): number | nul
  * a VNI reaches its fast peers over its VXLAN device and only the others over the sleeve; one
  * without reaches everyone over the sleeve. The gateway's MAC stays local: every host's bridge
  * answers for it. A network in `failing` (its VXLAN device could not be set up) is carried by the
- * sleeve to every peer until it can, and its device floods to no one meanwhile.
+ * sleeve to every peer until it can, and its device floods to no one meanwhile. Multicast beyond
+ * the link crosses either path only for networks that ask for it (`-o weave.multicast=true`).
  */
 export function planDataPath(
   networks: readonly LocalNetwork[],
@@ -78,7 +81,7 @@ export function planDataPath(
   const vxlans = taps.flatMap((t): PlannedVxlan[] => {
     const vni = vniOf(t);
     const to = failing.has(t.networkId) ? [] : fastPeers.map((p) => p.address);
-    return vni === null ? [] : [{ networkId: t.networkId, name: vxlanName(t.wireId), vni, bridge: t.bridge, mtu: t.mtu, peers: to }];
+    return vni === null ? [] : [{ networkId: t.networkId, name: vxlanName(t.wireId), vni, bridge: t.bridge, mtu: t.mtu, peers: to, multicast: t.multicast === true }];
   });
   return {
     peers: connected.map((p) => {
@@ -90,6 +93,7 @@ export function planDataPath(
       id: t.wireId,
       tap: t.tap,
       localMacs: [t.gatewayMac],
+      multicast: t.multicast === true,
       ...(vniOf(t) !== null && fastPeers.length > 0 && !failing.has(t.networkId) ? { sendTo: sleevePeers } : {}),
     })),
     taps,

@@ -10,7 +10,12 @@ import { canonicalIp } from './vxlan';
  * - ebtables, chain WEAVE-FASTPATH (entered from the top of INPUT, FORWARD and OUTPUT): every
  *   host's bridge answers for its network's gateway with a MAC in 7a:57:…, so a frame with such
  *   a source must never leave through a VXLAN port, nor be taken from one; otherwise each
- *   host's bridge would learn the gateway behind the others.
+ *   host's bridge would learn the gateway behind the others. Then multicast beyond the link:
+ *   IPv4 to 01:00:5e:00:00:00/25 outside 224.0.0.0/24 and IPv6 to 33:33:… outside ff02::/16
+ *   (the sleeve's `core::multicast`) neither leaves through a VXLAN port nor is taken from one,
+ *   except for the devices of networks made with `-o weave.multicast=true`. The exceptions come
+ *   first and RETURN (hence after the gateway rules), then the drops match every `wvx+`: a device
+ *   the router has not listed yet, or a leftover, carries no multicast, as by default.
  * - iptables (ip6tables for an IPv6 underlay), chain WEAVE-VXLAN, entered from the top of INPUT
  *   for the VXLAN port: peers RETURN (on to the host's own rules, which may still refuse them:
  *   the probe then sees it), anyone else is dropped, since VXLAN has no authentication.
@@ -23,10 +28,16 @@ export const GuardChains = { frames: 'WEAVE-FASTPATH', vxlan: 'WEAVE-VXLAN' } as
 
 /** The anycast gateway MACs (7a:57:<wire id>) as an ebtables source match. */
 export const GATEWAY_MACS = '7a:57:00:00:00:00/ff:ff:00:00:00:00';
+/** IPv4 and IPv6 multicast MACs as ebtables destination matches. */
+export const MULTICAST_MACS = { v4: '01:00:5e:00:00:00/ff:ff:ff:80:00:00', v6: '33:33:00:00:00:00/ff:ff:00:00:00:00' } as const;
+const VXLAN_DEVICE = /^wvx[0-9a-f]{8}$/;
 
 export interface FastPathGuard {
-  /** Installs or corrects both filters: only `peers` may send VXLAN to `port`; `local` picks the family. */
-  guard(o: { local: string; port: number; peers: readonly string[] }): Promise<void>;
+  /**
+   * Installs or corrects both filters: only `peers` may send VXLAN to `port`; `local` picks the
+   * family; multicast beyond the link crosses the VXLAN devices in `multicast` only (default none).
+   */
+  guard(o: { local: string; port: number; peers: readonly string[]; multicast?: readonly string[] }): Promise<void>;
   /** Removes every rule and chain of ours (both families), for a router that stops using the fast path. */
   remove(): Promise<void>;
 }
@@ -61,12 +72,25 @@ interface Wanted {
   isJump(r: { chain: string; rule: string }): boolean;
 }
 
-export function frameFilter(): Wanted {
+/** The frame filter; `multicast`: the VXLAN devices that carry multicast beyond the link. */
+export function frameFilter(multicast: readonly string[] = []): Wanted {
   const c = GuardChains.frames;
+  const bad = multicast.find((d) => !VXLAN_DEVICE.test(d));
+  if (bad !== undefined) throw new InvalidRequestError(`${JSON.stringify(bad)} is not a weave VXLAN device`);
+  const both = (match: string) => [`${match} -o wvx+ -j DROP`, `${match} -i wvx+ -j DROP`];
+  const carried = [...new Set(multicast)].sort().flatMap((d) => [`-o ${d} -j RETURN`, `-i ${d} -j RETURN`]);
   return {
     chain: c,
     declare: `:${c} RETURN`,
-    rules: [`-s ${GATEWAY_MACS} -o wvx+ -j DROP`, `-s ${GATEWAY_MACS} -i wvx+ -j DROP`],
+    // As ebtables-save prints them (-p, -s/-d, -i/-o, matches, -j), so a listing compares equal.
+    rules: [
+      ...both(`-s ${GATEWAY_MACS}`),
+      `-p IPv4 -d ${MULTICAST_MACS.v4} --ip-dst 224.0.0.0/24 -j RETURN`,
+      `-p IPv6 -d ${MULTICAST_MACS.v6} --ip6-dst ff02::/16 -j RETURN`,
+      ...carried,
+      ...both(`-d ${MULTICAST_MACS.v4}`),
+      ...both(`-d ${MULTICAST_MACS.v6}`),
+    ],
     jumps: ['INPUT', 'FORWARD', 'OUTPUT'].map((from) => ({ from, rule: `-j ${c}` })),
     isJump: (r) => r.chain !== c && r.rule.endsWith(`-j ${c}`),
   };
@@ -117,11 +141,11 @@ export class LinuxFastPathGuard implements FastPathGuard {
     this.cmd = new Commands(o);
   }
 
-  async guard(o: { local: string; port: number; peers: readonly string[] }): Promise<void> {
+  async guard(o: { local: string; port: number; peers: readonly string[]; multicast?: readonly string[] }): Promise<void> {
     const family = isIP(o.local);
     if (family !== 4 && family !== 6) throw new InvalidRequestError(`local address ${JSON.stringify(o.local)} is not an IP address`);
     if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new InvalidRequestError(`VXLAN port ${o.port} is not a UDP port`);
-    await this.apply('ebtables', frameFilter());
+    await this.apply('ebtables', frameFilter(o.multicast));
     await this.apply(family === 4 ? 'iptables' : 'ip6tables', vxlanFilter(family, o.port, o.peers));
     if (!this.cleanedOtherFamily) {
       // An underlay that changed family leaves the old family's chain behind: once per start.

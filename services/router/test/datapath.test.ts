@@ -10,16 +10,17 @@ import type { Peer } from '../src/peers';
 const net: LocalNetwork = { networkId: 'a'.repeat(64), bridge: 'wvbaaaa', wireId: 0x0a200000, gatewayMac: '7a:57:0a:20:00:00', mtu: 1436, subnets: ['10.32.0.0/24'] };
 const peer = (host: string, address: string): Peer => ({ host, boot: '0'.repeat(16), address, port: 6784, state: 'connected', lastSeen: 0, since: 0 });
 
-function rig(opts: { vxlanFails?: boolean } = {}) {
+function rig(opts: { vxlanFails?: boolean; multicast?: boolean } = {}) {
   const applied: SleeveConfigInput[] = [];
   const events: Array<{ kind: string; payload: Record<string, unknown> }> = [];
   const flood = new Map<string, readonly string[]>();
   const up = new Map<string, boolean>();
   const removed: string[] = [];
+  const guarded: Array<{ peers: readonly string[]; multicast: readonly string[] }> = [];
   const fastPath: FastPath = {
     local: '10.0.0.1',
     port: 4789,
-    guard: async () => undefined,
+    guard: async (o) => void guarded.push(o),
     probe: {
       setPeers: async () => undefined,
       state: (host) => (up.get(host) ? { up: true, reason: 'VXLAN replies arrive' } : { up: false, reason: `no VXLAN reply from ${host}` }),
@@ -38,13 +39,13 @@ function rig(opts: { vxlanFails?: boolean } = {}) {
     identity: { peerId: 1n, listenHost: '10.0.0.1', listenPort: 6784 },
     plumbing: { isPlugged: async () => true, plug: async () => undefined, forgetLearned: async () => undefined },
     fastPath,
-    localNetworks: async () => [net],
+    localNetworks: async () => [{ ...net, multicast: opts.multicast }],
     peers: () => [peer('h2', '10.0.0.2'), peer('h3', '10.0.0.3')],
     pathMtu: async () => 1436,
     events: { publish: (kind: string, payload: Record<string, unknown>) => void events.push({ kind, payload }) } as unknown as EventPublisher<'router'>,
     log: silentLogger(),
   });
-  return { dp, applied, events, flood, up, removed, last: () => applied.at(-1)!.networks![0]! };
+  return { dp, applied, events, flood, up, removed, guarded, last: () => applied.at(-1)!.networks![0]! };
 }
 
 test('peers VXLAN reaches go over the kernel, the others over the sleeve, and a change moves one peer only', async () => {
@@ -74,4 +75,14 @@ test('a VXLAN device the kernel refuses leaves its network on the sleeve for eve
   await r.dp.sync();
   expect(r.last().sendTo).toBeUndefined();
   expect(r.dp.status().networks[0]!.vxlan).toMatchObject({ up: false });
+});
+
+test('multicast beyond the link crosses, on the sleeve and through the VXLAN guard, only a network that asks for it', async () => {
+  for (const multicast of [undefined, true]) {
+    const r = rig({ multicast });
+    await r.dp.networksChanged();
+    expect(r.last().multicast).toBe(multicast === true);
+    expect(r.guarded.at(-1)).toEqual({ peers: ['10.0.0.2', '10.0.0.3'], multicast: multicast ? ['wvx0a200000'] : [] });
+    expect(r.dp.status().networks[0]!.multicast).toBe(multicast === true);
+  }
 });

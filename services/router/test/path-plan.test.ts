@@ -15,8 +15,8 @@ const peer = (host: string, state: Peer['state'] = 'connected', address = '10.0.
 test('every network gets a TAP named by its wire id, with its gateway MAC kept local', () => {
   const plan = planDataPath([net('b', 2), net('a', 1)], []);
   expect(plan.networks).toEqual([
-    { id: 1, tap: 'wvs00000001', localMacs: ['7a:57:00:00:00:01'] },
-    { id: 2, tap: 'wvs00000002', localMacs: ['7a:57:00:00:00:02'] },
+    { id: 1, tap: 'wvs00000001', localMacs: ['7a:57:00:00:00:01'], multicast: false },
+    { id: 2, tap: 'wvs00000002', localMacs: ['7a:57:00:00:00:02'], multicast: false },
   ]);
   expect(plan.taps.map((t) => [t.tap, t.bridge, t.mtu])).toEqual([
     ['wvs00000001', `wvb${'a'.repeat(12)}`, 1436],
@@ -56,7 +56,7 @@ test('fast peers get a network over its VXLAN device and the sleeve sends it to 
   const peers = [peer('h2', 'connected', '10.0.0.2'), peer('h3', 'connected', '10.0.0.3'), peer('h4', 'lost', '10.0.0.4')];
   const narrow = { ...net('c', 0x0a280180, '10.40.1.128/25') };
   const plan = planDataPath([net('a', 0x0a200000, '10.32.0.0/24'), narrow], peers, new Set(['h2', 'h4']));
-  expect(plan.vxlans).toEqual([{ networkId: 'a'.repeat(64), name: 'wvx0a200000', vni: 0x0a2000, bridge: `wvb${'a'.repeat(12)}`, mtu: 1436, peers: ['10.0.0.2'] }]);
+  expect(plan.vxlans).toEqual([{ networkId: 'a'.repeat(64), name: 'wvx0a200000', vni: 0x0a2000, bridge: `wvb${'a'.repeat(12)}`, mtu: 1436, peers: ['10.0.0.2'], multicast: false }]);
   expect(plan.networks.map((n) => [n.tap, n.sendTo])).toEqual([
     ['wvs0a200000', [peerIdOf('h3')]],
     ['wvs0a280180', undefined], // no VNI: the sleeve carries it to every peer
@@ -72,4 +72,17 @@ test('fast peers get a network over its VXLAN device and the sleeve sends it to 
 test('each peer carries the MTU of its path, when there is a usable one', () => {
   const plan = planDataPath([], [peer('h2', 'connected', '10.0.0.2'), peer('h3', 'connected', '10.0.0.3'), peer('h4', 'connected', '10.0.0.4')], new Set(), new Set(), new Map([['h2', 1336], ['h3', 400]]));
   expect(plan.peers.map((p) => p.mtu)).toEqual([1336, undefined, undefined]);
+});
+
+test('multicast beyond the link crosses, on both paths, only the networks that ask for it', () => {
+  const plan = planDataPath([{ ...net('a', 0x0a200000), multicast: true }, net('b', 0x0a210000, '10.33.0.0/24'), { ...net('c', 0x0a280180, '10.40.1.128/25'), multicast: true }], [peer('h2')]);
+  expect(plan.networks.map((n) => [n.tap, n.multicast])).toEqual([
+    ['wvs0a200000', true],
+    ['wvs0a210000', false], // off by default, and for a netwire that predates the option
+    ['wvs0a280180', true],
+  ]);
+  expect(plan.vxlans.map((v) => [v.name, v.multicast])).toEqual([
+    ['wvx0a200000', true],
+    ['wvx0a210000', false],
+  ]);
 });

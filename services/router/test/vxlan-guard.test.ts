@@ -46,6 +46,30 @@ describe('restoreScript', () => {
     expect(() => vxlanFilter(4, 4789, ['fd00::2'])).toThrow('VXLAN peer fd00::2 is not IPv4');
   });
 
+  it('keeps multicast beyond the link off every VXLAN device but those listed, after the gateway rules', () => {
+    const rules = restoreScript(parseListing(''), frameFilter(['wvx0a2a0100', 'wvx0a200000', 'wvx0a200000']))!.split('\n').filter((l) => l.startsWith('-A'));
+    expect(rules.map((r) => r.replace('-A WEAVE-FASTPATH ', ''))).toEqual([
+      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
+      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP',
+      // What a link needs crosses every device: IGMP, mDNS, …; IPv6 neighbour discovery, MLD.
+      '-p IPv4 -d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 --ip-dst 224.0.0.0/24 -j RETURN',
+      '-p IPv6 -d 33:33:00:00:00:00/ff:ff:00:00:00:00 --ip6-dst ff02::/16 -j RETURN',
+      '-o wvx0a200000 -j RETURN',
+      '-i wvx0a200000 -j RETURN',
+      '-o wvx0a2a0100 -j RETURN',
+      '-i wvx0a2a0100 -j RETURN',
+      '-d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 -o wvx+ -j DROP',
+      '-d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 -i wvx+ -j DROP',
+      '-d 33:33:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
+      '-d 33:33:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP',
+    ]);
+    // A network that starts carrying it rewrites the chain; in line, nothing is.
+    const have = parseListing(['*filter', ':INPUT ACCEPT', ':FORWARD ACCEPT', ':OUTPUT ACCEPT', ':WEAVE-FASTPATH RETURN', ...['INPUT', 'FORWARD', 'OUTPUT'].map((c) => `-A ${c} -j WEAVE-FASTPATH`), ...frameFilter().rules.map((r) => `-A WEAVE-FASTPATH ${r}`)].join('\n'));
+    expect(restoreScript(have, frameFilter([]))).toBeNull();
+    expect(restoreScript(have, frameFilter(['wvx0a200000']))).toContain('-A WEAVE-FASTPATH -i wvx0a200000 -j RETURN');
+    expect(() => frameFilter(['eth0 -j ACCEPT'])).toThrow('is not a weave VXLAN device');
+  });
+
   it('reads ebtables-save and fills in a missing jump of the frame filter', () => {
     const have = parseListing(
       [

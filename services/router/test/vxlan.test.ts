@@ -201,6 +201,44 @@ describe('LinuxFastPathGuard', () => {
     ]);
   });
 
+  it('keeps multicast beyond the link on its host unless the network carries it; link-local multicast always crosses', async () => {
+    const [group, mdns, s1] = ['239.1.2.3', '224.0.0.251', '10.254.210.9'];
+    const V4_GROUPS = '-d 01:00:5e:00:00:00/ff:ff:ff:80:00:00';
+    /** The datagrams to port 9 for `dst` that `where` received (it joined the group). */
+    const got = (where: string, dst: string) => iptablesCount(lab, where, 'INPUT', `-d ${dst}/32`);
+    const listen = (where: string, dst: string) => lab.sh(where, `ip addr add ${dst}/32 dev eth0 autojoin && iptables -A INPUT -d ${dst}/32 -p udp --dport 9`);
+    // c2 (host 2) and s1 (a local port of host 1's bridge) join the group; c2 listens for mDNS too.
+    await lab.sh(ns.s1, `ip addr add ${s1}/24 dev eth0`);
+    for (const [where, dst] of [[ns.c2, group], [ns.c2, mdns], [ns.s1, group]] as const) await listen(where, dst);
+    await lab.sh(ns.c1, 'ip route add 224.0.0.0/4 dev eth0');
+    const guardBoth = async (multicast: string[]) => {
+      await guard.h1.guard({ local: under.h1, port: 4789, peers: [under.h2], multicast });
+      await guard.h2.guard({ local: under.h2, port: 4789, peers: [under.h1], multicast });
+    };
+    await guardBoth([]);
+
+    await waitFor(async () => (await sendUdp(lab, ns.c1, mdns, 9), (await got(ns.c2, mdns)) > 0), { what: 'mDNS to cross VXLAN', timeoutMs: 10_000 });
+    const kept = await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', `${V4_GROUPS} -o wvx+`);
+    await waitFor(async () => (await sendUdp(lab, ns.c1, group, 9), (await got(ns.s1, group)) > 0 && (await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', `${V4_GROUPS} -o wvx+`)) > kept), {
+      what: 'the group to reach the local port and be dropped at the VXLAN port',
+      timeoutMs: 10_000,
+    });
+    expect(await got(ns.c2, group)).toBe(0);
+
+    // Host 1 lets it out, host 2 still keeps it off its bridge.
+    await guard.h1.guard({ local: under.h1, port: 4789, peers: [under.h2], multicast: [wx] });
+    const refused = await ebtablesCount(lab, ns.h2, 'WEAVE-FASTPATH', `${V4_GROUPS} -i wvx+`);
+    await waitFor(async () => (await sendUdp(lab, ns.c1, group, 9), (await ebtablesCount(lab, ns.h2, 'WEAVE-FASTPATH', `${V4_GROUPS} -i wvx+`)) > refused), {
+      what: 'h2 to drop the group arriving over VXLAN',
+      timeoutMs: 10_000,
+    });
+    expect(await got(ns.c2, group)).toBe(0);
+
+    await guardBoth([wx]);
+    await waitFor(async () => (await sendUdp(lab, ns.c1, group, 9), (await got(ns.c2, group)) > 0), { what: 'the group to cross once both carry it', timeoutMs: 10_000 });
+    await guardBoth([]);
+  });
+
   it('removes every rule and chain of its own', async () => {
     await guard.h1.remove();
     await guard.h1.remove();

@@ -54,7 +54,7 @@ const pings = async (n: number, from: string, to: string): Promise<boolean> => (
 
 interface RouterStatus {
   peers: Array<{ host: string; state: string; address: string; path: string | null; pathReason?: string | null }>;
-  networks: Array<{ wireId: number; tap: string; attached: boolean; vxlan?: { device: string; vni: number; up: boolean } }>;
+  networks: Array<{ wireId: number; tap: string; attached: boolean; multicast?: boolean; vxlan?: { device: string; vni: number; up: boolean } }>;
   sleeve: Record<string, string>;
 }
 const routerStatus = async (n: number): Promise<RouterStatus | null> => (JSON.parse(await weaveCli(n, ['status', '--json'])) as { router: RouterStatus | null }).router;
@@ -273,6 +273,77 @@ test('a packet too big for a smaller underlay gets "fragmentation needed" back, 
   // Traffic flows again once the underlay is whole (and the pair is back on the fast path).
   await waitFor(async () => (await pings(1, p1.name, p3.ip)) || null, { what: 'probe1 to reach probe3 again', timeoutMs: 15_000, intervalMs: 200 });
 }, 120_000);
+
+const GROUP = '239.1.2.3';
+const GROUP_PORT = 7010;
+interface Member {
+  host: number;
+  name: string;
+  ip: string;
+}
+/**
+ * One round of multicast: `from` sends to GROUP every 100 ms for 4 s while each of `to` joins the
+ * group (node's dgram inside the container's netns) and listens for 6 s; which of them heard it.
+ */
+const multicastRound = async (from: Member, to: readonly Member[]): Promise<Record<string, boolean>> => {
+  const listen = (m: Member) =>
+    inContainerNet(m.host, m.name, process.execPath, [
+      '-e',
+      `const s = require('node:dgram').createSocket({ type: 'udp4', reuseAddr: true }); s.on('message', (m) => { console.log(String(m)); process.exit(0); }); s.bind(${GROUP_PORT}, () => s.addMembership('${GROUP}', '${m.ip}')); setTimeout(() => process.exit(3), 6000);`,
+    ]);
+  const send = inContainerNet(from.host, from.name, process.execPath, [
+    '-e',
+    `const s = require('node:dgram').createSocket('udp4'); s.bind(() => { s.setMulticastInterface('${from.ip}'); const t = setInterval(() => s.send('multicast from ${from.name}', ${GROUP_PORT}, '${GROUP}'), 100); setTimeout(() => (clearInterval(t), s.close()), 4000); });`,
+  ]);
+  const [heard, sent] = await Promise.all([Promise.all(to.map(listen)), send]);
+  if (sent.code !== 0) throw new Error(`the sender in ${from.name} failed: ${sent.stderr}`);
+  return Object.fromEntries(to.map((m, i) => [m.name, heard[i]!.code === 0 && heard[i]!.stdout.trim() === `multicast from ${from.name}`]));
+};
+
+test('multicast crosses hosts on a network made with -o weave.multicast=true, on the fast path and the sleeve; elsewhere it stays on its host', async () => {
+  const NET_MC = 'weave:multicast';
+  const members: Member[] = hosts.map((n) => ({ host: n, name: `mcast${n}`, ip: '' }));
+  /** A second container on NET on host 1: what stays on a host still reaches it. */
+  const local: Member = { host: 1, name: 'mcastlocal1', ip: '' };
+  const [p1, p2, p3] = probes as [Member, Member, Member];
+  const dropped = async (n: number) => BigInt((await routerStatus(n))!.sleeve.dropMulticastOff ?? '0');
+  try {
+    await on(1, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', '--subnet', '10.252.10.0/24', '-o', 'weave.multicast=true', NET_MC]);
+    for (const n of hosts.slice(1)) await waitFor(async () => (await tryOn(n, ['network', 'inspect', NET_MC])).ok, { what: `${NET_MC} on ${hostName(n)}`, timeoutMs: 5000 });
+    for (const m of members) {
+      await on(m.host, ['run', '-d', '--name', m.name, '--net', NET_MC, 'weave-bbox:local', 'sleep', '1d']);
+      m.ip = await ipOf(m.host, m.name, NET_MC);
+    }
+    await on(1, ['run', '-d', '--name', local.name, '--net', NET, 'weave-bbox:local', 'sleep', '1d']);
+    local.ip = await ipOf(1, local.name);
+    for (const n of hosts) {
+      await waitFor(async () => (await routerStatus(n))?.networks.some((x) => x.multicast === true && x.vxlan?.up) || null, { what: `${hostName(n)}'s router to carry multicast on ${NET_MC}`, timeoutMs: 10_000 });
+    }
+    const [m1, m2, m3] = members as [Member, Member, Member];
+    /** Both networks once: the option's network carries the group to hosts 2 and 3, the default one to no other host. */
+    const rounds = async (how: string) => {
+      expect({ how, heard: await multicastRound(m1, [m2, m3]) }).toEqual({ how, heard: { [m2.name]: true, [m3.name]: true } });
+      const before = await dropped(1);
+      expect({ how, heard: await multicastRound(p1, [p2, p3, local]) }).toEqual({ how, heard: { [p2.name]: false, [p3.name]: false, [local.name]: true } });
+      // Host 1's sleeve saw the group's frames on its TAP and kept them (the kernel's VXLAN, its ebtables guard).
+      expect(await dropped(1)).toBeGreaterThan(before);
+    };
+    await rounds('every pair on the fast path');
+
+    await blockVxlan('-I', 1, 3);
+    try {
+      for (const [n, m] of [[1, 3], [3, 1]] as const) await waitFor(async () => (await pathTo(n, m)) === 'sleeve' || null, { what: `${hostName(n)} → ${hostName(m)} on the sleeve`, timeoutMs: 10_000, intervalMs: 200 });
+      await rounds('hosts 1 and 3 on the sleeve');
+    } finally {
+      await blockVxlan('-D', 1, 3);
+    }
+    for (const [n, m] of [[1, 3], [3, 1]] as const) await waitFor(async () => (await pathTo(n, m)) === 'fastpath' || null, { what: `${hostName(n)} → ${hostName(m)} on the fast path again`, timeoutMs: 10_000, intervalMs: 200 });
+  } finally {
+    await Promise.all([...members, local].map((m) => tryOn(m.host, ['rm', '-f', m.name])));
+    await tryOn(1, ['network', 'rm', NET_MC]);
+  }
+  for (const n of hosts) await waitFor(async () => !(await tryOn(n, ['network', 'inspect', NET_MC])).ok || null, { what: `${NET_MC} gone from ${hostName(n)}`, timeoutMs: 10_000 });
+}, 180_000);
 
 test('weave ps and weave networks on one host show the whole mesh', async () => {
   const ps = JSON.parse(await weaveCli(1, ['ps', '--json'])) as Array<{ host: string; endpoints: Array<{ address: string | null }> | null }>;

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod eth;
 pub mod gso;
 pub mod mac;
+pub mod multicast;
 pub mod pmtu;
 pub mod segment;
 pub mod train;
