@@ -459,12 +459,12 @@ export class Netwire {
     return net;
   }
 
-  private async mtuFor(spec: NetworkSpec): Promise<number> {
   /**
    * The network's MTU: the user's, else the narrowest of this host's paths (the default route's
    * interface and the route to every peer the router knows) less the encapsulation. A packet
    * that still meets a narrower hop gets ICMP "fragmentation needed" from the data path.
    */
+  private async mtuFor(spec: NetworkSpec): Promise<number> {
     if (spec.mtu !== null || this.d.mtu !== null) return chooseMtu({ network: spec.mtu, hostSetting: this.d.mtu, underlay: null, overhead: this.d.mtuOverhead });
     const paths = await Promise.all([this.k.underlayMtu(), ...(this.d.peerAddresses?.() ?? []).map((a) => this.k.routeMtu(a))]);
     const known = paths.filter((m): m is number => m !== null);
