@@ -48,9 +48,10 @@ describe('restoreScript', () => {
 
   it('keeps multicast beyond the link off every VXLAN device but those listed, after the gateway rules', () => {
     const rules = restoreScript(parseListing(''), frameFilter(['wvx0a2a0100', 'wvx0a200000', 'wvx0a200000']))!.split('\n').filter((l) => l.startsWith('-A'));
-    expect(rules.map((r) => r.replace('-A WEAVE-FASTPATH ', ''))).toEqual([
-      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
-      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP',
+    expect(rules.filter((r) => r.startsWith('-A WEAVE-FASTPATH ')).map((r) => r.replace('-A WEAVE-FASTPATH ', ''))).toEqual([
+      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -j DROP',
+      // Unicast is done: the rules after it are multicast's alone.
+      '-d Unicast -j RETURN',
       // What a link needs crosses every device: IGMP, mDNS, …; IPv6 neighbour discovery, MLD.
       '-p IPv4 -d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 --ip-dst 224.0.0.0/24 -j RETURN',
       '-p IPv6 -d 33:33:00:00:00:00/ff:ff:00:00:00:00 --ip6-dst ff02::/16 -j RETURN',
@@ -58,19 +59,26 @@ describe('restoreScript', () => {
       '-i wvx0a200000 -j RETURN',
       '-o wvx0a2a0100 -j RETURN',
       '-i wvx0a2a0100 -j RETURN',
-      '-d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 -o wvx+ -j DROP',
-      '-d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 -i wvx+ -j DROP',
-      '-d 33:33:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
-      '-d 33:33:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP',
+      '-d 01:00:5e:00:00:00/ff:ff:ff:80:00:00 -j DROP',
+      '-d 33:33:00:00:00:00/ff:ff:00:00:00:00 -j DROP',
+    ]);
+    // Only frames into or out of a VXLAN port are looked at.
+    expect(rules.filter((r) => !r.startsWith('-A WEAVE-FASTPATH '))).toEqual([]);
+    expect(restoreScript(parseListing(''), frameFilter())!.split('\n').filter((l) => l.startsWith('-I'))).toEqual([
+      '-I INPUT 1 -i wvx+ -j WEAVE-FASTPATH',
+      '-I FORWARD 1 -i wvx+ -j WEAVE-FASTPATH',
+      '-I FORWARD 1 -o wvx+ -j WEAVE-FASTPATH',
+      '-I OUTPUT 1 -o wvx+ -j WEAVE-FASTPATH',
     ]);
     // A network that starts carrying it rewrites the chain; in line, nothing is.
-    const have = parseListing(['*filter', ':INPUT ACCEPT', ':FORWARD ACCEPT', ':OUTPUT ACCEPT', ':WEAVE-FASTPATH RETURN', ...['INPUT', 'FORWARD', 'OUTPUT'].map((c) => `-A ${c} -j WEAVE-FASTPATH`), ...frameFilter().rules.map((r) => `-A WEAVE-FASTPATH ${r}`)].join('\n'));
+    const jumps = frameFilter().jumps.map((j) => `-A ${j.from} ${j.rule}`);
+    const have = parseListing(['*filter', ':INPUT ACCEPT', ':FORWARD ACCEPT', ':OUTPUT ACCEPT', ':WEAVE-FASTPATH RETURN', ...jumps, ...frameFilter().rules.map((r) => `-A WEAVE-FASTPATH ${r}`)].join('\n'));
     expect(restoreScript(have, frameFilter([]))).toBeNull();
     expect(restoreScript(have, frameFilter(['wvx0a200000']))).toContain('-A WEAVE-FASTPATH -i wvx0a200000 -j RETURN');
     expect(() => frameFilter(['eth0 -j ACCEPT'])).toThrow('is not a weave VXLAN device');
   });
 
-  it('reads ebtables-save and fills in a missing jump of the frame filter', () => {
+  it('reads ebtables-save, fills in a missing jump of the frame filter and drops the unconditional ones an older router made', () => {
     const have = parseListing(
       [
         '*filter',
@@ -78,12 +86,13 @@ describe('restoreScript', () => {
         ':FORWARD ACCEPT',
         ':OUTPUT ACCEPT',
         ':WEAVE-FASTPATH RETURN',
-        '-A INPUT -j WEAVE-FASTPATH',
+        '-A INPUT -i wvx+ -j WEAVE-FASTPATH',
+        '-A FORWARD -i wvx+ -j WEAVE-FASTPATH',
+        '-A FORWARD -o wvx+ -j WEAVE-FASTPATH',
         '-A OUTPUT -j WEAVE-FASTPATH',
-        '-A WEAVE-FASTPATH -s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
-        '-A WEAVE-FASTPATH -s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP',
+        '-A WEAVE-FASTPATH -s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -j DROP',
       ].join('\n'),
     );
-    expect(restoreScript(have, frameFilter())!.split('\n').filter((l) => /^-[DI]/.test(l))).toEqual(['-I FORWARD 1 -j WEAVE-FASTPATH']);
+    expect(restoreScript(have, frameFilter())!.split('\n').filter((l) => /^-[DI]/.test(l))).toEqual(['-D OUTPUT -j WEAVE-FASTPATH', '-I OUTPUT 1 -o wvx+ -j WEAVE-FASTPATH']);
   });
 });
