@@ -1,14 +1,13 @@
 import { access } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
 import { z } from 'zod';
 import { UnavailableError } from '@weave/errors';
 import { bridgeOfTag, bridgeRules, jumpRules, ownChains, parseRuleLine, Rule, sameSpec, Table } from './firewall';
 import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo, ownerAlias } from './kernel';
 import { EndpointPorts, HeldPort, heldByNat, heldBySockets, parsePortRange, PortRange, portOwnerOf, portRules, servesLoopback } from './ports';
 
-/** Runs one program with arguments, no shell. Injected so command lines can be tested without root. */
-/** Runs a program without a shell; `input`, when given, is written to its stdin. */
-export type Exec = (file: string, args: readonly string[], input?: string) => Promise<{ stdout: string; stderr: string }>;
+import { Commands, type Exec } from '@weave/kernel-cmd';
+
+export type { Exec };
 
 export interface LinuxKernelOptions {
   /**
@@ -31,16 +30,13 @@ export const IPV4_CONF_DIR = '/proc/sys/net/ipv4/conf';
  * this simple and the commands easy to replay by hand; link changes are rare (per container start).
  */
 export class LinuxKernel implements Kernel {
-  private readonly exec: Exec;
-  private readonly prefix: string[];
+  private readonly cmd: Commands;
   private readonly ipv4ConfDir: string;
 
   constructor(o: LinuxKernelOptions = {}) {
-    this.exec = o.exec ?? execFileNoShell;
-    this.ipv4ConfDir = o.ipv4ConfDir ?? IPV4_CONF_DIR;
-    if (o.netns && !/^[A-Za-z0-9_.-]+$/.test(o.netns)) throw new TypeError(`bad network namespace name ${JSON.stringify(o.netns)}`);
     // nsenter rather than `ip netns exec`, which also remounts /sys: the namespace is all we need.
-    this.prefix = o.netns ? ['nsenter', `--net=/run/netns/${o.netns}`, '--'] : [];
+    this.cmd = new Commands({ netns: o.netns, exec: o.exec });
+    this.ipv4ConfDir = o.ipv4ConfDir ?? IPV4_CONF_DIR;
   }
 
   async listLinks(): Promise<LinkInfo[]> {
@@ -104,7 +100,7 @@ export class LinuxKernel implements Kernel {
 
   async linkExists(name: string): Promise<boolean> {
     // sysfs shows the namespace this process runs in; inside another namespace, ask ip.
-    if (this.prefix.length === 0) return access(`/sys/class/net/${name}`).then(() => true, () => false);
+    if (this.cmd.netns === null) return access(`/sys/class/net/${name}`).then(() => true, () => false);
     return this.unlessNoDevice(['link', 'show', 'dev', name]);
   }
 
@@ -260,32 +256,13 @@ export class LinuxKernel implements Kernel {
     return this.run('iptables', ['-w', '5', '-t', table, ...args]);
   }
 
-  private async run(file: string, args: string[], input?: string): Promise<string> {
-    const argv = [...this.prefix, file, ...args];
-    try {
-      return (await this.exec(argv[0]!, argv.slice(1), input)).stdout;
-    } catch (e) {
-      const err = e as { stderr?: unknown; code?: unknown };
-      const stderr = typeof err.stderr === 'string' ? err.stderr : e instanceof Error ? e.message : String(e);
-      throw new KernelCommandError(argv.join(' '), stderr, typeof err.code === 'number' ? err.code : null, { cause: e });
-    }
+  private run(file: string, args: string[], input?: string): Promise<string> {
+    return this.cmd.run(file, args, input);
   }
 }
 
 const sameOwner = (owner: { bridge: string; hostVeth: string } | null, o: { bridge: string; hostVeth?: string }): boolean =>
   owner !== null && owner.bridge === o.bridge && (o.hostVeth === undefined || owner.hostVeth === o.hostVeth);
-
-const execFileNoShell: Exec = (file, args, input) =>
-  new Promise((resolve, reject) => {
-    const child = execFile(file, args, { timeout: 15_000, maxBuffer: 16 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) reject(Object.assign(err, { stdout, stderr }));
-      else resolve({ stdout, stderr });
-    });
-    // A program that exits without reading its stdin makes the write fail with EPIPE; its own
-    // exit status is what counts.
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(input ?? '');
-  });
 
 // What we read from `ip -j`; loose, since iproute2 versions add fields freely.
 const IpLinks = z.array(

@@ -80,13 +80,4 @@ export interface BridgeFirewall {
 }
 
 /** A kernel command that failed; the message says what was run and what the kernel said. */
-export class KernelCommandError extends UnavailableError {
-  constructor(
-    readonly command: string,
-    readonly stderr: string,
-    readonly exitCode: number | null,
-    options?: ErrorOptions,
-  ) {
-    super(`\`${command}\` failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${stderr.trim() || 'no error output'}`, options);
-  }
-}
+export { KernelCommandError } from '@weave/kernel-cmd';

@@ -3,7 +3,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { z } from 'zod';
-import { Commands, isNoDevice, reasonOf } from './kernel-command';
+import { Commands, isNoDevice, reasonOf } from '@weave/kernel-cmd';
 import { EchoTable, PeerVerdict, probeAddressOf, probeMacOf, ProbePeer, VerdictChange } from './fastpath-echo';
 import { canonicalIp, FdbEntries } from './vxlan';
 

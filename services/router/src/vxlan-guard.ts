@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { InvalidRequestError, UnavailableError } from '@weave/errors';
-import { CommandOptions, Commands, KernelCommandError, reasonOf } from './kernel-command';
+import { CommandOptions, Commands, KernelCommandError, reasonOf } from '@weave/kernel-cmd';
 import { canonicalIp } from './vxlan';
 
 /**

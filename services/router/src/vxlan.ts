@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { InvalidRequestError, UnavailableError } from '@weave/errors';
 import { z } from 'zod';
-import { CommandOptions, Commands, isNoDevice, reasonOf } from './kernel-command';
+import { CommandOptions, Commands, isNoDevice, reasonOf } from '@weave/kernel-cmd';
 
 export { vxlanName } from './path-plan';
 

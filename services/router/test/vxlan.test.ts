@@ -1,5 +1,5 @@
 import { waitFor } from '@weave/testing';
-import { Exec, execFileNoShell } from '../src/kernel-command';
+import { Exec, execFileNoShell } from '@weave/kernel-cmd';
 import { LinuxFastPathGuard } from '../src/vxlan-guard';
 import { FastPathSpec, LinuxFastPathPlumbing, vxlanName } from '../src/vxlan';
 import { ebtablesCount, iptablesCount, linkStats, NetnsLab, sendUdp } from './netns-lab';

@@ -32,6 +32,7 @@ const allowedLibDeps: Record<string, string[]> = {
   config: ['bus', 'contracts', 'errors', 'log'],
   'docker-cli': [],
   sync: [],
+  'kernel-cmd': ['errors'],
   metrics: ['errors', 'log'],
   testing: ['sync'],
 };

@@ -1,3 +1,4 @@
+/** Kernel commands (ip, bridge, iptables, ebtables) run without a shell, in our network namespace or a named one, with errors that say what the kernel said. Shared by netwire and the router. */
 import { execFile } from 'node:child_process';
 import { describeError, UnavailableError } from '@weave/errors';
 
