@@ -9,3 +9,4 @@ export * from './state-of-record';
 export * from './private-dockerd';
 export * from './peer-service';
 export * from './service-process';
+export * from './fastpath-guards';

@@ -7,7 +7,7 @@ import { AuthorizationError, connect } from '@nats-io/transport-node';
 import { CLUSTER_SECRET_FILE, NATS_CLIENT_SECRET_FILE, readNatsCredentials } from '@weave/config';
 import { containerIp, docker, dockerResult, pluginAnswers } from '@weave/docker-cli';
 import { freePort, waitFor } from '@weave/testing';
-import { composePids, DockerScope, E2E_ENV, isLoopback, Listener, listenersOf, ProcessStack, weaveLinks } from '../src';
+import { composePids, DockerScope, E2E_ENV, isLoopback, Listener, listenersOf, ProcessStack, removeFastPathGuards, weaveLinks } from '../src';
 
 const root = join(__dirname, '..', '..', '..');
 
@@ -89,6 +89,8 @@ describe('installing with compose/host.yml', () => {
   afterAll(async () => {
     await scope.cleanup();
     await dockerResult(['compose', '-p', project, '-f', composeFile, 'down', '-v', '-t', '5']);
+    // The router keeps its fast-path guard when it stops; with the stack gone it is a leftover.
+    await removeFastPathGuards();
     for (const k of [...Object.keys(env ?? {}), 'WEAVE_PEERS']) delete process.env[k];
     rmSync(tmp, { recursive: true, force: true });
   });
