@@ -83,6 +83,8 @@ export class DataPath {
   private plan: DataPathPlan = planDataPath([], []);
   private readonly plugged = new Set<string>();
   private readonly vxlansUp = new Set<string>();
+  /** Why the last pass could not guard the fast path, or null. */
+  private guardFailure: string | null = null;
   /** Networks whose VXLAN device failed in the last pass: the sleeve carries them meanwhile. */
   private failing = new Set<string>();
   private readonly pathed = new Map<string, PeerPath>();
@@ -167,10 +169,17 @@ export class DataPath {
     for (const p of connected) {
       await attempt(failures, async () => void mtus.set(p.host, await this.d.pathMtu(p.address)));
     }
-    const plan = planDataPath(this.networks, connected, fast, this.failing, mtus);
+    let plan = planDataPath(this.networks, connected, fast, this.failing, mtus);
     // Before any VXLAN device of the plan exists (whatever is not let through stays on its host).
     const multicast = plan.vxlans.filter((v) => v.multicast).map((v) => v.name);
-    if (fp) await attempt(failures, () => fp.guard({ peers: connected.map((p) => p.address), multicast }));
+    this.guardFailure = null;
+    if (fp && !(await attempt(failures, () => fp.guard({ peers: connected.map((p) => p.address), multicast })))) {
+      // Unguarded, the kernel's path would let the anycast gateway's frames (and multicast that
+      // must stay home) cross: every peer takes the sleeve until the guard is in place.
+      this.guardFailure = `the fast path's guard rules could not be installed (${describeError(failures.at(-1))}): every peer uses the sleeve`;
+      fast.clear();
+      plan = planDataPath(this.networks, connected, fast, this.failing, mtus);
+    }
     // The sleeve first: a peer leaving the fast path is carried again before VXLAN lets it go.
     this.d.sleeve.applyConfig({ ...this.d.identity, peers: plan.peers, networks: plan.networks });
     const before = this.plan;
@@ -251,7 +260,7 @@ export class DataPath {
 
   private reason(host: string): string {
     const fp = this.d.fastPath;
-    return 'off' in fp ? fp.off : fp.probe.state(host).reason;
+    return 'off' in fp ? fp.off : (this.guardFailure ?? fp.probe.state(host).reason);
   }
 }
 

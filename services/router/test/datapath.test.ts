@@ -10,7 +10,7 @@ import type { Peer } from '../src/peers';
 const net: LocalNetwork = { networkId: 'a'.repeat(64), bridge: 'wvbaaaa', wireId: 0x0a200000, gatewayMac: '7a:57:0a:20:00:00', mtu: 1436, subnets: ['10.32.0.0/24'] };
 const peer = (host: string, address: string): Peer => ({ host, boot: '0'.repeat(16), address, port: 6784, state: 'connected', lastSeen: 0, since: 0 });
 
-function rig(opts: { vxlanFails?: boolean; multicast?: boolean } = {}) {
+function rig(opts: { vxlanFails?: boolean; multicast?: boolean; guardFails?: boolean } = {}) {
   const applied: SleeveConfigInput[] = [];
   const events: Array<{ kind: string; payload: Record<string, unknown> }> = [];
   const flood = new Map<string, readonly string[]>();
@@ -20,7 +20,10 @@ function rig(opts: { vxlanFails?: boolean; multicast?: boolean } = {}) {
   const fastPath: FastPath = {
     local: '10.0.0.1',
     port: 4789,
-    guard: async (o) => void guarded.push(o),
+    guard: async (o) => {
+      if (opts.guardFails) throw new Error('ebtables-restore: not installed');
+      guarded.push(o);
+    },
     probe: {
       setPeers: async () => undefined,
       state: (host) => (up.get(host) ? { up: true, reason: 'VXLAN replies arrive' } : { up: false, reason: `no VXLAN reply from ${host}` }),
@@ -85,4 +88,13 @@ test('multicast beyond the link crosses, on the sleeve and through the VXLAN gua
     expect(r.guarded.at(-1)).toEqual({ peers: ['10.0.0.2', '10.0.0.3'], multicast: multicast ? ['wvx0a200000'] : [] });
     expect(r.dp.status().networks[0]!.multicast).toBe(multicast === true);
   }
+});
+
+test('without its guard rules no peer takes the fast path, and status says why', async () => {
+  const r = rig({ guardFails: true });
+  r.up.set('h2', true);
+  await r.dp.networksChanged().catch(() => undefined);
+  expect(r.flood.get('wvx0a200000')).toEqual([]);
+  expect(r.last().sendTo).toBeUndefined();
+  expect(r.dp.pathOf('h2')).toMatchObject({ path: 'sleeve', pathReason: expect.stringMatching(/guard rules could not be installed.*not installed/) });
 });
