@@ -44,6 +44,9 @@ beforeAll(async () => {
       WEAVE_ROUTER_PORT: String(dataPort),
       WEAVE_PEER_TIMEOUT_MS: '60000',
       WEAVE_ROUTER_METRICS_PORT: String(metricsPort),
+      // The sleeve's counters are what is scraped; the fast path would leave guard rules and a
+      // probe device in the machine's own namespace (off, the router removes any it finds).
+      WEAVE_FASTPATH: 'off',
       WEAVE_LOG_LEVEL: 'error',
     },
     async () => (await scrape(metricsPort).catch(() => null))?.status === 200,

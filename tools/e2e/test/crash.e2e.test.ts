@@ -1,7 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { subscribeEvents } from '@weave/bus';
 import { docker, dockerResult } from '@weave/docker-cli';
 import { freePort, waitFor } from '@weave/testing';
-import { DockerEndpoint, dockerEndpoints, DockerScope, E2E_ENV, ipamLeases, Link, ProcessStack, weaveLinkDetails, weaveRules } from '../src';
+import { DockerEndpoint, dockerEndpoints, DockerScope, E2E_ENV, ipamLeases, Link, ProcessStack, removeFastPathGuards, weaveLinkDetails, weaveRules } from '../src';
 
 /**
  * Crashes lose nothing. A stream of container starts and removals runs on a weave network while
@@ -52,6 +53,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await scope.cleanup();
   await stack?.stop();
+  // The router keeps its fast-path guard when it stops (and a kill -9 leaves its probe device too,
+  // until the next start): with the stack gone both are leftovers.
+  await removeFastPathGuards();
+  spawnSync('ip', ['link', 'del', 'wvprobe'], { stdio: 'ignore' }); // none there is fine
 });
 
 /**
