@@ -46,7 +46,8 @@ export async function startFuzzStack(log: (msg: string) => void): Promise<FuzzSt
     },
     {
       services: FUZZED_SERVICES,
-      serviceEnv: { router: { WEAVE_HOST: routerHost, WEAVE_ADVERTISE_ADDR: '127.0.0.1', WEAVE_ROUTER_PORT: String(await freeUdpPort()) } },
+      // The fast path off: its guard rules and probe device would outlive the run in this namespace.
+      serviceEnv: { router: { WEAVE_HOST: routerHost, WEAVE_ADVERTISE_ADDR: '127.0.0.1', WEAVE_ROUTER_PORT: String(await freeUdpPort()), WEAVE_FASTPATH: 'off' } },
     },
   );
   let stopped: Promise<void> | undefined;
