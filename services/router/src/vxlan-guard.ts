@@ -83,10 +83,12 @@ export function frameFilter(multicast: readonly string[] = []): Wanted {
     declare: `:${c} RETURN`,
     // As ebtables-save prints them (-p, -s/-d, -i/-o, matches, -j), so a listing compares equal.
     // Only frames into or out of a VXLAN port get here (the jumps say so), and every frame of the
-    // fast path passes these rules on two hosts: a unicast one leaves after two, so small packets
+    // fast path passes these rules on two hosts: a unicast one leaves after three, so small packets
     // pay next to nothing for the multicast rules.
     rules: [
-      `-s ${GATEWAY_MACS} -j DROP`,
+      // One rule per direction, so each host's counters say which way a gateway frame was going.
+      `-s ${GATEWAY_MACS} -o wvx+ -j DROP`,
+      `-s ${GATEWAY_MACS} -i wvx+ -j DROP`,
       '-d Unicast -j RETURN',
       `-p IPv4 -d ${MULTICAST_MACS.v4} --ip-dst 224.0.0.0/24 -j RETURN`,
       `-p IPv6 -d ${MULTICAST_MACS.v6} --ip6-dst ff02::/16 -j RETURN`,

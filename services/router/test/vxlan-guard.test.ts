@@ -49,7 +49,8 @@ describe('restoreScript', () => {
   it('keeps multicast beyond the link off every VXLAN device but those listed, after the gateway rules', () => {
     const rules = restoreScript(parseListing(''), frameFilter(['wvx0a2a0100', 'wvx0a200000', 'wvx0a200000']))!.split('\n').filter((l) => l.startsWith('-A'));
     expect(rules.filter((r) => r.startsWith('-A WEAVE-FASTPATH ')).map((r) => r.replace('-A WEAVE-FASTPATH ', ''))).toEqual([
-      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -j DROP',
+      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
+      '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP',
       // Unicast is done: the rules after it are multicast's alone.
       '-d Unicast -j RETURN',
       // What a link needs crosses every device: IGMP, mDNS, …; IPv6 neighbour discovery, MLD.
@@ -90,7 +91,7 @@ describe('restoreScript', () => {
         '-A FORWARD -i wvx+ -j WEAVE-FASTPATH',
         '-A FORWARD -o wvx+ -j WEAVE-FASTPATH',
         '-A OUTPUT -j WEAVE-FASTPATH',
-        '-A WEAVE-FASTPATH -s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -j DROP',
+        '-A WEAVE-FASTPATH -s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP',
       ].join('\n'),
     );
     expect(restoreScript(have, frameFilter())!.split('\n').filter((l) => /^-[DI]/.test(l))).toEqual(['-D OUTPUT -j WEAVE-FASTPATH', '-I OUTPUT 1 -o wvx+ -j WEAVE-FASTPATH']);

@@ -149,23 +149,24 @@ describe('LinuxFastPathPlumbing', () => {
   });
 });
 
-/** The one rule that drops gateway frames, both ways: only frames of a VXLAN port reach the chain. */
-const GATEWAY_RULE = '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -j DROP';
+/** The rules that drop gateway frames leaving through a VXLAN port, and arriving from one. */
+const GATEWAY_OUT = '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -o wvx+ -j DROP';
+const GATEWAY_IN = '-s 7a:57:00:00:00:00/ff:ff:00:00:00:00 -i wvx+ -j DROP';
 
 describe('LinuxFastPathGuard', () => {
   it('never lets a gateway MAC leave through a VXLAN port, nor accepts one from it', async () => {
-    const [sent, taken] = [await ebtablesCount(lab, ns.h2, 'WEAVE-FASTPATH', GATEWAY_RULE), await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', GATEWAY_RULE)];
+    const [sent, taken] = [await ebtablesCount(lab, ns.h2, 'WEAVE-FASTPATH', GATEWAY_OUT), await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', GATEWAY_IN)];
     // h2's bridge sends as the gateway (7a:57:…): its ARP for c1 is flooded to every port.
     await lab.sh(ns.h2, `ip addr add ${inner.gw}/24 dev br0`);
-    await waitFor(async () => (await sendUdp(lab, ns.h2, inner.c1, 9), (await ebtablesCount(lab, ns.h2, 'WEAVE-FASTPATH', GATEWAY_RULE)) > sent), {
+    await waitFor(async () => (await sendUdp(lab, ns.h2, inner.c1, 9), (await ebtablesCount(lab, ns.h2, 'WEAVE-FASTPATH', GATEWAY_OUT)) > sent), {
       what: 'h2 to drop its gateway frames at the VXLAN port',
       timeoutMs: 10_000,
     });
-    expect(await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', GATEWAY_RULE)).toBe(taken);
+    expect(await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', GATEWAY_IN)).toBe(taken);
 
     // Without h2's guard, h1's own drops them on the way in.
     await guard.h2.remove();
-    await waitFor(async () => (await sendUdp(lab, ns.h2, inner.c1, 9), (await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', GATEWAY_RULE)) > taken), {
+    await waitFor(async () => (await sendUdp(lab, ns.h2, inner.c1, 9), (await ebtablesCount(lab, ns.h1, 'WEAVE-FASTPATH', GATEWAY_IN)) > taken), {
       what: 'h1 to drop gateway frames arriving over VXLAN',
       timeoutMs: 10_000,
     });
