@@ -1,6 +1,7 @@
 /** Kernel commands (ip, bridge, iptables, ebtables) run without a shell, in our network namespace or a named one, with errors that say what the kernel said. Shared by netwire and the router. */
 import { execFile } from 'node:child_process';
 import { describeError, UnavailableError } from '@weave/errors';
+import { z } from 'zod';
 
 /** Runs a program without a shell; `input`, when given, is written to its stdin. Injected so command lines can be tested without root. */
 export type Exec = (file: string, args: readonly string[], input?: string) => Promise<{ stdout: string; stderr: string }>;
@@ -75,3 +76,12 @@ export const execFileNoShell: Exec = (file, args, input) =>
     child.stdin?.on('error', () => undefined);
     child.stdin?.end(input ?? '');
   });
+
+// `ip -j route get` puts a route's own MTU (`ip route … mtu N`, or a learnt PMTU) in `metrics`.
+const RouteGet = z.array(z.looseObject({ dev: z.string(), mtu: z.number().optional(), metrics: z.array(z.looseObject({ mtu: z.number().optional() })).optional() })).min(1);
+
+/** The device and, when the route has one of its own, the MTU of `ip -j route get`'s answer. */
+export function routeOf(json: unknown): { dev: string; mtu: number | null } {
+  const route = RouteGet.parse(json)[0]!;
+  return { dev: route.dev, mtu: route.mtu ?? route.metrics?.find((m) => m.mtu !== undefined)?.mtu ?? null };
+}

@@ -5,7 +5,7 @@ import { bridgeOfTag, bridgeRules, jumpRules, ownChains, parseRuleLine, Rule, sa
 import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo, ownerAlias } from './kernel';
 import { EndpointPorts, HeldPort, heldByNat, heldBySockets, parsePortRange, PortRange, portOwnerOf, portRules, servesLoopback } from './ports';
 
-import { Commands, type Exec } from '@weave/kernel-cmd';
+import { Commands, type Exec, routeOf } from '@weave/kernel-cmd';
 
 export type { Exec };
 
@@ -61,10 +61,13 @@ export class LinuxKernel implements Kernel {
 
   async routeMtu(address: string): Promise<number | null> {
     const out = await this.run('ip', ['-j', 'route', 'get', address]).catch(() => '');
-    const route = RouteGet.safeParse(JSON.parse(out || '[]'))?.data?.[0];
-    if (!route) return null;
-    // A route's own MTU (`ip route … mtu N`, or one learnt from ICMP) is in `metrics`.
-    return route.metrics?.find((m) => m.mtu !== undefined)?.mtu ?? (await this.listLinks()).find((l) => l.name === route.dev)?.mtu ?? null;
+    let route: { dev: string; mtu: number | null };
+    try {
+      route = routeOf(JSON.parse(out || '[]'));
+    } catch {
+      return null; // no route to it
+    }
+    return route.mtu ?? (await this.listLinks()).find((l) => l.name === route.dev)?.mtu ?? null;
   }
 
   async createBridge(name: string, o: { mtu: number; mac: string; owner: string }): Promise<void> {
@@ -277,4 +280,3 @@ const IpLinks = z.array(
   }),
 );
 const IpRoutes = z.array(z.looseObject({ dev: z.string().optional() }));
-const RouteGet = z.array(z.looseObject({ dev: z.string(), metrics: z.array(z.looseObject({ mtu: z.number().optional() })).optional() }));

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { SLEEVE_OVERHEAD } from '@weave/contracts';
+import { routeOf } from '@weave/kernel-cmd';
 import { z } from 'zod';
 
 const Routes = z.array(z.looseObject({ dev: z.string().optional(), prefsrc: z.string().optional() }));
@@ -22,9 +23,6 @@ export async function defaultAdvertiseAddress(): Promise<string | null> {
   return addrs[0]?.addr_info.find((a) => a.family === 'inet')?.local ?? null;
 }
 
-// `ip -j route get` puts a route's own MTU (`ip route … mtu N`, or a learnt PMTU) in `metrics`.
-const RouteGet = z.array(z.looseObject({ dev: z.string(), mtu: z.number().optional(), metrics: z.array(z.looseObject({ mtu: z.number().optional() })).optional() })).min(1);
-
 /**
  * The MTU a frame to `address` can have inside the sleeve: the route's MTU (or its interface's)
  * less the encapsulation overhead (the plain sleeve's unless told: encryption adds to it). Read from the routing table; nothing is sent.
@@ -33,10 +31,4 @@ export async function sleevePathMtu(address: string, overhead = SLEEVE_OVERHEAD)
   const route = routeOf(await ip(['route', 'get', address]));
   const mtu = route.mtu ?? Number(await readFile(`/sys/class/net/${route.dev}/mtu`, 'utf8'));
   return mtu - overhead;
-}
-
-/** The device and, when the route has one of its own, the MTU of `ip -j route get`'s answer. */
-export function routeOf(json: unknown): { dev: string; mtu: number | null } {
-  const route = RouteGet.parse(json)[0]!;
-  return { dev: route.dev, mtu: route.mtu ?? route.metrics?.find((m) => m.mtu !== undefined)?.mtu ?? null };
 }
