@@ -37,6 +37,9 @@ export const EventKinds = {
       reason: z.string(),
     }),
     /** A reconciliation pass against Docker that dropped something (passes that drop nothing are not announced). */
+    /** A container's names on a weave network, now answered by weave DNS on every host (or no longer). */
+    'dns.added': z.object({ containerId: DockerId, network: z.string(), names: z.array(z.string()), addresses: z.array(IpString) }),
+    'dns.removed': z.object({ containerId: DockerId, network: z.string(), names: z.array(z.string()) }),
     'docker.reconciled': z.object({
       networks: z.number().int(),
       endpoints: z.number().int(),

@@ -1,4 +1,5 @@
 export * from './primitives';
+export * from './dns';
 export * from './docker';
 export * from './ports';
 export * from './rpc';

@@ -17,10 +17,14 @@ export const Buckets = {
   ipamLeases: 'weave-ipam-leases',
   /** One record per ipam host: its epoch and lease (see the ipam's core/hosts.ts). */
   ipamHosts: 'weave-ipam-hosts',
+  /** Settings of the whole mesh that ipam chooses once: the IPv6 ULA prefix (see the ipam's core/ula.ts). */
+  ipamMesh: 'weave-ipam-mesh',
   netwire: 'weave-netwire',
   catalogue: 'weave-networks',
   /** plugin-api's containers being moved off addresses other hosts hold (see Readdress). */
   readdress: 'weave-readdress',
+  /** plugin-api's names of its host's containers, for every host's DNS (see DnsRecord). */
+  dns: 'weave-dns',
 } as const;
 
 /**
