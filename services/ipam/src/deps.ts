@@ -43,4 +43,6 @@ export interface IpamDeps {
   now: () => Date;
   /** A fresh unique id, for pool incarnations. */
   newId: () => string;
+  /** `n` cryptographically random bytes, for the mesh's ULA global id (see core/ula.ts). */
+  randomBytes: (n: number) => Uint8Array;
 }

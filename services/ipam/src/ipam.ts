@@ -9,9 +9,11 @@ import { describeNetworks, DockerContext, keptFor } from './core/docker-users';
 import { cidrOfPoolKey, parsePoolId, PoolSpec, poolKey, valueOfChildKey } from './core/keys';
 import { heldBy } from './core/records';
 import { poolStatus } from './core/status';
+import { ULA_SUBNET_PREFIX } from './core/ula';
 import { undoneIfLate } from './deadline';
 import type { IpamDeps } from './deps';
-import { Pools } from './pools';
+import { MeshUla } from './mesh-ula';
+import { DefaultSpace, Pools } from './pools';
 import { HostSweeper } from './reconcile';
 import { children } from './store';
 import { Views } from './views';
@@ -32,6 +34,7 @@ export class Ipam {
   private readonly pools: Pools;
   private readonly addresses: Addresses;
   private readonly sweeper: HostSweeper;
+  private readonly ula: MeshUla;
   /** When references without a time count as taken (see DockerContext). */
   private readonly startedAt: Date;
 
@@ -41,6 +44,7 @@ export class Ipam {
     this.pools = new Pools(d, this.views);
     this.addresses = new Addresses(d, this.views);
     this.sweeper = new HostSweeper(d, this.views, this.pools, this.lock);
+    this.ula = new MeshUla(d);
   }
 
   /**
@@ -60,10 +64,10 @@ export class Ipam {
    */
   async requestPool(req: Req<'requestPool'>, ctx: RpcContext = NO_DEADLINE): Promise<Res<'requestPool'>> {
     if (req.pool === null) {
-      if (req.v6) throw new InvalidRequestError('IPv6 networks need a subnet for now (no IPv6 default subnets yet): pass --ipv6 --subnet, e.g. fd00:1::/64');
       if (req.subPool !== null) throw new InvalidRequestError(`--ip-range ${req.subPool} needs --subnet`);
+      const what = `RequestPool for a default${req.v6 ? ' IPv6' : ''} subnet`;
       const poolId = await this.lock.run(DEFAULT_POOL_LOCK, () =>
-        undoneIfLate(this.d, ctx, 'RequestPool for a default subnet', () => this.pools.requestDefault(), (id) => this.pools.release(parsePoolId(id), id)),
+        undoneIfLate(this.d, ctx, what, async () => this.pools.requestDefault(await this.defaultSpace(req.v6)), (id) => this.pools.release(parsePoolId(id), id)),
       );
       return { poolId, pool: formatCidr(parsePoolId(poolId).pool), data: {} };
     }
@@ -74,6 +78,13 @@ export class Ipam {
     );
     // No gateway in `data`: Docker then asks for one with RequestAddress, which records it.
     return { poolId, pool: formatCidr(spec.pool), data: {} };
+  }
+
+  /** IPv4: WEAVE_IPAM_RANGE. IPv6: a /64 of the mesh's ULA /48, the same on every host (see MeshUla). */
+  private async defaultSpace(v6: boolean): Promise<DefaultSpace> {
+    const { defaultRange, defaultPrefix } = this.d.config;
+    if (!v6) return { range: defaultRange, prefix: defaultPrefix, source: 'WEAVE_IPAM_RANGE', remedy: 'pass --subnet, or widen WEAVE_IPAM_RANGE' };
+    return { range: await this.ula.prefix(), prefix: ULA_SUBNET_PREFIX, source: "this mesh's ULA prefix", remedy: 'pass --subnet' };
   }
 
   /**

@@ -3,7 +3,7 @@ import { countBy, type Family, type Registry } from '@weave/metrics';
 import { cidrOfPoolKey } from './core/keys';
 import type { IpamStore, Table } from './store';
 
-type TableName = 'pools' | 'blocks' | 'leases' | 'hosts';
+type TableName = 'pools' | 'blocks' | 'leases' | 'hosts' | 'mesh';
 type Op = 'create' | 'mutate' | 'delete';
 
 /**
@@ -20,7 +20,7 @@ export function instrumentStore(store: IpamStore, registry: Registry): IpamStore
   });
   const counted = <T>(table: TableName, t: Table<T>): Table<T> => conflictsCounted(t, (op) => conflicts.inc({ table, op }));
   registry.collect(() => stateFamilies(store.mirrors));
-  return { ...store, pools: counted('pools', store.pools), blocks: counted('blocks', store.blocks), leases: counted('leases', store.leases), hosts: counted('hosts', store.hosts) };
+  return { ...store, pools: counted('pools', store.pools), blocks: counted('blocks', store.blocks), leases: counted('leases', store.leases), hosts: counted('hosts', store.hosts), mesh: counted('mesh', store.mesh) };
 }
 
 /** A create that finds its key, a delete at a stale revision, a mutation decided again on a fresh read: each is a conflict. */

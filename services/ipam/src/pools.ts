@@ -9,6 +9,15 @@ import type { IpamDeps } from './deps';
 import { children, Entry } from './store';
 import type { Views } from './views';
 
+/** Where default subnets of one family come from, and what to tell a user when none is left. */
+export interface DefaultSpace {
+  range: Cidr;
+  prefix: number;
+  /** What chose the range, for messages: `WEAVE_IPAM_RANGE`, `this mesh's ULA prefix`. */
+  source: string;
+  remedy: string;
+}
+
 /**
  * Pool records: one per subnet, mesh-wide, with a reference count per host. The first host to
  * ask creates the record, the others join it; the last one to leave tears the pool down.
@@ -110,13 +119,16 @@ export class Pools {
     );
   }
 
-  /** No `--subnet`: the lowest free /defaultPrefix of the default range, created atomically. */
-  async requestDefault(): Promise<string> {
-    const { defaultRange, defaultPrefix } = this.d.config;
+  /**
+   * No `--subnet`: the lowest free /prefix of `space.range` (WEAVE_IPAM_RANGE for IPv4, the mesh's
+   * ULA prefix for IPv6), created atomically.
+   */
+  async requestDefault(space: DefaultSpace): Promise<string> {
+    const { range, prefix } = space;
     await this.d.store.mirrors.pools.ready();
     // A subnet taken meanwhile by another host fails our create, or is found by confirmAlone.
     const taken = [...this.poolPrefixes(), ...(await this.d.routes.prefixes())];
-    for (let pool = chooseSubnet(defaultRange, defaultPrefix, taken); pool; pool = chooseSubnet(defaultRange, defaultPrefix, taken)) {
+    for (let pool = chooseSubnet(range, prefix, taken); pool; pool = chooseSubnet(range, prefix, taken)) {
       taken.push(pool);
       const spec = { pool, subPool: null };
       const record = newPoolRecord(this.newPool(spec));
@@ -132,9 +144,7 @@ export class Pools {
       this.requested(record);
       return record.poolId;
     }
-    throw new ExhaustedError(
-      `no free /${defaultPrefix} left in ${formatCidr(defaultRange)} (WEAVE_IPAM_RANGE) that no weave network or route of this host uses; pass --subnet, or widen WEAVE_IPAM_RANGE`,
-    );
+    throw new ExhaustedError(`no free /${prefix} left in ${formatCidr(range)} (${space.source}) that no weave network or route of this host uses; ${space.remedy}`);
   }
 
   /** Drops one of this host's references; the last holder's release removes every trace of the pool. */

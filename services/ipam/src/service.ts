@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { EventPublisher, serveRpc } from '@weave/bus';
 import { ipamRpc } from '@weave/contracts';
@@ -55,7 +55,7 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   // the closures run only after everything below is built.
   const reclaimer = new Reclaimer({ ...base, leaseMs: leaseConfig.leaseMs, drain: (key) => drainer.drain(key) });
   const lease = new HostLease({ ...base, reclaimer, rejoin: (pools, released) => rejoin(ipam, pools, released, o.log) }, leaseConfig);
-  const deps: IpamDeps = { ...base, routes: o.routes, config: o.config, membership: lease, newId: randomUUID };
+  const deps: IpamDeps = { ...base, routes: o.routes, config: o.config, membership: lease, newId: randomUUID, randomBytes };
   const drainer = new Pools(deps, new Views(deps));
   const ipam = new Ipam(deps);
   const leaseCheck = new LeaseCheck({ ...deps, lease: (poolId, address) => ipam.requestAddress({ poolId, address, kind: 'endpoint' }).then(() => undefined) });

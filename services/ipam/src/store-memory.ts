@@ -1,6 +1,7 @@
 import type { Mutation, Versioned, Written } from '@weave/bus';
 import type { HostRecord } from './core/hosts';
 import type { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
+import type { UlaRecord } from './core/ula';
 import type { IpamStore, Mirror, Table } from './store';
 
 /**
@@ -68,6 +69,7 @@ export const memoryStore = (): IpamStore => {
     blocks,
     leases,
     hosts,
+    mesh: new MemoryTable<UlaRecord>('mesh'),
     mirrors: { pools: mirrorOf(pools), blocks: mirrorOf(blocks), leases: mirrorOf(leases), hosts: mirrorOf(hosts) },
     close: async () => undefined,
   };

@@ -6,6 +6,7 @@ import type { Logger } from '@weave/log';
 import { z } from 'zod';
 import { HostRecord } from './core/hosts';
 import { BlockRecord, LeaseRecord, PoolRecord } from './core/records';
+import { UlaRecord } from './core/ula';
 
 /**
  * IPAM state: one table per JetStream KV bucket. Every claim is a create-if-absent and every
@@ -51,6 +52,8 @@ export interface IpamStore {
   leases: Table<LeaseRecord>;
   /** One record per ipam host: its epoch and lease (see core/hosts.ts). */
   hosts: Table<HostRecord>;
+  /** Chosen once for the whole mesh, by whoever creates the key first: the IPv6 ULA prefix (key `ula`). */
+  mesh: Table<UlaRecord>;
   /**
    * What this host knows of each table, from one watch per bucket started with the service.
    * Listing keys instead would create a JetStream consumer per request, and in a freshly formed
@@ -81,11 +84,12 @@ export async function openIpamStore(
   watch: Pick<KvMirrorOptions, 'waitMs' | 'reopenMs'> = {},
 ): Promise<IpamStore> {
   const bucket = (name: string) => openBucket(nc, name, { replicas });
-  const [pools, blocks, leases, hosts] = await Promise.all([
+  const [pools, blocks, leases, hosts, mesh] = await Promise.all([
     bucket(Buckets.ipamPools),
     bucket(Buckets.ipamBlocks),
     bucket(Buckets.ipamLeases),
     bucket(Buckets.ipamHosts),
+    bucket(Buckets.ipamMesh),
   ]);
   // Not awaited: a watch slow to start delays the first request that needs it (which waits for
   // it), not the service.
@@ -101,6 +105,7 @@ export async function openIpamStore(
     blocks: new KvTable(Buckets.ipamBlocks, blocks, BlockRecord),
     leases: new KvTable(Buckets.ipamLeases, leases, LeaseRecord),
     hosts: new KvTable(Buckets.ipamHosts, hosts, HostRecord),
+    mesh: new KvTable(Buckets.ipamMesh, mesh, UlaRecord),
     mirrors,
     close: async () => {
       await Promise.all(Object.values(mirrors).map((m) => m.stop()));

@@ -31,6 +31,7 @@ function setup() {
       membership: ALWAYS_LIVE,
       now: () => new Date(clock.t),
       newId: () => `gen-${++ids}`,
+      randomBytes: (n: number) => new Uint8Array(n).fill(0x5a),
     };
     return new Ipam(deps);
   };

@@ -15,7 +15,7 @@ let ids = 0;
  * and crash is cheap), always live, with the events they publish. Blocks of 16 and a fixed clock
  * unless told otherwise; nothing kept for a MAC unless `keepMs`.
  */
-export function handlersOf(host: string, store: IpamStore, o: { blockSize?: number; now?: () => Date; keepMs?: number } = {}) {
+export function handlersOf(host: string, store: IpamStore, o: { blockSize?: number; now?: () => Date; keepMs?: number; randomBytes?: (n: number) => Uint8Array } = {}) {
   const events: Event[] = [];
   const deps: IpamDeps = {
     host,
@@ -27,6 +27,8 @@ export function handlersOf(host: string, store: IpamStore, o: { blockSize?: numb
     membership: ALWAYS_LIVE,
     now: o.now ?? (() => new Date('2026-11-29T12:00:00Z')),
     newId: () => `gen-${++ids}`,
+    // Each host proposes its own ULA prefix, as real hosts would, so tests see whose one won.
+    randomBytes: o.randomBytes ?? ((n: number) => Uint8Array.from({ length: n }, (_, i) => host.charCodeAt(i % host.length))),
   };
   return { ipam: new Ipam(deps), events };
 }

@@ -233,7 +233,7 @@ test('malformed NATS requests get {ok:false} with the right code and change no K
     ['releasePool', JSON.stringify({}), 'invalid'],
     ['requestPool', JSON.stringify({ addressSpace: 'x', pool: '10.0.0.1/8', subPool: null, v6: false, options: {} }), 'invalid'],
     ['requestPool', JSON.stringify({ addressSpace: 'x', pool: '10.66.0.0/24', subPool: null, v6: 'no', options: {} }), 'invalid'],
-    ['requestPool', JSON.stringify({ addressSpace: 'x', pool: null, subPool: null, v6: true, options: {} }), 'invalid'],
+    ['requestPool', JSON.stringify({ addressSpace: 'x', pool: null, subPool: 'fd00::/120', v6: true, options: {} }), 'invalid'],
     ['requestPool', JSON.stringify({ addressSpace: 'x', pool: '10.66.0.0/16', subPool: null, v6: false, options: {} }), 'conflict'],
     ['status', JSON.stringify({ extra: 'field' }), 'invalid'],
     ['dropEverything', '{}', 'invalid'],
@@ -257,7 +257,7 @@ test('default subnets avoid pools and host routes; two hosts asking at once get 
   expect(more).not.toContain('10.32.3.0/24');
   // The other host joins a default pool by naming it, as the network catalogue will.
   expect((await h2.requestPool(pool(a.pool))).poolId).toBe(a.poolId);
-  await expect(h1.requestPool(pool(null, null, true))).rejects.toThrow(/--subnet/);
+  await expect(h1.requestPool(pool(null, 'fd00::/120', true))).rejects.toThrow(/needs --subnet/);
   await expect(h1.requestPool(pool(null, '10.32.9.0/25'))).rejects.toThrow(/needs --subnet/);
 });
 
@@ -499,4 +499,17 @@ describe('blocks and leases from mirrors', () => {
     await h1.releasePool({ poolId });
     expect(await allKeys()).toEqual({ pools: [], blocks: [], leases: [] });
   });
+});
+
+test('IPv6 networks without --subnet, asked for on three hosts at once, get distinct /64s of one ULA /48 kept in KV', async () => {
+  const hosts = [await host('h1'), await host('h2'), await host('h3')];
+  const got = await Promise.all(hosts.map((h) => h.requestPool(pool(null, null, true))));
+  const record = await kvGet(await openBucket(client, Buckets.ipamMesh), 'ula', z.object({ prefix: z.string(), createdBy: z.string() }));
+  const ula = parseCidr(record!.value.prefix);
+  expect(ula).toMatchObject({ family: 6, prefix: 48 });
+  expect(['h1', 'h2', 'h3']).toContain(record!.value.createdBy);
+  for (const r of got) expect(contains(ula, { family: 6, value: parseCidr(r.pool).base }) && parseCidr(r.pool).prefix === 64).toBe(true);
+  expect(new Set(got.map((r) => r.pool)).size).toBe(3);
+  for (const [i, h] of hosts.entries()) await h.releasePool({ poolId: got[i]!.poolId });
+  expect(await allKeys()).toEqual({ pools: [], blocks: [], leases: [] });
 });

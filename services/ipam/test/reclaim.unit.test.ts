@@ -26,7 +26,7 @@ function setup() {
   const events: Array<{ kind: string; data: unknown }> = [];
   const node = (host: string) => {
     const base = { host, store, events: { publish: (kind: string, data: unknown) => void events.push({ kind, data }) }, log: silentLogger(), now: () => new Date(clock.t) };
-    const deps: IpamDeps = { ...base, routes: new StaticRoutes(), config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize: 16 }, membership: ALWAYS_LIVE, newId: () => 'g2' };
+    const deps: IpamDeps = { ...base, routes: new StaticRoutes(), config: { defaultRange: parseCidr('10.32.0.0/12'), defaultPrefix: 24, blockSize: 16 }, membership: ALWAYS_LIVE, newId: () => 'g2', randomBytes: (n) => new Uint8Array(n) };
     const pools = new Pools(deps, new Views(deps));
     const reclaimer = new Reclaimer({ ...base, leaseMs: LEASE, drain: (key) => pools.drain(key) });
     const rejoined: unknown[] = [];

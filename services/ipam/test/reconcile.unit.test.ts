@@ -97,6 +97,7 @@ describe('Ipam.reconcileHost over the in-memory store', () => {
       membership: ALWAYS_LIVE,
       now: () => clock,
       newId: () => `gen-${++ids}`,
+      randomBytes: (n: number) => new Uint8Array(n).fill(0x5a),
     };
     return { ipam: new Ipam(deps), events, store };
   };

@@ -93,7 +93,8 @@ function pluginTargets(f: Fixture): Target[] {
     id('RequestPool', { AddressSpace: AddressSpaces.local, Pool: '10.251.30.0/24', SubPool: '', Options: {}, V6: false }, [
       { what: 'ip-range outside the subnet', body: { AddressSpace: AddressSpaces.local, Pool: '10.251.30.0/24', SubPool: '10.251.31.0/25', Options: {}, V6: false } },
       { what: 'IPv4 subnet for IPv6', body: { AddressSpace: AddressSpaces.local, Pool: '10.251.30.0/24', Options: {}, V6: true } },
-      { what: 'IPv6 without a subnet', body: { AddressSpace: AddressSpaces.local, Pool: '', Options: {}, V6: true } },
+      // (IPv6 without a subnet is valid: it gets a /64 of the mesh's ULA prefix.)
+      { what: 'IPv6 ip-range without a subnet', body: { AddressSpace: AddressSpaces.local, Pool: '', SubPool: 'fd00::/120', Options: {}, V6: true } },
       { what: "subnet overlapping the fixture's", body: { AddressSpace: AddressSpaces.local, Pool: '10.251.0.0/16', Options: {}, V6: false } },
     ]),
     id('ReleasePool', { PoolID: f.poolId }, [], bogusPoolId('PoolID')),
