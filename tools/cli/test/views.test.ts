@@ -187,3 +187,35 @@ test('problems: a peer encryption refuses is said with what to change', () => {
     'host6 sends encrypted traffic, which this host cannot read: set the same WEAVE_PASSWORD here',
   ]);
 });
+
+test('weave networks, ps and status: a network with IPv6 (a /64 of the mesh ULA) shows both subnets, addresses and pools', () => {
+  const V6 = 'fd5a:1b2c:3d4e::/64';
+  const dual = (host: string, endpoints: Array<[string, string, string]>) => {
+    const r = report(host, []);
+    r.netwire!.networks[0]!.subnets = ['10.32.0.0/24', V6];
+    r.netwire!.endpoints = endpoints.map(([c, address, addressV6]) => ({ ...report(host, [[c, address, true]]).netwire!.endpoints[0]!, addressV6 }));
+    r.netwire!.networks[0]!.endpoints = endpoints.length;
+    r.ipam!.pools.push({ poolId: `weave:${V6}`, pool: V6, subPool: null, gateway: 'fd5a:1b2c:3d4e::1', holders: { [host]: 1 }, blocks: [{ block: 'fd5a:1b2c:3d4e::/122', owner: host, used: 2, size: 63 }] });
+    return r;
+  };
+  const reports = [dual('host1', [['b', '10.32.0.2/24', 'fd5a:1b2c:3d4e::2/64']]), dual('host2', [['c', '10.32.0.64/24', 'fd5a:1b2c:3d4e::40/64']])];
+  expect(networksView(reports)).toBe(['SUBNETS                           WIRE ID     MTU   ENDPOINTS PER HOST', '10.32.0.0/24,fd5a:1b2c:3d4e::/64  0x0a200000  1436  host1:1 host2:1'].join('\n'));
+  expect(psView(reports)).toBe(
+    [
+      'HOST   ENDPOINT      NETWORK                           ADDRESS                              MAC                STATE  PORTS',
+      'host1  bbbbbbbbbbbb  10.32.0.0/24,fd5a:1b2c:3d4e::/64  10.32.0.2/24 fd5a:1b2c:3d4e::2/64    02:42:0a:20:00:02  up     -',
+      'host2  cccccccccccc  10.32.0.0/24,fd5a:1b2c:3d4e::/64  10.32.0.64/24 fd5a:1b2c:3d4e::40/64  02:42:0a:20:00:02  up     -',
+    ].join('\n'),
+  );
+  expect(statusView(reports[0]!, now).split('\n\n').slice(1)).toEqual([
+    [
+      'NETWORK       BRIDGE           SUBNETS                           MTU   INTERNAL  ENDPOINTS  WIRE ID     SLEEVE TAP  VXLAN (VNI)',
+      'aaaaaaaaaaaa  wvbaaaaaaaaaaaa  10.32.0.0/24,fd5a:1b2c:3d4e::/64  1436  false     1          0x0a200000  -           -',
+    ].join('\n'),
+    [
+      'POOL                 RANGE  HOLDERS  BLOCKS (owner used/size)',
+      '10.32.0.0/24         -      host1:1  10.32.0.0/26 host1 3/63',
+      'fd5a:1b2c:3d4e::/64  -      host1:1  fd5a:1b2c:3d4e::/122 host1 2/63',
+    ].join('\n'),
+  ]);
+});
