@@ -7,6 +7,8 @@ import { serveMetrics, serviceRegistry } from '@weave/metrics';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
 import { BackendGate } from './backend-gate';
+import { DnsPublisher } from './dns/publisher';
+import { KvDnsRecords } from './dns/record-store';
 import { dockerPoolView } from './docker-pools';
 import { routes } from './driver';
 import { PluginApiEnv, reconcileSettings } from './env';
@@ -61,6 +63,9 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
       ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine, kv: await openBucket(nc, Buckets.catalogue, { replicas: env.WEAVE_KV_REPLICAS }), events, log })
       : null;
   await catalogue?.start();
+  const dnsRecords = new KvDnsRecords(() => openBucket(nc, Buckets.dns, { replicas: env.WEAVE_KV_REPLICAS }), env.WEAVE_HOST, log);
+  const dns = new DnsPublisher({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, docker: engine, store: dnsRecords, events, log });
+  dns.start();
   return async () => {
     // The socket goes first: the rest can take a while (a catalogue pass waiting on a JetStream
     // without quorum), and a socket file left behind would make Docker wait on a plugin that is gone.
@@ -72,6 +77,10 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
     await reconciler.stop();
     await readdressStore.stop();
     await catalogue?.stop();
+    // The records' watch first, so a pass waiting on it gives up now rather than at its timeout.
+    const dnsStopped = dns.stop();
+    await dnsRecords.stop();
+    await dnsStopped;
     await closed;
   };
 });

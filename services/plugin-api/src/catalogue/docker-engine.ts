@@ -7,6 +7,7 @@ import { EndpointsInspect, networkView } from '../reconcile/docker-view';
 import { containerView, DockerContainers } from '../reconcile/docker-containers';
 import type { ContainerView } from '../reconcile/readdress-plan';
 import type { AttachmentView } from '../ports';
+import { DNS_EVENT_FILTERS, DnsAttachment, DnsDocker, inspectedAttachments, isDnsChange, listedAttachments, RunningContainers } from '../dns/docker-attachments';
 import { ActiveEntry, LocalNetwork, REPLICA_LABEL } from './plan';
 
 /** What the catalogue asks of the local Docker engine, and nothing more. */
@@ -45,6 +46,23 @@ const ListedFlags = z.array(z.looseObject({ Id: z.string(), Name: z.string(), In
 const ListedContainers = z.array(
   z.looseObject({ Id: z.string(), State: z.string(), NetworkSettings: z.looseObject({ Networks: z.record(z.string(), z.unknown()).nullish() }).nullish() }),
 );
+/** One line of `GET /events`; Docker's attributes are all strings (labels, exit codes). */
+const EventLine = z.looseObject({
+  Type: z.string(),
+  Action: z.string(),
+  Actor: z.looseObject({ ID: z.string().optional(), Attributes: z.record(z.string(), z.string()).nullish() }).nullish(),
+});
+/** Docker's event filters, as `GET /events?filters=` takes them. */
+export interface DockerEventFilters {
+  type?: string[];
+  event?: string[];
+}
+export interface DockerEvent {
+  type: string;
+  action: string;
+  actorId: string;
+  attributes: Record<string, string>;
+}
 /** One of our networks in that list: strict, since ipam acts on it (an id or subnet that does not parse fails the listing). */
 const IpamNetwork = z.object({ id: DockerId, name: z.string().min(1), subnets: z.array(CidrString) });
 export type IpamNetwork = z.output<typeof IpamNetwork>;
@@ -53,7 +71,7 @@ export type IpamNetwork = z.output<typeof IpamNetwork>;
  * The Docker Engine API over its unix socket (unversioned paths: 20.10 through 28 answer them).
  * Also what reconciliation reads of Docker (DockerEndpoints).
  */
-export class SocketDockerEngine implements DockerEngine, DockerEndpoints, DockerContainers {
+export class SocketDockerEngine implements DockerEngine, DockerEndpoints, DockerContainers, DnsDocker {
   constructor(private readonly socketPath = '/var/run/docker.sock') {}
 
   async networks(driver: string): Promise<LocalNetwork[]> {
@@ -113,6 +131,35 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints, Docker
     return raw === null ? null : containerView(raw);
   }
 
+  /**
+   * One listing of running containers, and an inspection of each one on our networks whose
+   * aliases the listing leaves out (all of them on Docker 20.10). A container gone by its
+   * inspection has no endpoints.
+   */
+  async dnsAttachments(driver: string): Promise<DnsAttachment[]> {
+    const ours = new Set((await this.listed(driver)).map((n) => n.Id));
+    const out: DnsAttachment[] = [];
+    for (const c of RunningContainers.parse(await this.call('GET', '/containers/json'))) {
+      const listed = listedAttachments(c, ours);
+      if (listed) {
+        out.push(...listed);
+        continue;
+      }
+      const raw = await this.call('GET', `/containers/${encodeURIComponent(c.Id)}/json`).catch((e: unknown) => {
+        if (e instanceof DockerApiError && e.status === 404) return null;
+        throw e;
+      });
+      if (raw !== null) out.push(...inspectedAttachments(raw, ours));
+    }
+    return out;
+  }
+
+  watchDnsChanges(driver: string, onEvent: (e: { type: string; action: string }) => void): () => void {
+    return this.watchEvents(DNS_EVENT_FILTERS, (e) => {
+      if (isDnsChange(driver, e)) onEvent(e);
+    });
+  }
+
   async disconnect(networkId: string, containerId: string): Promise<void> {
     await this.call('POST', `/networks/${encodeURIComponent(networkId)}/disconnect`, { Container: containerId, Force: true });
   }
@@ -156,11 +203,22 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints, Docker
   }
 
   watchNetworks(driver: string, onChange: (e: { action: string; name: string }) => void): () => void {
-    const filters = encodeURIComponent(JSON.stringify({ type: ['network'], event: ['create', 'destroy'] }));
+    return this.watchEvents({ type: ['network'], event: ['create', 'destroy'] }, (e) => {
+      const name = e.attributes['name'];
+      if (e.attributes['type'] === driver && name) onChange({ action: e.action, name });
+    });
+  }
+
+  /**
+   * Calls `onEvent` for every event of Docker's stream that passes `filters` (Docker's own:
+   * values of one key are alternatives, keys must all match); returns a stop function.
+   */
+  watchEvents(filters: DockerEventFilters, onEvent: (e: DockerEvent) => void): () => void {
+    const query = encodeURIComponent(JSON.stringify(filters));
     let stopped = false;
     let current: ReturnType<typeof request> | null = null;
     // The stream ends when dockerd restarts; it is opened again a second later. Events missed
-    // in between are caught by the catalogue's periodic pass.
+    // in between are for each watcher's periodic pass to catch.
     const open = (): void => {
       if (stopped) return;
       let buf = '';
@@ -169,14 +227,14 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints, Docker
         current = null;
         setTimeout(open, 1000).unref();
       };
-      current = request({ socketPath: this.socketPath, path: `/events?filters=${filters}`, method: 'GET' }, (res) => {
+      current = request({ socketPath: this.socketPath, path: `/events?filters=${query}`, method: 'GET' }, (res) => {
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => {
           buf += chunk;
           for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-            const event = parseEvent(buf.slice(0, nl), driver);
+            const event = parseEvent(buf.slice(0, nl));
             buf = buf.slice(nl + 1);
-            if (event) onChange(event);
+            if (event) onEvent(event);
           }
         });
         res.on('end', again);
@@ -229,13 +287,14 @@ export class DockerApiError extends Error {
   }
 }
 
-/** One line of Docker's event stream, if it is a network event of our driver. */
-function parseEvent(line: string, driver: string): { action: string; name: string } | null {
+/** One line of Docker's event stream; null for a line that is not an event. */
+function parseEvent(line: string): DockerEvent | null {
+  let json: unknown;
   try {
-    const e = JSON.parse(line) as { Action?: string; Actor?: { Attributes?: { name?: string; type?: string } } };
-    const a = e.Actor?.Attributes;
-    return a?.type === driver && a.name && e.Action ? { action: e.Action, name: a.name } : null;
+    json = JSON.parse(line);
   } catch {
     return null;
   }
+  const e = EventLine.safeParse(json);
+  return e.success ? { type: e.data.Type, action: e.data.Action, actorId: e.data.Actor?.ID ?? '', attributes: e.data.Actor?.Attributes ?? {} } : null;
 }

@@ -1,6 +1,7 @@
-import { KV, KvMirror, kvMutate, mirrorKv } from '@weave/bus';
+import { KV, kvMutate } from '@weave/bus';
 import { Readdress } from '@weave/contracts';
 import type { Logger } from '@weave/log';
+import { LazyBucket } from '../lazy-bucket';
 
 /** The moves plugin-api has under way or left open (see Readdress), kept across its restarts. */
 export interface ReaddressStore {
@@ -18,45 +19,35 @@ const keyOf = (host: string, r: Pick<Readdress, 'networkId' | 'containerId'>): s
  * socket must not wait for it.
  */
 export class KvReaddressStore implements ReaddressStore {
-  private opened: Promise<{ kv: KV; mirror: KvMirror<Readdress> }> | null = null;
+  private readonly bucket: LazyBucket<Readdress>;
 
   constructor(
-    private readonly open: () => Promise<KV>,
+    open: () => Promise<KV>,
     private readonly host: string,
-    private readonly log: Logger,
-  ) {}
+    log: Logger,
+  ) {
+    // The whole bucket (a few keys per host at most): only such a mirror can tell it has every write.
+    this.bucket = new LazyBucket(open, Readdress, { log });
+  }
 
   async list(): Promise<Readdress[]> {
-    const { mirror } = await this.bucket();
+    const { mirror } = await this.bucket.get();
     await mirror.upToDate();
     return mirror.entries().flatMap(([k, v]) => (k.startsWith(`${this.host}.`) ? [v.value] : []));
   }
 
   async put(r: Readdress): Promise<void> {
-    const { kv } = await this.bucket();
+    const { kv } = await this.bucket.get();
     await kvMutate(kv, keyOf(this.host, r), Readdress, () => ({ change: { put: r }, result: undefined }));
   }
 
   async delete(r: Readdress): Promise<void> {
-    const { kv } = await this.bucket();
+    const { kv } = await this.bucket.get();
     await kvMutate(kv, keyOf(this.host, r), Readdress, (cur) => ({ change: cur ? { delete: true } : { keep: true }, result: undefined }));
   }
 
-  async stop(): Promise<void> {
-    const b = await this.opened?.catch(() => null);
-    await b?.mirror.stop();
-  }
-
-  private bucket(): Promise<{ kv: KV; mirror: KvMirror<Readdress> }> {
-    this.opened ??= this.open().then(
-      // The whole bucket (a few keys per host at most): only such a mirror can tell it has every write.
-      (kv) => ({ kv, mirror: mirrorKv(kv, Readdress, { log: this.log }) }),
-      (err: unknown) => {
-        this.opened = null;
-        throw err;
-      },
-    );
-    return this.opened;
+  stop(): Promise<void> {
+    return this.bucket.stop();
   }
 }
 

@@ -1,0 +1,110 @@
+import { DnsRecord, dnsKey } from '@weave/contracts';
+import { UnavailableError } from '@weave/errors';
+import { waitFor } from '@weave/testing';
+import pino from 'pino';
+import type { DnsAttachment } from '../src/dns/docker-attachments';
+import { FakeDnsDocker } from '../src/dns/docker-attachments-fake';
+import { DnsPublisher } from '../src/dns/publisher';
+import { MemoryDnsRecords } from '../src/dns/record-store';
+
+const id = (c: string): string => c.repeat(64);
+const web: DnsAttachment = { containerId: id('1'), containerName: 'web', network: 'weave:foo', endpointId: id('a'), aliases: ['api'], addresses: ['10.32.0.5'] };
+const db: DnsAttachment = { containerId: id('2'), containerName: 'db', network: 'weave:foo', endpointId: id('b'), aliases: [], addresses: ['10.32.0.6'] };
+
+const running: DnsPublisher[] = [];
+afterEach(async () => {
+  for (const p of running.splice(0)) await p.stop();
+});
+
+function publisher(o: { debounceMs?: number; resyncMs?: number } = {}) {
+  const docker = new FakeDnsDocker();
+  const store = new MemoryDnsRecords();
+  const events: Array<{ kind: string; data: { names: string[] } }> = [];
+  const warnings: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+  const pub = new DnsPublisher({ host: 'h1', driver: 'weave', docker, store, events: { publish: (kind: string, data: { names: string[] }) => events.push({ kind, data }) } as never, log, debounceMs: 20, resyncMs: 60_000, ...o });
+  running.push(pub);
+  return { docker, store, events, warnings, pub };
+}
+
+test('the first pass publishes the running containers, and a burst of events makes one more pass', async () => {
+  const { docker, store, events, pub } = publisher();
+  docker.attachments = [web];
+  pub.start();
+  await waitFor(() => store.rows.has(dnsKey('h1', web.endpointId)), { what: 'web published', timeoutMs: 2000 });
+  expect(events).toEqual([{ kind: 'dns.added', data: { containerId: web.containerId, network: 'weave:foo', names: ['web', 'api'], addresses: ['10.32.0.5'] } }]);
+
+  const before = docker.listings;
+  docker.attachments = [db];
+  for (const action of ['disconnect', 'die', 'destroy']) docker.emit(action === 'disconnect' ? 'network' : 'container', action);
+  await waitFor(() => store.rows.has(dnsKey('h1', db.endpointId)) && !store.rows.has(dnsKey('h1', web.endpointId)), { what: 'db in, web out', timeoutMs: 2000 });
+  expect(docker.listings - before).toBe(1);
+  expect(events.slice(1).map((e) => e.kind).sort()).toEqual(['dns.added', 'dns.removed']);
+});
+
+test("a rename publishes the new names and says which went; other hosts' records stay", async () => {
+  const { docker, store, events, pub } = publisher();
+  const other: DnsRecord = { host: 'h2', containerId: id('3'), endpointId: id('c'), network: 'weave:foo', names: ['web'], addresses: ['10.32.0.9'] };
+  store.rows.set(dnsKey('h2', other.endpointId), other);
+  docker.attachments = [web];
+  await pub.trigger();
+  docker.attachments = [{ ...web, containerName: 'frontend' }];
+  await pub.trigger();
+  expect(store.rows.get(dnsKey('h1', web.endpointId))?.names).toEqual(['frontend', 'api']);
+  expect(events.slice(1)).toEqual([
+    { kind: 'dns.added', data: { containerId: web.containerId, network: 'weave:foo', names: ['frontend', 'api'], addresses: ['10.32.0.5'] } },
+    { kind: 'dns.removed', data: { containerId: web.containerId, network: 'weave:foo', names: ['web'] } },
+  ]);
+  docker.attachments = [];
+  await pub.trigger();
+  expect([...store.rows.keys()]).toEqual([dnsKey('h2', other.endpointId)]);
+});
+
+test('a failing pass (Docker down, NATS without quorum) is logged and retried by the next trigger', async () => {
+  const { docker, store, warnings, pub } = publisher();
+  docker.attachments = [web];
+  docker.failing = new UnavailableError('cannot reach the Docker engine at /var/run/docker.sock');
+  await expect(pub.trigger()).resolves.toBeUndefined();
+  store.failing = new UnavailableError('no quorum');
+  docker.failing = null;
+  await pub.trigger();
+  expect(warnings.map((w) => w['msg'])).toEqual([expect.stringContaining('cannot reach the Docker engine'), expect.stringContaining('no quorum')]);
+  expect(warnings[0]).toMatchObject({ host: 'h1', level: 40 });
+  store.failing = null;
+  await pub.trigger();
+  expect(store.rows.size).toBe(1);
+});
+
+test('an invalid name is warned about once, not on every pass', async () => {
+  const { docker, store, warnings, pub } = publisher();
+  docker.attachments = [{ ...web, aliases: ['not valid!'] }];
+  await pub.trigger();
+  await pub.trigger();
+  expect(store.rows.get(dnsKey('h1', web.endpointId))?.names).toEqual(['web']);
+  expect(warnings).toHaveLength(1);
+  expect(warnings[0]).toMatchObject({ containerId: web.containerId, name: 'not valid!' });
+});
+
+test('passes never overlap: triggers during a pass make exactly one more', async () => {
+  const { docker, pub } = publisher();
+  let release!: () => void;
+  docker.gate = new Promise((r) => (release = r));
+  const first = pub.trigger();
+  const more = [pub.trigger(), pub.trigger(), pub.trigger()];
+  docker.emit('container', 'start');
+  await new Promise((r) => setTimeout(r, 50));
+  release();
+  docker.gate = null;
+  await Promise.all([first, ...more]);
+  await pub.trigger();
+  expect(docker.maxConcurrent).toBe(1);
+  expect(docker.listings).toBe(3);
+});
+
+test('the periodic pass catches what no event announced', async () => {
+  const { docker, store, pub } = publisher({ resyncMs: 50 });
+  pub.start();
+  await waitFor(() => docker.listings > 0, { what: 'the first pass' });
+  docker.attachments = [db];
+  await waitFor(() => store.rows.has(dnsKey('h1', db.endpointId)), { what: 'db published by the periodic pass', timeoutMs: 2000 });
+});
