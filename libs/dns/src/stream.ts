@@ -3,7 +3,7 @@
  * chunks and hands out whole messages.
  */
 export class TcpFramer {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
 
   /** The whole messages completed by `chunk`. */
   push(chunk: Buffer): Buffer[] {

@@ -28,6 +28,13 @@ export const NetwireEnv = MeshPasswordEnv.extend({
    * read-only in a container. Default: /proc/sys/net/ipv4/conf.
    */
   WEAVE_IPV4_CONF_DIR: z.preprocess(unsetIfEmpty, z.string().startsWith('/').optional()),
+  /**
+   * Weave DNS (on): containers resolve the mesh's container names and aliases, bare or under
+   * weave.local, through the network's gateway; off: only Docker's own (same host) names.
+   */
+  WEAVE_DNS: z.preprocess(unsetIfEmpty, z.enum(['on', 'off']).default('on')),
+  /** The host's resolvers, which weave DNS stands in for and passes other names on to. */
+  WEAVE_RESOLV_CONF: z.preprocess(unsetIfEmpty, z.string().startsWith('/').default('/etc/resolv.conf')),
   /** Prometheus metrics on 127.0.0.1:<port>/metrics; 0 or off: none. */
   WEAVE_NETWIRE_METRICS_PORT: MetricsPort(METRICS_PORTS.netwire),
 });

@@ -19,6 +19,8 @@ export const Chains = {
   ports: 'WEAVE-PORTS',
   /** raw: what must be dropped before anything else sees it. */
   prerouting: 'WEAVE-PREROUTING',
+  /** nat: containers' queries to the host's resolvers, turned to weave DNS (see dns/upstreams.ts). */
+  dns: 'WEAVE-DNS',
 } as const;
 
 /** Every chain of ours, in the order they are created (before any rule refers to them). */
@@ -27,6 +29,7 @@ export const ownChains: ReadonlyArray<readonly [Table, string]> = [
   ['filter', Chains.isolate],
   ['nat', Chains.postrouting],
   ['nat', Chains.ports],
+  ['nat', Chains.dns],
   ['raw', Chains.prerouting],
 ];
 
@@ -66,7 +69,8 @@ export const jumpRules: readonly Rule[] = [
   // which would also let a container reach the host's loopback services: nothing from a weave
   // bridge addressed to 127.0.0.0/8 gets further than here.
   { table: 'raw', chain: 'PREROUTING', position: 'first', spec: ['-j', Chains.prerouting] },
-  { table: 'raw', chain: Chains.prerouting, position: 'last', spec: ['-d', '127.0.0.0/8', '-i', `${Prefix.bridge}+`, '-j', 'DROP'] },
+  { table: 'raw', chain: Chains.prerouting, position: 'last', spec: ['-d', '127.0.0.0/8', '-i', `${Prefix.bridge}+`, '-j', 'DROP'] },  // Containers' queries to the host's resolvers: to weave DNS (see dnsRules).
+  { table: 'nat', chain: 'PREROUTING', position: 'first', spec: ['-i', `${Prefix.bridge}+`, '-j', Chains.dns] },
 ];
 
 export function bridgeRules(f: BridgeFirewall): Rule[] {
@@ -89,12 +93,33 @@ export function bridgeRules(f: BridgeFirewall): Rule[] {
   return [
     own,
     local,
+    ...dnsRules(f, tag),
     fwd('last', ['-i', br, '!', '-o', br, ...tag, '-j', 'ACCEPT']),
     fwd('last', ['-o', br, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT']),
     ...f.masquerade.map(
       (subnet): Rule => ({ table: 'nat', chain: Chains.postrouting, position: 'last', spec: ['-s', subnet, '!', '-o', br, ...tag, '-j', 'MASQUERADE'] }),
     ),
   ];
+}
+
+/**
+ * A query from the bridge's containers to one of the resolvers Docker gave them goes to weave DNS
+ * on the bridge's gateway instead; replies are un-NATed by conntrack, so the container sees its
+ * resolver answer. Other destinations (a resolver chosen with `--dns`) are left alone.
+ */
+function dnsRules(f: BridgeFirewall, tag: string[]): Rule[] {
+  if (!f.dns) return [];
+  const { gateway, intercepted } = f.dns;
+  return intercepted.flatMap((resolver) =>
+    (['udp', 'tcp'] as const).map(
+      (proto): Rule => ({
+        table: 'nat',
+        chain: Chains.dns,
+        position: 'last',
+        spec: ['-d', `${resolver}/32`, '-i', f.bridge, '-p', proto, '-m', proto, '--dport', '53', ...tag, '-j', 'DNAT', '--to-destination', `${gateway}:53`],
+      }),
+    ),
+  );
 }
 
 /** One line of `iptables -S <chain>` ("-A CHAIN args…") as chain and args; null for policies and `-N`. */

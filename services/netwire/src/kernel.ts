@@ -77,6 +77,8 @@ export interface BridgeFirewall {
   internal: boolean;
   /** IPv4 subnets to masquerade when they leave through another interface; empty if internal. */
   masquerade: string[];
+  /** Queries to these resolvers (what Docker gave the containers) go to weave DNS on `gateway`; absent: none. */
+  dns?: { gateway: string; intercepted: string[] } | null;
 }
 
 /** A kernel command that failed; the message says what was run and what the kernel said. */

@@ -8,6 +8,7 @@ import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, normaliseMac } from './mac';
 import { chooseMtu } from './mtu';
 import { wireIdOf } from './wire';
+import { dnsNetworkOf } from './dns/networks';
 import { bridgeName, containerVethName, hostVethName } from './names';
 import { planPorts } from './ports';
 import { isolateEndpoints, planReisolate } from './isolate';
@@ -45,6 +46,8 @@ export interface NetwireDeps {
   mtuOverhead?: number;
   /** The underlay addresses of the mesh's other hosts, whose routes bound a new network's MTU. */
   peerAddresses?: () => string[];
+  /** The resolvers whose queries from containers go to weave DNS (see dns/upstreams.ts); none: DNS is off. */
+  dnsIntercepted?: readonly string[];
   random?: (n: number) => Uint8Array;
   now?: () => Date;
 }
@@ -481,7 +484,7 @@ export class Netwire {
     // Registered before the rules go in: a failure half-way through leaves some of them, and
     // removal goes by tag, so it takes exactly ours.
     rb.push(`remove firewall rules of ${n.bridge}`, () => this.k.removeFirewall(n.bridge));
-    await this.k.ensureFirewall(firewallOf(n));
+    await this.k.ensureFirewall(firewallOf(n, this.d.dnsIntercepted ?? []));
   }
 
   /** The idempotent part of buildNetwork, for a bridge that exists. */
@@ -489,7 +492,7 @@ export class Netwire {
     await this.k.ensureFirewallChains();
     for (const a of bridgeAddresses(n.spec)) await this.k.addAddress(n.bridge, a);
     await this.k.setUp(n.bridge);
-    await this.k.ensureFirewall(firewallOf(n));
+    await this.k.ensureFirewall(firewallOf(n, this.d.dnsIntercepted ?? []));
   }
 
   private async plugVeth(net: NetworkRecord, ep: EndpointRecord, rb: Rollback): Promise<void> {
@@ -536,8 +539,14 @@ function gatewaysForJoin(spec: NetworkSpec): { gateway: string | null; gatewayV6
   return { gateway: first(spec.ipv4), gatewayV6: first(spec.ipv6) };
 }
 
-function firewallOf(n: NetworkRecord): BridgeFirewall {
-  return { bridge: n.bridge, internal: n.spec.internal, masquerade: n.spec.internal ? [] : n.spec.ipv4.map((p) => p.pool) };
+function firewallOf(n: NetworkRecord, dnsIntercepted: readonly string[]): BridgeFirewall {
+  const dns = dnsIntercepted.length > 0 ? dnsNetworkOf(n) : null;
+  return {
+    bridge: n.bridge,
+    internal: n.spec.internal,
+    masquerade: n.spec.internal ? [] : n.spec.ipv4.map((p) => p.pool),
+    dns: dns ? { gateway: dns.gateway, intercepted: [...dnsIntercepted] } : null,
+  };
 }
 
 /** Puts `what` in front of a failure, keeping its code (not_found stays not_found) and its cause. */

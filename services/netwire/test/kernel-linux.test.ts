@@ -113,6 +113,7 @@ it('creates the chains once and jumps to them from the top', async () => {
     'iptables -w 5 -t filter -N WEAVE-ISOLATE',
     'iptables -w 5 -t nat -N WEAVE-POSTROUTING',
     'iptables -w 5 -t nat -N WEAVE-PORTS',
+    'iptables -w 5 -t nat -N WEAVE-DNS',
     'iptables -w 5 -t raw -N WEAVE-PREROUTING',
     'iptables -w 5 -t filter -C FORWARD -j WEAVE-FORWARD',
     'iptables -w 5 -t filter -I FORWARD 1 -j WEAVE-FORWARD',
@@ -124,6 +125,7 @@ it('creates the chains once and jumps to them from the top', async () => {
     'iptables -w 5 -t filter -C WEAVE-ISOLATE -m conntrack --ctstate DNAT -j RETURN',
     'iptables -w 5 -t raw -C PREROUTING -j WEAVE-PREROUTING',
     'iptables -w 5 -t raw -C WEAVE-PREROUTING -d 127.0.0.0/8 -i wvb+ -j DROP',
+    'iptables -w 5 -t nat -C PREROUTING -i wvb+ -j WEAVE-DNS',
   ]);
 });
 

@@ -11,7 +11,7 @@ describe('createNetwork', () => {
     const br = t.kernel.links.get(bridge)!;
     expect(br).toMatchObject({ kind: 'bridge', mac: '7a:57:0a:4d:00:00', mtu: 1436, up: true });
     expect(t.kernel.addresses(bridge)).toEqual(['10.77.0.1/24', 'fd77::1/64']);
-    expect(t.kernel.firewall.get(bridge)).toEqual({ bridge, internal: false, masquerade: ['10.77.0.0/24'] });
+    expect(t.kernel.firewall.get(bridge)).toEqual({ bridge, internal: false, masquerade: ['10.77.0.0/24'], dns: null });
     expect(t.kernel.chains).toBe(true);
     expect(t.store.networks.get(spec.networkId)).toEqual({ spec, bridge, mtu: 1436, createdAt: expect.any(String) });
     expect(t.events.of('network.created')).toEqual([{ networkId: spec.networkId, bridge, mtu: 1436, subnets: ['10.77.0.0/24', 'fd77::/64'], wireId: 0x0a4d0000, gatewayMac: '7a:57:0a:4d:00:00' }]);
@@ -31,7 +31,7 @@ describe('createNetwork', () => {
     const spec = networkSpec({ internal: true });
     const { bridge } = await t.netwire.createNetwork(spec);
     expect(t.kernel.addresses(bridge)).toEqual([]);
-    expect(t.kernel.firewall.get(bridge)).toEqual({ bridge, internal: true, masquerade: [] });
+    expect(t.kernel.firewall.get(bridge)).toEqual({ bridge, internal: true, masquerade: [], dns: null });
   });
 
   it('is idempotent: a second create changes nothing', async () => {

@@ -97,6 +97,12 @@ describe('firewall rules', () => {
       'nat last WEAVE-POSTROUTING -s 10.77.0.0/24 ! -o wvb1 -m comment --comment weave:wvb1 -j MASQUERADE',
     ]);
   });
+  it('turn queries to the resolvers Docker gave the containers to weave DNS on the gateway', () => {
+    expect(lines({ bridge: 'wvb1', internal: false, masquerade: [], dns: { gateway: '10.77.0.1', intercepted: ['10.255.0.53'] } }).filter((l) => l.includes('WEAVE-DNS'))).toEqual([
+      'nat last WEAVE-DNS -d 10.255.0.53/32 -i wvb1 -p udp -m udp --dport 53 -m comment --comment weave:wvb1 -j DNAT --to-destination 10.77.0.1:53',
+      'nat last WEAVE-DNS -d 10.255.0.53/32 -i wvb1 -p tcp -m tcp --dport 53 -m comment --comment weave:wvb1 -j DNAT --to-destination 10.77.0.1:53',
+    ]);
+  });
   it('isolate an internal network with drops at the top of the chain', () => {
     expect(lines({ bridge: 'wvb2', internal: true, masquerade: [] })).toEqual([
       'filter first WEAVE-FORWARD -i wvb2 ! -o wvb2 -m comment --comment weave:wvb2 -j DROP',
@@ -117,6 +123,8 @@ describe('firewall rules', () => {
       'filter first WEAVE-ISOLATE -m conntrack --ctstate DNAT -j RETURN',
       'raw first PREROUTING -j WEAVE-PREROUTING',
       'raw last WEAVE-PREROUTING -d 127.0.0.0/8 -i wvb+ -j DROP',
+      // weave DNS (see dns.test.ts)
+      'nat first PREROUTING -i wvb+ -j WEAVE-DNS',
     ]);
   });
   it('reads back iptables -S lines, quoted comments included, and finds the tag', () => {

@@ -33,6 +33,7 @@ const allowedLibDeps: Record<string, string[]> = {
   'docker-cli': [],
   sync: [],
   'kernel-cmd': ['errors'],
+  dns: ['netaddr'],
   metrics: ['errors', 'log'],
   testing: ['sync'],
 };

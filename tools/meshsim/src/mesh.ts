@@ -336,6 +336,8 @@ async function ensureDockerd(n: number, readyMs = 60_000): Promise<void> {
   mkdirSync('/run/containerd', { recursive: true });
   if (!existsSync(`${run}/machine-id`)) writeFileSync(`${run}/machine-id`, randomBytes(16).toString('hex') + '\n');
   writeFileSync(`${run}/daemon.json`, '{}\n');
+  // The host's resolver is the simulation's own (withResolver), never the machine's.
+  writeFileSync(`${run}/resolv.conf`, `nameserver ${RESOLVER_ADDRESS}\n`);
   // /run/docker.sock: a placeholder now, bound over by this host's own socket once it exists,
   // so containers that mount /var/run/docker.sock (plugin-api) reach their own engine.
   const logFile = `${LOG_DIR}/${hostNs(n)}-dockerd.log`;
@@ -347,6 +349,7 @@ async function ensureDockerd(n: number, readyMs = 60_000): Promise<void> {
     `mount --bind ${run}/plugins /run/docker/plugins`,
     `mount --bind ${run}/containerd /run/containerd`,
     `mount --bind ${run}/machine-id /etc/machine-id`,
+    `mount --bind ${run}/resolv.conf /etc/resolv.conf`,
     `exec nsenter --net=/run/netns/${hostNs(n)} dockerd --config-file ${run}/daemon.json --data-root ${hostData(n)} --exec-root ${run}/exec` +
       ` -H unix://${hostSocket(n)} --pidfile ${run}/docker.pid --bridge=none --iptables=false --ip6tables=false --ip-forward=false` +
       ` --cgroup-parent=/${hostNs(n)} --containerd-namespace=${hostNs(n)} --containerd-plugins-namespace=${hostNs(n)}-plugins`,
@@ -521,6 +524,62 @@ export async function withIntruder<T>(f: (ns: string) => Promise<T>): Promise<T>
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// the hosts' upstream resolver
+
+export const RESOLVER_NS = 'wvresolver';
+/** Every simulated host's `nameserver` (its /etc/resolv.conf, bound over the machine's for its dockerd). */
+export const RESOLVER_ADDRESS = '10.254.254.2';
+const RESOLVER_LOG = `${LOG_DIR}/resolver.jsonl`;
+
+export interface ResolverQuery {
+  from: string;
+  name: string;
+  type: number;
+}
+
+/**
+ * Runs `f` with the hosts' resolver up at RESOLVER_ADDRESS on the underlay (src/resolver.ts:
+ * `*.upstream.test` resolves, nothing else does); `queries()` lists what it was asked. Removed
+ * afterwards, also when `f` fails.
+ */
+export async function withResolver<T>(f: (r: { queries(): ResolverQuery[] }) => Promise<T>): Promise<T> {
+  await removeResolver();
+  mkdirSync(LOG_DIR, { recursive: true });
+  writeFileSync(RESOLVER_LOG, '');
+  await must('ip', ['netns', 'add', RESOLVER_NS]);
+  const lines = (): Array<ResolverQuery & { ready?: boolean }> =>
+    readFileSync(RESOLVER_LOG, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as ResolverQuery & { ready?: boolean });
+  try {
+    await must('ip', ['-n', UNDERLAY_NS, 'link', 'add', 'wvures', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', RESOLVER_NS]);
+    await must('ip', ['-n', UNDERLAY_NS, 'link', 'set', 'wvures', 'master', UNDERLAY_BRIDGE, 'up']);
+    await must('ip', ['-n', RESOLVER_NS, 'addr', 'add', `${RESOLVER_ADDRESS}/24`, 'dev', 'eth0']);
+    await must('ip', ['-n', RESOLVER_NS, 'link', 'set', 'eth0', 'up']);
+    const loader = join(ROOT, 'node_modules/tsx/dist/loader.mjs');
+    const child = spawn('nsenter', [`--net=/run/netns/${RESOLVER_NS}`, '--', process.execPath, '--import', loader, join(__dirname, 'resolver.ts'), RESOLVER_ADDRESS, RESOLVER_LOG], {
+      detached: true,
+      stdio: 'ignore',
+      cwd: ROOT,
+    });
+    child.unref();
+    await waitUntil(async () => lines().some((l) => l.ready), `the hosts' resolver on ${RESOLVER_ADDRESS}`, 20_000, 100);
+    return await f({ queries: () => lines().filter((l) => !l.ready) });
+  } finally {
+    await removeResolver();
+  }
+}
+
+async function removeResolver(): Promise<void> {
+  if (existsSync(`/run/netns/${RESOLVER_NS}`)) {
+    await killNetnsProcesses(RESOLVER_NS);
+    await exec('ip', ['netns', 'del', RESOLVER_NS]);
+  }
+  rmSync(RESOLVER_LOG, { force: true });
+}
+
 async function removeIntruder(): Promise<void> {
   if (existsSync(`/run/netns/${INTRUDER_NS}`)) {
     await killNetnsProcesses(INTRUDER_NS);
@@ -650,6 +709,7 @@ export async function meshDown(o: { log?: (msg: string) => void; purgeCache?: bo
   const ns = presentHosts();
   await Promise.all(ns.map((n) => downHost(n, log)));
   await removeIntruder();
+  await removeResolver();
   if (existsSync(`/run/netns/${UNDERLAY_NS}`)) {
     await killNetnsProcesses(UNDERLAY_NS);
     await exec('ip', ['netns', 'del', UNDERLAY_NS]);

@@ -2,7 +2,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { DEFAULT_VXLAN_PORT } from '@weave/contracts';
 import { docker, dockerResult } from '@weave/docker-cli';
 import { waitFor } from '@weave/testing';
-import { hostAddress, hostDocker, hostName, hostNs, inContainerNet, inHost, INTRUDER_NS, LOG_DIR, meshDown, meshUp, natsView, presentHosts, restartHost, sendGarbage, UNDERLAY_NS, weaveCli, withIntruder } from '../src/mesh';
+import { hostAddress, hostDocker, hostName, hostNs, inContainerNet, inHost, INTRUDER_NS, LOG_DIR, meshDown, meshUp, natsView, presentHosts, restartHost, sendGarbage, UNDERLAY_NS, weaveCli, withIntruder, withResolver } from '../src/mesh';
+import { UPSTREAM_ANSWER } from '../src/resolver';
 
 /**
  * Three simulated Docker hosts (own netns, own dockerd, own /run/docker/plugins) running weave's
@@ -381,6 +382,57 @@ test('a second network is a separate segment: its containers reach each other an
   await on(1, ['rm', '-f', 'other1']);
   await on(3, ['rm', '-f', 'other3']);
   await on(2, ['network', 'rm', NET2]);
+}, 120_000);
+
+test('DNS: containers resolve names and aliases of containers on other hosts; other names go to the host resolver; a removed container stops resolving', async () => {
+  const DNS_NET = 'weave:dnstest';
+  const DNS_OTHER = 'weave:dnsother';
+  /** The IPv4 addresses busybox nslookup printed for `name` in `container` (the server's own line left out). */
+  const lookup = async (n: number, container: string, name: string): Promise<string[]> => {
+    const r = await tryOn(n, ['exec', container, 'nslookup', '-type=a', name]);
+    const answer = (r.ok ? r.out : '').split(/\n\s*\n/).slice(1).join('\n');
+    return [...answer.matchAll(/^Address:?\s+(\d+\.\d+\.\d+\.\d+)\s*$/gm)].map((m) => m[1]!);
+  };
+  const resolves = (n: number, container: string, name: string, ip: string) =>
+    waitFor(async () => ((await lookup(n, container, name)).includes(ip) ? true : null), { what: `${name} to resolve to ${ip} in ${container} on ${hostName(n)}`, timeoutMs: 15_000, intervalMs: 300 });
+  await withResolver(async (resolver) => {
+    await on(1, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', '--subnet', '10.252.12.0/24', DNS_NET]);
+    await on(1, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', '--subnet', '10.252.13.0/24', DNS_OTHER]);
+    for (const n of [2, 3]) {
+      for (const net of [DNS_NET, DNS_OTHER]) await waitFor(async () => (await tryOn(n, ['network', 'inspect', net])).ok, { what: `${net} on ${hostName(n)}`, timeoutMs: 5000 });
+    }
+    try {
+      await on(2, ['run', '-d', '--name', 'dweb', '--network-alias', 'dalias', '--net', DNS_NET, 'weave-bbox:local', 'sleep', '1d']);
+      await on(3, ['run', '-d', '--name', 'dclient', '--net', DNS_NET, 'weave-bbox:local', 'sleep', '1d']);
+      await on(3, ['run', '-d', '--name', 'doutsider', '--net', DNS_OTHER, 'weave-bbox:local', 'sleep', '1d']);
+      const web = await ipOf(2, 'dweb', DNS_NET);
+      const t0 = Date.now();
+      await resolves(3, 'dclient', 'dweb', web);
+      log(`dweb (host 2) resolved on host 3 ${Date.now() - t0} ms after its start`);
+      await resolves(3, 'dclient', 'dalias', web);
+      await resolves(3, 'dclient', 'dweb.weave.local', web);
+      expect(await pings(3, 'dclient', 'dweb')).toBe(true);
+      // Another network's container does not learn the name.
+      expect(await lookup(3, 'doutsider', 'dweb')).toEqual([]);
+
+      // Other names reach the host's resolver, asked by the host (weave DNS), not the container.
+      expect(await lookup(3, 'dclient', 'www.upstream.test')).toEqual([UPSTREAM_ANSWER]);
+      const asked = resolver.queries().filter((q) => q.name === 'www.upstream.test');
+      expect(asked.length).toBeGreaterThan(0);
+      expect(new Set(asked.map((q) => q.from))).toEqual(new Set([hostAddress(3)]));
+      // The mesh's names never do.
+      expect(resolver.queries().filter((q) => q.name.startsWith('dweb') || q.name.startsWith('dalias'))).toEqual([]);
+
+      await on(2, ['rm', '-f', 'dweb']);
+      const t1 = Date.now();
+      await waitFor(async () => ((await lookup(3, 'dclient', 'dweb')).length === 0 ? true : null), { what: 'dweb to stop resolving after its removal', timeoutMs: 15_000, intervalMs: 300 });
+      log(`dweb stopped resolving ${Date.now() - t1} ms after its removal`);
+    } finally {
+      for (const [n, c] of [[2, 'dweb'], [3, 'dclient'], [3, 'doutsider']] as const) await tryOn(n, ['rm', '-f', c]);
+      await tryOn(1, ['network', 'rm', DNS_NET]);
+      await tryOn(1, ['network', 'rm', DNS_OTHER]);
+    }
+  });
 }, 120_000);
 
 test('datagrams from a non-peer, garbage or truncated, are dropped and counted; the router carries on', async () => {
