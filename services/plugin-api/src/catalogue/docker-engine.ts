@@ -63,6 +63,13 @@ export interface DockerEvent {
   actorId: string;
   attributes: Record<string, string>;
 }
+/**
+ * A network's gateway as the catalogue keeps it (an address alone), or null. Docker 20.10 keeps an
+ * IPv6 gateway it got from the IPAM with its prefix length (`fd00:1::1/64`), an IPv4 one without:
+ * taken as it is, every IPv6 network's entry failed the catalogue's schema and reached no other host.
+ */
+export const bareGateway = (g: string | undefined): string | null => (g ? g.replace(/\/\d{1,3}$/, '') : null);
+
 /** One of our networks in that list: strict, since ipam acts on it (an id or subnet that does not parse fails the listing). */
 const IpamNetwork = z.object({ id: DockerId, name: z.string().min(1), subnets: z.array(CidrString) });
 export type IpamNetwork = z.output<typeof IpamNetwork>;
@@ -82,7 +89,7 @@ export class SocketDockerEngine implements DockerEngine, DockerEndpoints, Docker
       out.push({
         name: i.Name,
         created: new Date(i.Created).toISOString(),
-        subnets: (i.IPAM.Config ?? []).filter((c) => c.Subnet).map((c) => ({ subnet: c.Subnet!, ipRange: c.IPRange || null, gateway: c.Gateway || null })),
+        subnets: (i.IPAM.Config ?? []).filter((c) => c.Subnet).map((c) => ({ subnet: c.Subnet!, ipRange: c.IPRange || null, gateway: bareGateway(c.Gateway) })),
         ipv6: i.EnableIPv6 ?? false,
         internal: i.Internal ?? false,
         options: i.Options ?? {},
