@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuthorizationError, connect } from '@nats-io/transport-node';
@@ -123,23 +124,32 @@ describe('installing with compose/host.yml', () => {
     expect(ownerAndMode(`/run/docker/plugins/${plugin}.sock`)).toEqual({ uid: 0, mode: 0o600 });
   });
 
-  test("on one host nothing listens beyond loopback but the router's data port (and its fast-path probe, inside VXLAN)", async () => {
+  test("on one host nothing listens beyond loopback but the router's data port (and its fast-path probe, inside VXLAN) and weave DNS on the networks' gateways", async () => {
+    const net = await scope.network(plugin);
+    const gateways = weaveGateways();
+    expect(gateways.length).toBeGreaterThan(0);
     const listeners = await waitFor(
       async () => {
         const l = listenersOf(await composePids(project, composeFile));
-        // Both there: the scan sees the stack (nats on loopback, the router on every address).
-        return l.some((x) => x.port === ports.nats) && l.some((x) => x.port === ports.router) ? l : null;
+        // All there: the scan sees the stack (nats on loopback, the router on every address, DNS on the gateway).
+        const dns = l.filter((x) => x.port === 53 && gateways.includes(x.address));
+        return l.some((x) => x.port === ports.nats) && l.some((x) => x.port === ports.router) && dns.length === 2 * gateways.length ? l : null;
       },
-      { what: "nats' client port and the router's data port", timeoutMs: 30_000 },
+      { what: "nats' client port, the router's data port and weave DNS on every gateway", timeoutMs: 30_000 },
     );
+    // Weave DNS, UDP and TCP, only on addresses of weave bridges: its networks' containers reach it, the underlay does not.
+    const dns = (l: (typeof listeners)[number]) => l.port === 53 && gateways.includes(l.address);
+    expect(listeners.filter((l) => l.port === 53).every(dns)).toBe(true);
     expect(listeners.filter((l) => !isLoopback(l.address)).map(({ proto, port }) => ({ proto, port }))).toEqual(
       expect.arrayContaining([{ proto: 'udp', port: ports.router }]),
     );
     // The probe's echoes answer on the probe device's link-local address only: reachable through
     // VXLAN, which the router's guard lets in from the mesh's peers alone.
     const probe = (l: (typeof listeners)[number]) => l.proto === 'udp' && l.port === ports.probe && /^fe80:/i.test(l.address);
-    expect(listeners.filter((l) => !isLoopback(l.address) && !(l.proto === 'udp' && l.port === ports.router) && !probe(l))).toEqual([]);
+    expect(listeners.filter((l) => !isLoopback(l.address) && !(l.proto === 'udp' && l.port === ports.router) && !probe(l) && !dns(l))).toEqual([]);
     expect(listeners.filter((l) => l.commands.includes('nats-server')).map(where)).toEqual([`tcp 127.0.0.1:${ports.nats}`]);
+    expect(net).toMatch(/^weave:/);
+    await scope.cleanup();
   });
 
   test('with peers, up refuses to start without a cluster secret; with one, NATS adds only its cluster port and loopback monitoring', async () => {
@@ -193,4 +203,10 @@ function freeUdpPort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** The IPv4 addresses of this machine's weave bridges (their networks' gateways). */
+function weaveGateways(): string[] {
+  const links = JSON.parse(execFileSync('ip', ['-j', '-4', 'addr', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string; addr_info?: Array<{ local: string }> }>;
+  return links.filter((l) => l.ifname.startsWith('wvb')).flatMap((l) => (l.addr_info ?? []).map((a) => a.local));
 }
