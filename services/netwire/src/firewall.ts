@@ -73,6 +73,22 @@ export const jumpRules: readonly Rule[] = [
   { table: 'nat', chain: 'PREROUTING', position: 'first', spec: ['-i', `${Prefix.bridge}+`, '-j', Chains.dns] },
 ];
 
+/** Which of iptables (4) and ip6tables (6) a rule goes to. */
+export type Family = 4 | 6;
+
+const IPV4_LITERAL = /^\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?$/;
+
+/**
+ * The rules ip6tables needs as well. IPv6 crosses the same bridges (`--ipv6` networks), and a host
+ * that forwards IPv6 would route between weave networks, and out of internal ones, past rules kept
+ * in iptables alone. Only the filter table's, and none that names an IPv4 address: NAT (published
+ * ports, DNS, masquerade) and the guard of 127.0.0.0/8 are IPv4's alone.
+ */
+export const ipv6Counterparts = (rules: readonly Rule[]): Rule[] => rules.filter((r) => r.table === 'filter' && !r.spec.some((w) => IPV4_LITERAL.test(w)));
+
+/** Our chains in ip6tables: the filter table's. */
+export const ownChainsV6 = ownChains.filter(([table]) => table === 'filter');
+
 export function bridgeRules(f: BridgeFirewall): Rule[] {
   const br = f.bridge;
   const tag = ['-m', 'comment', '--comment', tagOf(br)];

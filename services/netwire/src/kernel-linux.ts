@@ -1,7 +1,7 @@
 import { access } from 'node:fs/promises';
 import { z } from 'zod';
 import { UnavailableError } from '@weave/errors';
-import { bridgeOfTag, bridgeRules, jumpRules, ownChains, parseRuleLine, Rule, sameSpec, Table } from './firewall';
+import { bridgeOfTag, bridgeRules, Family, ipv6Counterparts, jumpRules, ownChains, ownChainsV6, parseRuleLine, Rule, sameSpec, Table } from './firewall';
 import { BridgeFirewall, Kernel, KernelCommandError, LinkInfo, ownerAlias } from './kernel';
 import { EndpointPorts, HeldPort, heldByNat, heldBySockets, parsePortRange, PortRange, portOwnerOf, portRules, servesLoopback } from './ports';
 
@@ -32,6 +32,7 @@ export const IPV4_CONF_DIR = '/proc/sys/net/ipv4/conf';
 export class LinuxKernel implements Kernel {
   private readonly cmd: Commands;
   private readonly ipv4ConfDir: string;
+  private ipv6: Promise<boolean> | undefined;
 
   constructor(o: LinuxKernelOptions = {}) {
     // nsenter rather than `ip netns exec`, which also remounts /sys: the namespace is all we need.
@@ -142,27 +143,55 @@ export class LinuxKernel implements Kernel {
   }
 
   async ensureFirewallChains(): Promise<void> {
-    for (const [table, chain] of ownChains) {
+    await this.ensureChains(4, ownChains, jumpRules);
+    if (await this.hasIpv6()) await this.ensureChains(6, ownChainsV6, ipv6Counterparts(jumpRules));
+  }
+
+  private async ensureChains(family: Family, chains: ReadonlyArray<readonly [Table, string]>, jumps: readonly Rule[]): Promise<void> {
+    for (const [table, chain] of chains) {
       try {
-        await this.iptables(table, ['-N', chain]);
+        await this.iptables(table, ['-N', chain], family);
       } catch (e) {
         if (!(e instanceof KernelCommandError && /exists/i.test(e.stderr))) throw e;
       }
     }
-    for (const rule of jumpRules) await this.ensureRule(rule);
+    for (const rule of jumps) await this.ensureRule(rule, family);
   }
 
-  ensureFirewall(f: BridgeFirewall): Promise<void> {
-    return this.makeTagged((spec) => bridgeOfTag(spec) === f.bridge, bridgeRules(f));
+  async ensureFirewall(f: BridgeFirewall): Promise<void> {
+    const match = (spec: readonly string[]) => bridgeOfTag(spec) === f.bridge;
+    const rules = bridgeRules(f);
+    await this.makeTagged(match, rules);
+    if (await this.hasIpv6()) await this.makeTagged(match, ipv6Counterparts(rules), 6);
   }
 
-  removeFirewall(bridge: string): Promise<void> {
-    return this.makeTagged((spec) => bridgeOfTag(spec) === bridge, []);
+  async removeFirewall(bridge: string): Promise<void> {
+    const match = (spec: readonly string[]) => bridgeOfTag(spec) === bridge;
+    await this.makeTagged(match, []);
+    if (await this.hasIpv6()) await this.makeTagged(match, [], 6);
   }
 
   async firewallBridges(): Promise<string[]> {
-    const all = await this.taggedRules((spec) => bridgeOfTag(spec) !== null);
+    const tagged = (spec: readonly string[]) => bridgeOfTag(spec) !== null;
+    const all = [...(await this.taggedRules(tagged)), ...((await this.hasIpv6()) ? await this.taggedRules(tagged, 6) : [])];
     return [...new Set(all.map((r) => bridgeOfTag(r.spec)!))];
+  }
+
+  /**
+   * Whether the namespace has IPv6 at all (not booted with ipv6.disable=1): without it there is no
+   * ip6tables to fill, and no IPv6 traffic to keep apart. Asked once.
+   */
+  private hasIpv6(): Promise<boolean> {
+    this.ipv6 ??= this.run('cat', ['/proc/sys/net/ipv6/conf/all/disable_ipv6']).then(
+      () => true,
+      (e: unknown) => {
+        if (e instanceof KernelCommandError && /No such file/i.test(e.stderr)) return false;
+        // Any other failure says nothing about IPv6: asked again next time.
+        this.ipv6 = undefined;
+        throw e;
+      },
+    );
+    return this.ipv6;
   }
 
   async ensurePortRules(e: EndpointPorts): Promise<void> {
@@ -215,20 +244,20 @@ export class LinuxKernel implements Kernel {
    * network that changed from internal, a subnet or port no longer there), then whatever is
    * missing is added, so the rules that stay are never absent in between.
    */
-  private async makeTagged(match: (spec: readonly string[]) => boolean, wanted: readonly Rule[]): Promise<void> {
-    for (const have of await this.taggedRules(match)) {
-      if (!wanted.some((w) => w.table === have.table && w.chain === have.chain && sameSpec(w.spec, have.spec))) await this.iptables(have.table, ['-D', have.chain, ...have.spec]);
+  private async makeTagged(match: (spec: readonly string[]) => boolean, wanted: readonly Rule[], family: Family = 4): Promise<void> {
+    for (const have of await this.taggedRules(match, family)) {
+      if (!wanted.some((w) => w.table === have.table && w.chain === have.chain && sameSpec(w.spec, have.spec))) await this.iptables(have.table, ['-D', have.chain, ...have.spec], family);
     }
-    for (const rule of wanted) await this.ensureRule(rule);
+    for (const rule of wanted) await this.ensureRule(rule, family);
   }
 
   /** The rules in our chains that `match` picks, as listed by `iptables -S`. */
-  private async taggedRules(match: (spec: readonly string[]) => boolean): Promise<Rule[]> {
+  private async taggedRules(match: (spec: readonly string[]) => boolean, family: Family = 4): Promise<Rule[]> {
     const out: Rule[] = [];
-    for (const [table, chain] of ownChains) {
+    for (const [table, chain] of family === 4 ? ownChains : ownChainsV6) {
       let listing: string;
       try {
-        listing = await this.iptables(table, ['-S', chain]);
+        listing = await this.iptables(table, ['-S', chain], family);
       } catch (e) {
         // No chain yet means no rules of ours in it.
         if (e instanceof KernelCommandError && /No chain|does not exist/i.test(e.stderr)) continue;
@@ -242,21 +271,21 @@ export class LinuxKernel implements Kernel {
     return out;
   }
 
-  private async ensureRule(r: Rule): Promise<void> {
+  private async ensureRule(r: Rule, family: Family = 4): Promise<void> {
     try {
-      await this.iptables(r.table, ['-C', r.chain, ...r.spec]);
+      await this.iptables(r.table, ['-C', r.chain, ...r.spec], family);
       return;
     } catch (e) {
       if (!(e instanceof KernelCommandError)) throw e;
       // -C fails when the rule is absent; anything worse shows up when adding it below.
     }
     const where = r.position === 'first' ? ['-I', r.chain, '1'] : ['-A', r.chain];
-    await this.iptables(r.table, [...where, ...r.spec]);
+    await this.iptables(r.table, [...where, ...r.spec], family);
   }
 
-  private iptables(table: Table, args: string[]): Promise<string> {
+  private iptables(table: Table, args: string[], family: Family = 4): Promise<string> {
     // -w: wait for the xtables lock instead of failing while dockerd changes its own rules.
-    return this.run('iptables', ['-w', '5', '-t', table, ...args]);
+    return this.run(family === 4 ? 'iptables' : 'ip6tables', ['-w', '5', '-t', table, ...args]);
   }
 
   private run(file: string, args: string[], input?: string): Promise<string> {

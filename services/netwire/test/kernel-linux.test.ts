@@ -92,12 +92,19 @@ it('adds only missing rules, removes stale ones of the bridge, and leaves other 
     'iptables -w 5 -t filter -A WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
     'iptables -w 5 -t filter -A WEAVE-FORWARD -o wvb1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment weave:wvb1 -j ACCEPT',
     'iptables -w 5 -t nat -A WEAVE-POSTROUTING -s 10.77.0.0/24 ! -o wvb1 -m comment --comment weave:wvb1 -j MASQUERADE',
+    // The same in ip6tables, but for the NAT: an --ipv6 network is kept apart there too.
+    'cat /proc/sys/net/ipv6/conf/all/disable_ipv6',
+    'ip6tables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j DROP',
+    'ip6tables -w 5 -t filter -A WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
+    'ip6tables -w 5 -t filter -A WEAVE-FORWARD -o wvb1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment weave:wvb1 -j ACCEPT',
   ]);
   const r = scripted({ '-S WEAVE-FORWARD': { stdout: listing }, '-S WEAVE-POSTROUTING': { stdout: '-N WEAVE-POSTROUTING' } });
   await new LinuxKernel({ exec: r.exec }).removeFirewall('wvb1');
   expect(r.ran.filter((c) => c.includes(' -D '))).toEqual([
     'iptables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
     'iptables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j DROP',
+    'ip6tables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 -o wvb1 -m comment --comment weave:wvb1 -j ACCEPT',
+    'ip6tables -w 5 -t filter -D WEAVE-FORWARD -i wvb1 ! -o wvb1 -m comment --comment weave:wvb1 -j DROP',
   ]);
   expect(await new LinuxKernel({ exec: r.exec }).firewallBridges()).toEqual(['wvb1', 'wvb2']);
 });
@@ -126,7 +133,28 @@ it('creates the chains once and jumps to them from the top', async () => {
     'iptables -w 5 -t raw -C PREROUTING -j WEAVE-PREROUTING',
     'iptables -w 5 -t raw -C WEAVE-PREROUTING -d 127.0.0.0/8 -i wvb+ -j DROP',
     'iptables -w 5 -t nat -C PREROUTING -i wvb+ -j WEAVE-DNS',
+    // ip6tables gets the filter chains and jumps: isolation between networks, for IPv6 too.
+    'cat /proc/sys/net/ipv6/conf/all/disable_ipv6',
+    'ip6tables -w 5 -t filter -N WEAVE-FORWARD',
+    'ip6tables -w 5 -t filter -N WEAVE-ISOLATE',
+    'ip6tables -w 5 -t filter -C FORWARD -j WEAVE-FORWARD',
+    'ip6tables -w 5 -t filter -I FORWARD 1 -j WEAVE-FORWARD',
+    'ip6tables -w 5 -t filter -C WEAVE-FORWARD -i wvb+ -o wvb+ -j WEAVE-ISOLATE',
+    'ip6tables -w 5 -t filter -C WEAVE-ISOLATE -j DROP',
+    'ip6tables -w 5 -t filter -C WEAVE-ISOLATE -m conntrack --ctstate DNAT -j RETURN',
   ]);
+});
+
+it('leaves ip6tables alone on a host without IPv6 (ipv6.disable=1)', async () => {
+  const s = scripted({ 'cat /proc/sys/net/ipv6': { code: 1, stderr: 'cat: /proc/sys/net/ipv6/conf/all/disable_ipv6: No such file or directory' } });
+  const k = new LinuxKernel({ exec: s.exec });
+  await k.ensureFirewallChains();
+  await k.ensureFirewall({ bridge: 'wvb1', internal: true, masquerade: [] });
+  await k.removeFirewall('wvb1');
+  expect(await k.firewallBridges()).toEqual([]);
+  expect(s.ran.filter((c) => c.startsWith('ip6tables'))).toEqual([]);
+  // Asked once.
+  expect(s.ran.filter((c) => c.startsWith('cat /proc/sys/net/ipv6'))).toHaveLength(1);
 });
 
 it("publishes an endpoint's ports: hairpin on its veth, loopback routed by its bridge, its rules exactly", async () => {

@@ -1,5 +1,5 @@
 import { NetwireEnv } from '../src/env';
-import { bridgeOfTag, bridgeRules, jumpRules, parseRuleLine } from '../src/firewall';
+import { bridgeOfTag, bridgeRules, ipv6Counterparts, jumpRules, parseRuleLine } from '../src/firewall';
 import { KeyedMutex } from '@weave/sync';
 import { bridgeMac, endpointMac, isLocalUnicast } from '../src/mac';
 import { wireIdOf } from '../src/wire';
@@ -126,6 +126,18 @@ describe('firewall rules', () => {
       // weave DNS (see dns.test.ts)
       'nat first PREROUTING -i wvb+ -j WEAVE-DNS',
     ]);
+  });
+  it('keep IPv6 apart the same way in ip6tables: the filter rules, without NAT or anything naming an IPv4 address', () => {
+    const text = (rules: ReturnType<typeof ipv6Counterparts>) => rules.map((r) => `${r.table} ${r.position} ${r.chain} ${r.spec.join(' ')}`);
+    expect(text(ipv6Counterparts(jumpRules))).toEqual([
+      'filter first FORWARD -j WEAVE-FORWARD',
+      'filter first WEAVE-FORWARD -i wvb+ -o wvb+ -j WEAVE-ISOLATE',
+      'filter last WEAVE-ISOLATE -j DROP',
+      'filter first WEAVE-ISOLATE -m conntrack --ctstate DNAT -j RETURN',
+    ]);
+    const normal = { bridge: 'wvb1', internal: false, masquerade: ['10.77.0.0/24'], dns: { gateway: '10.77.0.1', intercepted: ['10.255.0.53'] } };
+    expect(text(ipv6Counterparts(bridgeRules(normal)))).toEqual(lines(normal).filter((l) => l.startsWith('filter ')));
+    expect(text(ipv6Counterparts(bridgeRules({ bridge: 'wvb2', internal: true, masquerade: [] })))).toEqual(lines({ bridge: 'wvb2', internal: true, masquerade: [] }));
   });
   it('reads back iptables -S lines, quoted comments included, and finds the tag', () => {
     const r = parseRuleLine('-A WEAVE-FORWARD -i wvb1 -o wvb1 -m comment --comment "weave:wvb1" -j ACCEPT');

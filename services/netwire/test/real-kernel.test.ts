@@ -150,6 +150,34 @@ describeRoot('netwire on a real kernel (throwaway namespaces)', () => {
     expect(Number(/ -c (\d+) /.exec(drops ?? '')?.[1])).toBeGreaterThanOrEqual(2);
   });
 
+  it('keeps two --ipv6 networks apart over IPv6 as well, though the host forwards IPv6', async () => {
+    const h = await host();
+    await inNs(h.ns, 'sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1');
+    const one = spec({ ipv6: [{ pool: 'fd77::/64', gateway: 'fd77::1/64' }] });
+    const two = spec({ ipv4: [{ pool: '10.78.0.0/24', gateway: '10.78.0.1/24' }], ipv6: [{ pool: 'fd78::/64', gateway: 'fd78::1/64' }] });
+    const plug = async (networkId: string, address: string, addressV6: string) => {
+      const e = { networkId, endpointId: newId(), address, addressV6, mac: null };
+      await h.client.createEndpoint(e);
+      const j = await h.client.join({ networkId, endpointId: e.endpointId, sandboxKey: '/x' });
+      const ns = await plugContainer(h.ns, j.srcName, address, j.gateway!);
+      await inNs(ns, 'ip', 'addr', 'add', addressV6, 'dev', 'eth0', 'nodad');
+      await inNs(ns, 'ip', '-6', 'route', 'add', 'default', 'via', j.gatewayV6!);
+      return ns;
+    };
+    await h.client.createNetwork(one);
+    await h.client.createNetwork(two);
+    const a = await plug(one.networkId, '10.77.0.2/24', 'fd77::2/64');
+    const b = await plug(one.networkId, '10.77.0.3/24', 'fd77::3/64');
+    const c = await plug(two.networkId, '10.78.0.2/24', 'fd78::2/64');
+    expect(await ping(a, 'fd77::3')).toBe(true);
+    expect(await ping(c, 'fd78::1')).toBe(true);
+    expect(await ping(c, 'fd77::2')).toBe(false);
+    expect(await ping(a, 'fd78::2')).toBe(false);
+    expect(await ping(b, 'fd77::2')).toBe(true);
+    const drops = (await inNs(h.ns, 'ip6tables', '-S', 'WEAVE-ISOLATE', '-v')).split('\n').find((l) => l.includes('-j DROP') && !l.includes('comment'));
+    expect(Number(/ -c (\d+) /.exec(drops ?? '')?.[1])).toBeGreaterThanOrEqual(2);
+  });
+
   it('cleans up after a crash and restores what the records say', async () => {
     const h = await host();
     const kept = spec();
