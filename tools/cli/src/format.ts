@@ -12,3 +12,25 @@ export function eventLine(e: EventEnvelope): string {
   const data = e.data && typeof e.data === 'object' ? Object.entries(e.data).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ') : '';
   return `${e.time}  ${e.host}  ${e.service}  ${e.kind}  ${data}`.trimEnd();
 }
+
+/**
+ * What `weave rmpeer` shows while ipam works (on stderr: stdout keeps the result alone): each
+ * block, address and pool reference as it is released, from this host's ipam events. Null for
+ * events that are not steps of a reclaim.
+ */
+export function rmpeerProgressLine(e: EventEnvelope): string | null {
+  if (e.service !== 'ipam') return null;
+  const d = (e.data ?? {}) as Record<string, unknown>;
+  switch (e.kind) {
+    case 'block.released':
+      return `released block ${String(d.block)}`;
+    case 'address.released':
+      return `released address ${String(d.address)}`;
+    case 'pool.released':
+      return `dropped a reference to pool ${String(d.poolId)}`;
+    case 'host.reclaimed':
+      return `reclaimed ${String(d.host)} (epoch ${String(d.epoch)})`;
+    default:
+      return null;
+  }
+}

@@ -5,7 +5,7 @@ import { CommonEnv, natsAuth, readEnv } from '@weave/config';
 import { EventEnvelope, ipamRpc, Subjects } from '@weave/contracts';
 import { describeError } from '@weave/errors';
 import { DEFAULT_CREDS, parseArgs } from './args';
-import { eventLine } from './format';
+import { eventLine, rmpeerProgressLine } from './format';
 import { meshGraph, meshSvg } from './graph';
 import { meshReports, reportOf } from './reports';
 import { HostReport, networksView, peersView, psView, rmpeerView, statusView } from './views';
@@ -54,8 +54,21 @@ async function main(): Promise<void> {
       break;
     }
     case 'rmpeer': {
-      // Asked of this host's ipam: the host it runs on is the one rmpeer never reclaims.
-      const r = await rpcClient(nc, env.WEAVE_HOST, ipamRpc, { timeoutMs: 60_000 }).rmpeer({ host: args.host, force: args.force });
+      // Asked of this host's ipam: the host it runs on is the one rmpeer never reclaims. A reclaim
+      // of many blocks takes a while: its steps are shown as ipam publishes them.
+      process.stderr.write(`asking ${env.WEAVE_HOST}'s ipam to reclaim ${args.host}'s addresses (up to 60 s)…\n`);
+      const progress = subscribeEvents(
+        nc,
+        (e) => {
+          const line = rmpeerProgressLine(e);
+          if (line) process.stderr.write(`  ${line}\n`);
+        },
+        () => undefined,
+        Subjects.event(env.WEAVE_HOST, 'ipam', '>'),
+      );
+      const r = await rpcClient(nc, env.WEAVE_HOST, ipamRpc, { timeoutMs: 60_000 })
+        .rmpeer({ host: args.host, force: args.force })
+        .finally(() => progress.unsubscribe());
       print(r, () => rmpeerView(r, now));
       break;
     }
