@@ -115,6 +115,28 @@ const vxlanTx = async (n: number, net: string): Promise<number> => {
 };
 const framesToPeers = async (n: number) => BigInt((await routerStatus(n)).sleeve.framesToPeers ?? '0');
 
+/** Drops counted by the catch-all DROP of ip6tables WEAVE-ISOLATE on host n. */
+const isolateDrops6 = async (n: number): Promise<number> => {
+  const r = await inHost(n, 'ip6tables', ['-w', '5', '-S', 'WEAVE-ISOLATE', '-v']);
+  if (r.code !== 0) throw new Error(`ip6tables on ${hostName(n)}: ${r.stderr}`);
+  return Number(/ -c (\d+) /.exec(r.stdout.split('\n').find((l) => l.includes('-j DROP') && !l.includes('comment')) ?? '')?.[1] ?? NaN);
+};
+
+/** `a` cannot reach `b` (same host, another weave network) over IPv6 while that host forwards IPv6. */
+async function isolatedOverIpv6(a: Member, b: Member): Promise<void> {
+  if (a.host !== b.host) throw new Error('isolatedOverIpv6 needs two containers on one host');
+  const sysctl = (value: string) => inHost(a.host, 'sysctl', ['-qw', `net.ipv6.conf.all.forwarding=${value}`]);
+  const was = (await inHost(a.host, 'cat', ['/proc/sys/net/ipv6/conf/all/forwarding'])).stdout.trim() || '0';
+  await sysctl('1');
+  try {
+    const before = await isolateDrops6(a.host);
+    expect({ from: a.name, to: b.name, ok: await ping6(a, b) }).toEqual({ from: a.name, to: b.name, ok: false });
+    expect(await isolateDrops6(a.host)).toBeGreaterThan(before);
+  } finally {
+    await sysctl(was);
+  }
+}
+
 /** The first `groups` 16-bit groups of an IPv6 address or prefix, written out in full. */
 const groupsOf = (ip: string, groups: number): string => {
   const [head, tail] = ip.split('/')[0]!.split('::') as [string, string | undefined];
@@ -158,7 +180,7 @@ test('--ipv6 on a network the sleeve carries (a /25 IPv4 subnet has no VNI): its
   const NET = 'weave:v6sleeve';
   const fast = 'weave:v6other';
   // A second default network first, so this one's /64 must be another of the same /48.
-  await withV6Network(fast, [], async (_, otherSubnet) => {
+  await withV6Network(fast, [], async (others, otherSubnet) => {
     await withV6Network(NET, ['--subnet', '10.252.11.0/25'], async (members, subnet) => {
       log(`${NET}: ${subnet} (and ${otherSubnet}), containers ${members.map((m) => `${m.name} ${m.v4} ${m.v6}`).join(', ')}`);
       expect(subnet).not.toBe(otherSubnet);
@@ -168,26 +190,33 @@ test('--ipv6 on a network the sleeve carries (a /25 IPv4 subnet has no VNI): its
       const sleeve0 = await framesToPeers(1);
       await everyPairTalks(members);
       expect(await framesToPeers(1)).toBeGreaterThan(sleeve0);
+      // The two networks stay apart over IPv6, also on a host that routes IPv6 between its bridges.
+      await isolatedOverIpv6(members[0]!, others[0]!);
     });
   });
 }, 240_000);
 
-test('a /64 released with its network is handed out again, in the same ULA /48', async () => {
+test('a /64 released with its network is free again mesh-wide, and the next default one is of the same ULA /48', async () => {
   const pools = async (n: number) => (JSON.parse(await weaveCli(n, ['status', '--json'])) as { ipam: { pools: Array<{ pool: string }> } }).ipam.pools.map((p) => p.pool);
   const v6Pools = async () => (await pools(2)).filter((p) => p.includes(':'));
   // The earlier tests' pools go when the last host's copy of their network does: not before.
   await waitFor(async () => (await v6Pools()).length === 0 || null, { what: 'no IPv6 pool left from the tests before', timeoutMs: 15_000 });
-  const seen: string[] = [];
-  for (const net of ['weave:v6again1', 'weave:v6again2']) {
+  /** Makes `net` on host n with `flags`, returns its IPv6 subnet, and removes it from every host again. */
+  const once = async (n: number, net: string, flags: string[]): Promise<string> => {
+    let subnet: string | undefined;
     try {
-      await on(2, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', '--ipv6', net]);
-      seen.push(v6SubnetOf(await ipamOf(2, net))!);
+      await on(n, ['network', 'create', '-d', 'weave', '--ipam-driver', 'weave', '--ipv6', ...flags, net]);
+      subnet = v6SubnetOf(await ipamOf(n, net));
     } finally {
-      await tryOn(2, ['network', 'rm', net]);
+      await tryOn(n, ['network', 'rm', net]);
     }
-    // Every host's copy goes (plugin-api removes them), and with the last one the pool.
-    for (const n of hosts) await waitFor(async () => !(await tryOn(n, ['network', 'inspect', net])).ok || null, { what: `${net} gone from ${hostName(n)}`, timeoutMs: 10_000 });
-    await waitFor(async () => (await v6Pools()).length === 0 || null, { what: `${seen.at(-1)} released`, timeoutMs: 15_000 });
-  }
-  expect(seen[1]).toBe(seen[0]);
+    for (const m of hosts) await waitFor(async () => !(await tryOn(m, ['network', 'inspect', net])).ok || null, { what: `${net} gone from ${hostName(m)}`, timeoutMs: 10_000 });
+    await waitFor(async () => (await v6Pools()).length === 0 || null, { what: `${subnet} released`, timeoutMs: 15_000 });
+    return subnet!;
+  };
+  const first = await once(2, 'weave:v6again1', []);
+  // Taken by name on another host: nothing of the first network holds it any more.
+  expect(await once(3, 'weave:v6again2', ['--subnet', first])).toBe(first);
+  const next = await once(1, 'weave:v6again3', []);
+  expect(groupsOf(next, 3)).toBe(groupsOf(first, 3));
 }, 120_000);
