@@ -29,6 +29,14 @@ export const DnsRecord = z.object({
   network: z.string().min(1).max(256),
   names: z.array(DnsName).min(1).max(64),
   addresses: z.array(IpString).min(1).max(2),
+  /**
+   * The host's ipam epoch (HostRecord) when the record was written, its addresses leased under it.
+   * Once the host is reclaimed at a higher epoch those leases are gone and the record is stale
+   * (any plugin-api may then remove it); the host, back and registered again, writes its records
+   * under the new epoch, which no reclaim of the old one touches. Absent in records written
+   * before records carried it.
+   */
+  epoch: z.number().int().positive().optional(),
 });
 export type DnsRecord = z.output<typeof DnsRecord>;
 

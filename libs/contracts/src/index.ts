@@ -1,5 +1,6 @@
 export * from './primitives';
 export * from './dns';
+export * from './ipam-hosts';
 export * from './docker';
 export * from './ports';
 export * from './rpc';

@@ -7,6 +7,7 @@ import { serveMetrics, serviceRegistry } from '@weave/metrics';
 import { Catalogue } from './catalogue/catalogue';
 import { SocketDockerEngine } from './catalogue/docker-engine';
 import { BackendGate } from './backend-gate';
+import { KvIpamHosts } from './dns/ipam-hosts';
 import { DnsPublisher } from './dns/publisher';
 import { KvDnsRecords } from './dns/record-store';
 import { dockerPoolView } from './docker-pools';
@@ -54,8 +55,20 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
   const readdress = new Readdresser({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, store: readdressStore, events, log });
   const reconciler = new DockerReconciler({ driver: env.WEAVE_PLUGIN_NAME, docker: engine, ipam, netwire, events, log, ...reconcile, readdress });
   reconciler.start();
-  // A reclaim found on ipam's side moves the containers at once, not at the next interval.
-  const triggers = onIpamTriggers(nc, env.WEAVE_HOST, (kind) => void reconciler.run().catch((err: unknown) => log.warn({ err, kind }, `reconciling after ipam's ${kind} failed`)), log);
+  const dnsRecords = new KvDnsRecords(() => openBucket(nc, Buckets.dns, { replicas: env.WEAVE_KV_REPLICAS }), env.WEAVE_HOST, log);
+  const ipamHosts = new KvIpamHosts(() => openBucket(nc, Buckets.ipamHosts, { replicas: env.WEAVE_KV_REPLICAS }), log);
+  const dns = new DnsPublisher({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, docker: engine, store: dnsRecords, ipamHosts, events, log });
+  // A reclaim found on ipam's side moves the containers at once, not at the next interval; the
+  // names are published after the moves, so a container's name never comes back with an address
+  // another host took.
+  const triggers = onIpamTriggers(nc, env.WEAVE_HOST, (kind) => {
+    void reconciler
+      .run()
+      .catch((err: unknown) => log.warn({ err, kind }, `reconciling after ipam's ${kind} failed`))
+      .finally(() => dns.trigger());
+  }, log);
+  // Our ipam reclaimed a host: its containers' names go now (the hosts' watch may have seen it first).
+  triggers.push(...onIpamTriggers(nc, env.WEAVE_HOST, () => void dns.trigger(), log, ['host.reclaimed']));
   const rpc = serveRpc(nc, env.WEAVE_HOST, pluginApiRpc, { reconcile: () => reconciler.run(), status: async () => ({ readdress: await readdress.status() }) }, log);
   // After the socket: creating a network from the catalogue makes Docker call this plugin.
   const catalogue =
@@ -63,8 +76,6 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
       ? new Catalogue({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, engine, kv: await openBucket(nc, Buckets.catalogue, { replicas: env.WEAVE_KV_REPLICAS }), events, log })
       : null;
   await catalogue?.start();
-  const dnsRecords = new KvDnsRecords(() => openBucket(nc, Buckets.dns, { replicas: env.WEAVE_KV_REPLICAS }), env.WEAVE_HOST, log);
-  const dns = new DnsPublisher({ host: env.WEAVE_HOST, driver: env.WEAVE_PLUGIN_NAME, docker: engine, store: dnsRecords, events, log });
   dns.start();
   return async () => {
     // The socket goes first: the rest can take a while (a catalogue pass waiting on a JetStream
@@ -79,7 +90,7 @@ void runService('plugin-api', PluginApiEnv, async ({ env, log, nc }) => {
     await catalogue?.stop();
     // The records' watch first, so a pass waiting on it gives up now rather than at its timeout.
     const dnsStopped = dns.stop();
-    await dnsRecords.stop();
+    await Promise.all([dnsRecords.stop(), ipamHosts.stop()]);
     await dnsStopped;
     await closed;
   };

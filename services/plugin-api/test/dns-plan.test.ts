@@ -3,11 +3,13 @@ import type { DnsAttachment } from '../src/dns/docker-attachments';
 import { DnsPlan, planDns } from '../src/dns/plan';
 
 const HOST = 'h1';
+const EPOCH = 3;
+const BY = { host: HOST, epoch: EPOCH };
 const id = (c: string): string => c.repeat(64);
 const [C1, C2, E1, E2, E3] = [id('1'), id('2'), id('a'), id('b'), id('c')];
 
 const web: DnsAttachment = { containerId: C1, containerName: 'web', network: 'weave:foo', endpointId: E1, aliases: ['111111111111'], addresses: ['10.32.0.5'] };
-const rec = (a: DnsAttachment, names: string[], host = HOST): DnsRecord => ({ host, containerId: a.containerId, endpointId: a.endpointId, network: a.network, names, addresses: a.addresses });
+const rec = (a: DnsAttachment, names: string[], host = HOST): DnsRecord => ({ host, containerId: a.containerId, endpointId: a.endpointId, network: a.network, names, addresses: a.addresses, epoch: EPOCH });
 const webRecord = rec(web, ['web', '111111111111']);
 const ours = (r: DnsRecord): [string, DnsRecord] => [dnsKey(r.host, r.endpointId), r];
 
@@ -31,6 +33,18 @@ const cases: Array<{ name: string; docker: DnsAttachment[]; bucket: Array<[strin
     docker: [{ ...web, aliases: ['111111111111', 'api'] }],
     bucket: [ours(webRecord)],
     want: { put: [[dnsKey(HOST, E1), ['web', '111111111111', 'api'], ['10.32.0.5']]], delete: [], skipped: [] },
+  },
+  {
+    name: 'a record of an older epoch (written before a reclaim) is written again under ours',
+    docker: [web],
+    bucket: [ours({ ...webRecord, epoch: EPOCH - 1 })],
+    want: { put: [[dnsKey(HOST, E1), ['web', '111111111111'], ['10.32.0.5']]], delete: [], skipped: [] },
+  },
+  {
+    name: 'so is one written before records carried an epoch',
+    docker: [web],
+    bucket: [ours({ ...webRecord, epoch: undefined })],
+    want: { put: [[dnsKey(HOST, E1), ['web', '111111111111'], ['10.32.0.5']]], delete: [], skipped: [] },
   },
   { name: 'a stopped container (no longer listed) is deleted', docker: [], bucket: [ours(webRecord)], want: { put: [], delete: [dnsKey(HOST, E1)], skipped: [] } },
   {
@@ -90,17 +104,17 @@ const cases: Array<{ name: string; docker: DnsAttachment[]; bucket: Array<[strin
 ];
 
 test.each(cases)('$name', ({ docker, bucket, want }) => {
-  expect(summary(planDns(HOST, docker, new Map(bucket)))).toEqual(want);
+  expect(summary(planDns(BY, docker, new Map(bucket)))).toEqual(want);
 });
 
 test('a put carries the record the key held before', () => {
-  const [put] = planDns(HOST, [{ ...web, containerName: 'frontend' }], new Map([ours(webRecord)])).put;
+  const [put] = planDns(BY, [{ ...web, containerName: 'frontend' }], new Map([ours(webRecord)])).put;
   expect(put?.previous).toEqual(webRecord);
   expect(put?.record).toEqual({ ...webRecord, names: ['frontend', '111111111111'] });
 });
 
 test('a host whose name prefixes another host\'s keys touches only its own', () => {
   // h1's prefix is `h1.`: h10's keys do not start with it.
-  const plan = planDns('h1', [], new Map([ours(rec(web, ['web'], 'h10')), ours(webRecord)]));
+  const plan = planDns(BY, [], new Map([ours(rec(web, ['web'], 'h10')), ours(webRecord)]));
   expect(plan.delete.map((d) => d.key)).toEqual([dnsKey('h1', E1)]);
 });

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { rpcClient, subscribeEvents } from '@weave/bus';
-import { EventEnvelope, ipamRpc } from '@weave/contracts';
+import { kvKeys, openBucket, rpcClient, subscribeEvents } from '@weave/bus';
+import { Buckets, DnsRecord, dnsHostPrefix, EventEnvelope, ipamRpc } from '@weave/contracts';
 import { containerIp, docker } from '@weave/docker-cli';
 import { waitFor } from '@weave/testing';
 import { DockerScope, dockerEndpoints, E2E_ENV, ipamLeases, PeerService, ProcessStack, weaveLinkDetails } from '../src';
@@ -52,6 +52,7 @@ test('a returning host moves its containers off the addresses another host took 
   const [moved, kept, fixed] = [await scope.run([`--net=${net}`]), await scope.run([`--net=${net}`]), await scope.run([`--net=${net}`, '--ip', FIXED_IP])];
   const [oldIp, keptIp] = [await containerIp(moved, net), await containerIp(kept, net)];
   expect(await containerIp(fixed, net)).toBe(FIXED_IP);
+  await waitFor(async () => (await dnsAddresses()).length === 3, { what: 'the three names in weave-dns', timeoutMs: 10_000 });
 
   // The second host holds the pool too, as a host with a container on the network would.
   await peer.start();
@@ -67,6 +68,9 @@ test('a returning host moves its containers off the addresses another host took 
     intervalMs: 250,
   });
   const reclaimedAfterMs = Date.now() - goneAt;
+  // Its names go with its addresses (its own plugin-api, still running, sees the reclaim: the
+  // other host has none here to do it).
+  await waitFor(async () => (await dnsAddresses()).length === 0, { what: `${stack.host}'s names out of weave-dns`, timeoutMs: 10_000, intervalMs: 250 });
   // Meanwhile two of its containers' addresses go to the other host.
   await other.requestAddress({ poolId, address: oldIp, kind: 'endpoint' });
   await other.requestAddress({ poolId, address: FIXED_IP, kind: 'endpoint' });
@@ -87,6 +91,8 @@ test('a returning host moves its containers off the addresses another host took 
   expect(await docker(['inspect', '-f', '{{.State.Running}}', fixed])).toBe('true');
   const { networkId, endpoints } = await dockerEndpoints(net);
   expect(endpoints.map((e) => e.ipv4).sort()).toEqual([keptIp, newIp].sort());
+  // weave DNS: back under the new epoch, with the moved container's fresh address, the --ip one's gone.
+  await waitFor(async () => JSON.stringify(await dnsAddresses()) === JSON.stringify([keptIp, newIp].sort()), { what: 'the names back in weave-dns', timeoutMs: 10_000, intervalMs: 250 });
 
   // ipam: each address leased once; the taken ones by the other host only; this host's endpoint
   // leases exactly Docker's endpoints (the gateway stays with the network).
@@ -142,6 +148,17 @@ test('a returning host moves its containers off the addresses another host took 
       `containers moved ${(movedAfterMs / 1000).toFixed(1)} s after it came back; whole test ${((Date.now() - t0) / 1000).toFixed(1)} s`,
   );
 });
+
+/** The addresses of this host's records in weave-dns, sorted. */
+async function dnsAddresses(): Promise<string[]> {
+  const kv = await openBucket(stack.nc, Buckets.dns);
+  const out: string[] = [];
+  for (const key of await kvKeys(kv, `${dnsHostPrefix(stack.host)}>`)) {
+    const e = await kv.get(key);
+    if (e?.operation === 'PUT') out.push(...DnsRecord.parse(e.json()).addresses);
+  }
+  return out.sort();
+}
 
 /** `weave status` on this host, as a person runs it. */
 async function weaveStatus(): Promise<string> {

@@ -30,16 +30,24 @@ export interface DnsPlan {
 
 const MAX_NAMES = 64;
 
+/** Whose records, written under which of its ipam epochs (see DnsRecord.epoch). */
+export interface DnsWriter {
+  host: string;
+  epoch: number;
+}
+
 /**
  * What this host's keys of the DNS bucket must become for Docker's view: a record per endpoint
  * of a running container on our networks, under its container name and aliases. `current` may
- * hold other hosts' keys; only this host's are ever put or deleted.
+ * hold other hosts' keys; only this host's are ever put or deleted. A record of an older epoch
+ * is written again, so that no cleanup of that epoch's reclaim takes it.
  */
-export function planDns(host: string, attachments: readonly DnsAttachment[], current: ReadonlyMap<string, DnsRecord>): DnsPlan {
+export function planDns(by: DnsWriter, attachments: readonly DnsAttachment[], current: ReadonlyMap<string, DnsRecord>): DnsPlan {
+  const { host } = by;
   const plan: DnsPlan = { put: [], delete: [], skipped: [] };
   const wanted = new Map<string, DnsRecord>();
   for (const a of attachments) {
-    const record = recordOf(host, a, plan.skipped);
+    const record = recordOf(by, a, plan.skipped);
     if (record) wanted.set(dnsKey(host, record.endpointId), record);
   }
   for (const [key, record] of wanted) {
@@ -54,13 +62,13 @@ export function planDns(host: string, attachments: readonly DnsAttachment[], cur
 }
 
 /** The attachment's record, or null (with the reason in `skipped`) when nothing of it is publishable. */
-function recordOf(host: string, a: DnsAttachment, skipped: DnsSkip[]): DnsRecord | null {
+function recordOf({ host, epoch }: DnsWriter, a: DnsAttachment, skipped: DnsSkip[]): DnsRecord | null {
   const at = { containerId: a.containerId, network: a.network };
   const names = validNames([a.containerName, ...a.aliases], (name, reason) => skipped.push({ ...at, name, reason }));
   const addresses = a.addresses.filter((ip) => IpString.safeParse(ip).success);
   if (names.length === 0) return (skipped.push({ ...at, reason: 'no valid DNS name' }), null);
   if (addresses.length === 0) return (skipped.push({ ...at, reason: 'no IP address' }), null);
-  const parsed = DnsRecord.safeParse({ host, containerId: a.containerId, endpointId: a.endpointId, network: a.network, names, addresses });
+  const parsed = DnsRecord.safeParse({ host, containerId: a.containerId, endpointId: a.endpointId, network: a.network, names, addresses, epoch });
   if (!parsed.success) return (skipped.push({ ...at, reason: z.prettifyError(parsed.error) }), null);
   return parsed.data;
 }
@@ -84,6 +92,7 @@ function sameRecord(a: DnsRecord, b: DnsRecord): boolean {
     a.containerId === b.containerId &&
     a.endpointId === b.endpointId &&
     a.network === b.network &&
+    a.epoch === b.epoch &&
     sameList(a.names, b.names) &&
     sameList(a.addresses, b.addresses)
   );

@@ -11,9 +11,9 @@ import type { Logger } from '@weave/log';
  */
 export const READDRESS_TRIGGERS = ['host.fenced', 'host.rejoined', 'service.started'] as const;
 
-/** Runs `pass` after each of those events of `host`'s ipam; returns the subscriptions to end. */
-export function onIpamTriggers(nc: NatsConnection, host: string, pass: (kind: string) => void, log: Logger): Subscription[] {
-  return READDRESS_TRIGGERS.map((kind) =>
+/** Runs `pass` after each of those events (or of `kinds`) of `host`'s ipam; returns the subscriptions to end. */
+export function onIpamTriggers(nc: NatsConnection, host: string, pass: (kind: string) => void, log: Logger, kinds: readonly string[] = READDRESS_TRIGGERS): Subscription[] {
+  return kinds.map((kind) =>
     subscribeEvents(nc, (e) => pass(e.kind), (subject, err) => log.warn({ err, subject }, `ignoring a malformed ipam event on ${subject}`), Subjects.event(host, 'ipam', kind)),
   );
 }
