@@ -196,8 +196,19 @@ export async function natsView(n: number): Promise<NatsView> {
 
 /** Runs `weave <args>` (the CLI in the plugin-api image) against host n's NATS. */
 export function weaveCli(n: number, args: readonly string[]): Promise<string> {
-  return hostDockerCli(n, ['compose', '-p', PROJECT, '-f', COMPOSE_FILE, 'exec', '-T', 'plugin-api', 'weave', ...args], { timeoutMs: 30_000 });
+  return hostDockerCli(n, pluginApiExec(['weave', ...args]), { timeoutMs: 30_000 });
 }
+
+/** Like weaveCli, with the exit code and both outputs: `weave status` exits 1, its report printed, while a host does not answer. */
+export function weaveCliResult(n: number, args: readonly string[]): Promise<RunResult> {
+  return exec('docker', pluginApiExec(['weave', ...args]), { env: { DOCKER_HOST: hostDocker(n) }, timeoutMs: 30_000 });
+}
+
+/**
+ * docker arguments (with DOCKER_HOST = hostDocker(n)) that run `cmd` in a host's plugin-api
+ * container, where the weave CLI is: for a caller that reads its output as it comes.
+ */
+export const pluginApiExec = (cmd: readonly string[]): string[] => ['compose', '-p', PROJECT, '-f', COMPOSE_FILE, 'exec', '-T', 'plugin-api', ...cmd];
 
 // ---------------------------------------------------------------------------------------------
 // mesh up
