@@ -1,5 +1,6 @@
-import type { NatsConnection } from '@nats-io/nats-core';
+import { NoRespondersError, RequestError, TimeoutError, type NatsConnection } from '@nats-io/nats-core';
 import { JetStreamApiError } from '@nats-io/jetstream';
+import { jserrors } from '@nats-io/jetstream/internal';
 import { KV, Kvm } from '@nats-io/kv';
 import { ConflictError, InternalError, UnavailableError } from '@weave/errors';
 import { z } from 'zod';
@@ -23,7 +24,7 @@ export async function openBucket(nc: NatsConnection, name: string, o: { replicas
 
 /** Reads a key as JSON validated by `schema`; null when absent or deleted. */
 export async function kvGet<T extends z.ZodType>(kv: KV, key: string, schema: T): Promise<Versioned<z.output<T>> | null> {
-  const e = await kv.get(key);
+  const e = await kv.get(key).catch(noQuorum(kv, 'read', key));
   if (!e || e.operation !== 'PUT') return null;
   const parsed = schema.safeParse(e.json());
   if (!parsed.success) throw new InternalError(`KV key ${key} holds data that does not match its schema: ${z.prettifyError(parsed.error)}`);
@@ -36,7 +37,7 @@ export async function kvCreate(kv: KV, key: string, value: unknown): Promise<num
     return await kv.create(key, encodeJson(value));
   } catch (e) {
     if (isCasFailure(e)) throw new ConflictError(`${key} already exists`, { cause: e });
-    throw e;
+    return noQuorum(kv, 'create', key)(e);
   }
 }
 
@@ -46,7 +47,7 @@ export async function kvUpdate(kv: KV, key: string, value: unknown, revision: nu
     return await kv.update(key, encodeJson(value), revision);
   } catch (e) {
     if (isCasFailure(e)) throw new ConflictError(`${key} changed under us (expected revision ${revision})`, { cause: e });
-    throw e;
+    return noQuorum(kv, 'update', key)(e);
   }
 }
 
@@ -56,7 +57,7 @@ export async function kvDelete(kv: KV, key: string, revision?: number): Promise<
     await kv.delete(key, revision === undefined ? undefined : { previousSeq: revision });
   } catch (e) {
     if (isCasFailure(e)) throw new ConflictError(`${key} changed under us (expected revision ${revision})`, { cause: e });
-    throw e;
+    noQuorum(kv, 'delete', key)(e);
   }
 }
 
@@ -111,8 +112,52 @@ export async function kvMutateWithRevision<T extends z.ZodType, R>(
 /** All keys matching `filter` (NATS subject wildcards). */
 export async function kvKeys(kv: KV, filter = '>'): Promise<string[]> {
   const out: string[] = [];
-  for await (const k of await kv.keys(filter)) out.push(k);
+  try {
+    for await (const k of await kv.keys(filter)) out.push(k);
+  } catch (e) {
+    noQuorum(kv, 'list', filter)(e);
+  }
   return out;
+}
+
+/**
+ * What a KV operation that no stream leader answered means, in words that name it. The client's
+ * own are misleading ("jetstream is not enabled" for a write nobody took: JetStream is on, the
+ * bucket was opened, but no server this one reaches leads the bucket's stream now) or bare
+ * ("timeout"). In a cluster both mean the replicas this host's nats-server reaches are not a
+ * majority: the host is cut off from most of the mesh (a partition), or a leader is being elected.
+ * Those failures become UnavailableError saying so; anything else is rethrown as it was.
+ */
+export function noQuorum(kv: KV, op: string, key: string): (e: unknown) => never {
+  return (e) => {
+    const found = noQuorumReason(e);
+    if (!found) throw e;
+    const bucket = (kv as { bucket?: string }).bucket ?? 'KV';
+    // The cause kept is the plain one (no responders, timeout): messages quote the causes too.
+    throw new UnavailableError(`KV bucket ${bucket}: cannot ${op} ${key}: ${found.why}`, { cause: found.cause });
+  };
+}
+
+function noQuorumReason(e: unknown): { why: string; cause: unknown } | null {
+  const chain: Error[] = [];
+  for (let cur: unknown = e; cur instanceof Error && chain.length < 8; cur = cur.cause) chain.push(cur);
+  // JetStreamNotEnabled is what the client makes of a publish that found no responder.
+  if (chain.some((c) => c instanceof jserrors.JetStreamNotEnabled || c instanceof NoRespondersError || (c instanceof RequestError && c.isNoResponders()))) {
+    return {
+      why:
+        "no quorum: no server this host's nats-server reaches leads the bucket now (its replicas reachable from here are not a majority: " +
+        'is this host cut off from most of the mesh?)',
+      cause: chain.find((c) => c instanceof NoRespondersError) ?? e,
+    };
+  }
+  const timeout = chain.find((c) => c instanceof TimeoutError);
+  if (timeout) {
+    return { why: "no quorum answered in time: the bucket's leader did not reply (this host cut off from most of the mesh, or a leader election under way)", cause: timeout };
+  }
+  // 10008: "JetStream system temporarily unavailable", what the API says while it has no leader.
+  const api = chain.find((c): c is JetStreamApiError => c instanceof JetStreamApiError && (c.code === 10008 || c.status === 503));
+  if (api) return { why: `no quorum: JetStream says "${api.message}" (no leader for the bucket among the servers reachable from here)`, cause: api };
+  return null;
 }
 
 function isCasFailure(e: unknown): boolean {

@@ -1,11 +1,13 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { headers } from '@nats-io/nats-core';
+import { headers, NoRespondersError, RequestError, TimeoutError } from '@nats-io/nats-core';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { jserrors } from '@nats-io/jetstream/internal';
 import { EventEnvelope, ipamRpc, RpcHeaders, Subjects } from '@weave/contracts';
-import { ConflictError, ExhaustedError, InvalidRequestError, UnavailableError } from '@weave/errors';
+import { ConflictError, describeError, ExhaustedError, InvalidRequestError, UnavailableError } from '@weave/errors';
 import { silentLogger } from '@weave/log';
 import { NatsServer, useNats, waitFor } from '@weave/testing';
 import { z } from 'zod';
-import { EventPublisher, kvCreate, kvGet, kvMutate, kvMutateWithRevision, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
+import { EventPublisher, KV, kvCreate, kvDelete, kvGet, kvMutate, kvMutateWithRevision, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -185,6 +187,35 @@ describe('kv', () => {
     await kvMutate(kv, 'd', Counter, () => ({ change: { delete: true }, result: null }));
     expect(await kvGet(kv, 'd', Counter)).toBeNull();
     await kvCreate(kv, 'd', { n: 2 });
+  });
+
+  // What a host cut off from most of a cluster sees, each way its client meets it: no server it
+  // reaches leads the bucket's stream (a write finds no responder), or the one it still believes
+  // in does not answer (a timeout; here the stream is gone, and the client waits as long).
+  it('a read-modify-write no leader answers fails as unavailable within the client timeout, saying there is no quorum', async () => {
+    const kv = await openBucket(nc, 'test-noquorum');
+    await kvCreate(kv, 'a', { n: 1 });
+    await (await jetstreamManager(nc)).streams.delete('KV_test-noquorum');
+    const t0 = Date.now();
+    const err = await kvMutate(kv, 'a', Counter, () => ({ change: { put: { n: 2 } }, result: null })).catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toMatch(/^KV bucket test-noquorum: cannot read a: no quorum answered in time: .*cut off from most of the mesh/);
+  }, 15_000);
+
+  it('a write no server takes (no responders) is unavailable for want of a quorum, not "jetstream is not enabled"; other failures pass as they were', async () => {
+    const failing = (e: Error) => ({ bucket: 'b1', create: () => Promise.reject(e), get: () => Promise.reject(e), delete: () => Promise.reject(e) }) as unknown as KV;
+    // As the client throws it: JetStreamNotEnabled around the request's no-responders error.
+    const subject = '$KV.b1.k';
+    const noResponders = new jserrors.JetStreamNotEnabled('jetstream is not enabled', { cause: new RequestError(`no responders: '${subject}'`, { cause: new NoRespondersError(subject) }) });
+    const err = await kvCreate(failing(noResponders), 'k', {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toMatch(/^KV bucket b1: cannot create k: no quorum: no server this host's nats-server reaches leads the bucket/);
+    expect(describeError(err)).not.toMatch(/not enabled/);
+    await expect(kvGet(failing(new TimeoutError()), 'k', Counter)).rejects.toThrow(/^KV bucket b1: cannot read k: no quorum answered in time/);
+    await expect(kvDelete(failing(new TimeoutError()), 'k', 3)).rejects.toThrow(/cannot delete k: no quorum/);
+    const other = new Error('permissions violation');
+    await expect(kvCreate(failing(other), 'k', {})).rejects.toBe(other);
   });
 });
 
