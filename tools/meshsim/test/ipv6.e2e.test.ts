@@ -173,6 +173,15 @@ test('--ipv6 without --subnet: one /64 of the mesh ULA on every host; containers
     // The kernel's VXLAN carried it; the sleeve did not.
     expect(await vxlanTx(1, NET)).toBeGreaterThan(tx0);
     expect(await framesToPeers(1)).toBe(sleeve0);
+    // Weave DNS answers a name's AAAA with its container's IPv6 address, across hosts.
+    const [a, , c] = members as [Member, Member, Member];
+    await waitFor(
+      async () => {
+        const r = await tryOn(c.host, ['exec', c.name, 'nslookup', '-type=aaaa', a.name]);
+        return r.ok && r.out.includes(a.v6) ? true : null;
+      },
+      { what: `${a.name}'s IPv6 address by name in ${c.name} on ${hostName(c.host)}`, timeoutMs: 15_000, intervalMs: 300 },
+    );
   });
 }, 180_000);
 
