@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { DEFAULT_VXLAN_PORT, EventEnvelope, ipamRpc, netwireRpc, pluginApiRpc, routerRpc } from '@weave/contracts';
 import { docker, dockerResult } from '@weave/docker-cli';
 import { waitFor } from '@weave/testing';
 import { z } from 'zod';
-import { hostAddress, hostDocker, hostName, inHost, meshDown, meshUp, pluginApiExec, presentHosts, weaveCli, weaveCliResult } from '../src/mesh';
+import { hostAddress, hostDocker, hostName, inHost, meshDown, meshUp, natsView, pluginApiExec, presentHosts, ROOT, weaveCli, weaveCliResult } from '../src/mesh';
 
 /**
  * Operating a 3-host mesh as a person would: `weave status --all` / `--json` / `--graph`, `weave
@@ -546,8 +547,11 @@ test('weave status on host 1 names a host cut off from the mesh unreachable, for
       const r = await weaveCliResult(1, ['status']);
       last = `exit ${r.code}: ${r.stdout}\n${r.stderr}`;
       return r.code === 0 && /problem: host3 unreachable for \d+s; its blocks/.test(r.stdout) ? r.stdout : null;
-    }, { what: 'weave status on host 1 to say host 3 is unreachable', timeoutMs: 60_000, intervalMs: 1000 }).catch((e: Error) => {
-      throw new Error(`${e.message}; it said last:\n${last}`);
+    }, { what: 'weave status on host 1 to say host 3 is unreachable', timeoutMs: 60_000, intervalMs: 1000 }).catch(async (e: Error) => {
+      // What host 1's NATS made of the cut: where JetStream's leader is, and what the server logged.
+      const nats = await natsView(1).then((v) => JSON.stringify(v), (x: Error) => x.message);
+      const logs = await tryOn(1, ['compose', '-p', 'weave', '-f', join(ROOT, 'compose', 'host.yml'), 'logs', '--no-color', '--tail', '25', 'nats', 'ipam']);
+      throw new Error(`${e.message}; it said last:\n${last}\nNATS of host 1: ${nats}\n${logs.ok ? logs.out : logs.err.message}`);
     });
     const elapsed = (Date.now() - cutAt) / 1000;
     log(`host 3 named unreachable, with its reclaim, ${elapsed.toFixed(1)} s after the cut`);
