@@ -544,12 +544,13 @@ test('weave status on host 1 names a host cut off from the mesh unreachable, for
   try {
     let last = '';
     // Its own ipam must answer too: a status request reads the buckets' last revision from their
-    // stream leaders, which JetStream may first have to elect again among hosts 1 and 2.
+    // stream leaders, which JetStream may first have to elect again among hosts 1 and 2 (25-67 s
+    // seen with nats-server 2.9; the partition suite measures the same outage after a heal).
     const text = await waitFor(async () => {
       const r = await weaveCliResult(1, ['status']);
       last = `exit ${r.code}: ${r.stdout}\n${r.stderr}`;
       return r.code === 0 && /problem: host3 unreachable for \d+s; its blocks/.test(r.stdout) ? r.stdout : null;
-    }, { what: 'weave status on host 1 to say host 3 is unreachable', timeoutMs: 90_000, intervalMs: 1000 }).catch(async (e: Error) => {
+    }, { what: 'weave status on host 1 to say host 3 is unreachable', timeoutMs: 150_000, intervalMs: 1000 }).catch(async (e: Error) => {
       // What host 1's NATS made of the cut: where JetStream's leader is, and what the server logged.
       const nats = await natsView(1).then((v) => JSON.stringify(v), (x: Error) => x.message);
       const logs = await tryOn(1, ['compose', '-p', 'weave', '-f', join(ROOT, 'compose', 'host.yml'), 'logs', '--no-color', '--tail', '25', 'nats', 'ipam']);
@@ -590,11 +591,11 @@ test('weave status on host 1 names a host cut off from the mesh unreachable, for
       // Durations in them change from one run to the next: keep each problem's shape once.
       for (const l of r.stdout.split('\n').filter((x) => x.startsWith('problem:'))) problems.set(l.replace(/\d+(s|m)\b/g, 'N$1'), Date.now() - t0);
       return Object.values(parts).every(Boolean) || null;
-    }, { what: 'host 3 back, with no problem left in weave status --all', timeoutMs: 60_000, intervalMs: 1000 });
+    }, { what: 'host 3 back, with no problem left in weave status --all', timeoutMs: 150_000, intervalMs: 1000 });
   } finally {
     for (const [p, ms] of problems) log(`  still said ${(ms / 1000).toFixed(1)} s after the cut was undone: ${p}`);
   }
   log(`host 3 back in weave status --all ${((Date.now() - t0) / 1000).toFixed(1)} s after the cut was undone (${Object.entries(back).map(([k, ms]) => `${k} ${(ms / 1000).toFixed(1)} s`).join(', ')})`);
   // And its container reachable again from host 1.
   await waitFor(async () => (await tryOn(1, ['exec', 'ops1', 'ping', '-c', '1', '-W', '1', fixtures[2]!.ip])).ok || null, { what: 'ops1 to reach ops3 again', timeoutMs: 15_000, intervalMs: 300 });
-}, 200_000);
+}, 360_000);
