@@ -32,7 +32,7 @@ export class SleeveLoadError extends Error {
 /** The OS refused something (bind, open a TAP, start a thread) or the call was out of order. */
 export class SleeveRuntimeError extends Error {
   constructor(
-    readonly operation: 'applyConfig' | 'start' | 'stop' | 'stats' | 'sessions',
+    readonly operation: 'applyConfig' | 'start' | 'stop' | 'stats' | 'sessions' | 'peerTraffic',
     message: string,
     options?: ErrorOptions,
   ) {
@@ -281,6 +281,20 @@ export interface SleeveSession {
   handshakeAgeMs?: number;
 }
 
+/**
+ * One peer's traffic through the sleeve since the engine started: frames (a flood to n peers
+ * counts on each), datagrams and their bytes as they crossed the socket, both ways.
+ */
+export interface SleevePeerTraffic {
+  peerId: bigint;
+  framesOut: bigint;
+  datagramsOut: bigint;
+  bytesOut: bigint;
+  framesIn: bigint;
+  datagramsIn: bigint;
+  bytesIn: bigint;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The native binding (its generated declaration, binding.d.ts, is written by `npm run build`).
 
@@ -290,6 +304,7 @@ interface NativeSleeve {
   stop(): void;
   stats(): SleeveStats;
   sessions(): SleeveSession[];
+  peerTraffic(): SleevePeerTraffic[];
 }
 
 export interface SleeveBinding {
@@ -391,6 +406,11 @@ export class Sleeve {
    * moment after start while the receive thread publishes it). */
   sessions(): SleeveSession[] {
     return this.#call('sessions', () => this.#native.sessions());
+  }
+
+  /** Each configured peer's traffic while running (empty when stopped). */
+  peerTraffic(): SleevePeerTraffic[] {
+    return this.#call('peerTraffic', () => this.#native.peerTraffic());
   }
 
   #call<T>(operation: SleeveRuntimeError['operation'], f: () => T): T {

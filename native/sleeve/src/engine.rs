@@ -37,7 +37,7 @@ use crate::core::train::{Room, Train};
 use crate::core::wire::{Datagram, Kind, PushError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use crate::core::{NetworkId, PeerId};
 use crate::os::{sched, RecvBatch, Tap, TapFactory, Udp, UdpOffloads};
-use crate::stats::Stats;
+use crate::stats::{PeerTraffic, PeerTrafficSnapshot, Stats};
 
 /// Frames read from a TAP per wake-up before the batches are flushed.
 const TAP_BATCH: usize = 64;
@@ -89,6 +89,8 @@ impl std::error::Error for EngineError {
 struct View<T> {
     local: PeerId,
     peers: Vec<PeerConfig>,
+    /// Each peer's counters, in the order of `peers`.
+    traffic: Vec<Arc<PeerTraffic>>,
     /// A peer by address, with its index in `peers` (its slot in the [`Mesh`]).
     by_addr: HashMap<SocketAddr, (PeerId, usize)>,
     taps: HashMap<NetworkId, (String, Arc<T>)>,
@@ -103,10 +105,6 @@ struct View<T> {
 }
 
 impl<T> View<T> {
-    fn addr(&self, peer: PeerId) -> Option<SocketAddr> {
-        self.peers.iter().find(|p| p.id == peer).map(|p| p.addr)
-    }
-
     fn is_local_only(&self, network: NetworkId, frame: &[u8]) -> bool {
         frame.len() >= MIN_FRAME_LEN
             && self
@@ -137,6 +135,8 @@ struct Shared<T, U, C> {
     /// A TAP thread's train crossed a key's rekey count: the UDP thread starts a handshake.
     rekey_wanted: AtomicBool,
     sessions: Mutex<Vec<PeerStatus>>,
+    /// Each configured peer's traffic; kept across configurations while the peer stays.
+    traffic: Mutex<HashMap<PeerId, Arc<PeerTraffic>>>,
 }
 
 type SendKeys = HashMap<PeerId, Arc<SendKey>>;
@@ -207,6 +207,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
         let empty = View {
             local: config.local_peer,
             peers: Vec::new(),
+            traffic: Vec::new(),
             by_addr: HashMap::new(),
             taps: HashMap::new(),
             local_macs: HashMap::new(),
@@ -228,6 +229,7 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             keys_generation: AtomicU64::new(0),
             rekey_wanted: AtomicBool::new(false),
             sessions: Mutex::default(),
+            traffic: Mutex::default(),
         });
         let mut engine = Engine {
             shared,
@@ -272,9 +274,11 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             taps.insert(n.id, (n.tap.clone(), tap));
         }
         self.forget_departed(config);
+        let traffic = self.traffic_of(config);
         self.shared.publish(View {
             local: config.local_peer,
             peers: config.peers.clone(),
+            traffic,
             by_addr: config
                 .peers
                 .iter()
@@ -304,6 +308,25 @@ impl<F: TapFactory, U: Udp, C: Clock> Engine<F, U, C> {
             crypto: config.crypto.clone(),
         });
         self.reconcile_workers()
+    }
+
+    /// The counters of the configured peers, in their order: a staying peer keeps its own.
+    fn traffic_of(&self, config: &EngineConfig) -> Vec<Arc<PeerTraffic>> {
+        let mut all = self.shared.traffic.lock().expect("traffic lock");
+        all.retain(|id, _| config.peers.iter().any(|p| p.id == *id));
+        config
+            .peers
+            .iter()
+            .map(|p| all.entry(p.id).or_default().clone())
+            .collect()
+    }
+
+    /// Each configured peer's traffic so far.
+    pub fn peer_traffic(&self) -> Vec<(PeerId, PeerTrafficSnapshot)> {
+        let all = self.shared.traffic.lock().expect("traffic lock");
+        let mut out: Vec<_> = all.iter().map(|(id, t)| (*id, t.snapshot())).collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
     }
 
     fn forget_departed(&self, config: &EngineConfig) {
@@ -396,6 +419,8 @@ impl<F: TapFactory, U: Udp, C: Clock> Drop for Engine<F, U, C> {
 /// Per-peer trains for one network, rebuilt when the view changes.
 struct Outbox {
     slots: Vec<(PeerId, SocketAddr, Train)>,
+    /// Each slot's peer counters.
+    traffic: Vec<Arc<PeerTraffic>>,
     index: HashMap<PeerId, usize>,
     /// Each slot's path MTU, and the smallest of them (a flood's).
     mtus: Vec<Option<u16>>,
@@ -448,7 +473,8 @@ impl Outbox {
             None => Room::default(),
         };
         let mut mtus = Vec::with_capacity(view.peers.len());
-        for p in &view.peers {
+        let mut traffic = Vec::with_capacity(view.peers.len());
+        for (p, counters) in view.peers.iter().zip(&view.traffic) {
             if only.is_some_and(|only| !only.contains(&p.id)) {
                 elsewhere.push(p.id);
                 continue;
@@ -456,12 +482,14 @@ impl Outbox {
             let i = slots.len();
             let train = Train::with_room(view.batch_bytes, network, view.local, room);
             slots.push((p.id, p.addr, train));
+            traffic.push(counters.clone());
             mtus.push(p.mtu);
             index.insert(p.id, i);
         }
         Outbox {
             keys: vec![None; slots.len()],
             slots,
+            traffic,
             index,
             flood_mtu: mtus.iter().flatten().min().copied(),
             mtus,
@@ -516,7 +544,10 @@ impl Outbox {
             other => other,
         };
         match pushed {
-            Ok(()) => Stats::inc(&shared.stats.frames_to_peers),
+            Ok(()) => {
+                Stats::inc(&shared.stats.frames_to_peers);
+                Stats::inc(&self.traffic[slot].frames_out);
+            }
             Err(_) => Stats::inc(&shared.stats.drop_frame_too_large),
         }
     }
@@ -542,6 +573,9 @@ impl Outbox {
         Stats::add(&stats.bytes_out, sent.bytes as u64);
         Stats::add(&stats.udp_send_errors, sent.failed as u64);
         Stats::add(&stats.udp_gso_fallbacks, sent.gso_fallbacks as u64);
+        let peer = &self.traffic[slot];
+        Stats::add(&peer.datagrams_out, sent.ok as u64);
+        Stats::add(&peer.bytes_out, sent.bytes as u64);
         train.clear();
     }
 }
@@ -998,6 +1032,9 @@ impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
         let Some((peer, slot)) = seen.peer(self.view, from) else {
             return Stats::inc(&stats.drop_unknown_peer);
         };
+        let traffic = &*self.view.traffic[slot];
+        Stats::inc(&traffic.datagrams_in);
+        Stats::add(&traffic.bytes_in, bytes.len() as u64);
         let kind = match Kind::of(bytes) {
             Ok(kind) => kind,
             Err(e) => return Stats::inc(stats.malformed(e)),
@@ -1021,7 +1058,7 @@ impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
             }
         };
         if !plain.is_empty() {
-            self.frames(peer, plain, seen, writer);
+            self.frames(peer, traffic, plain, seen, writer);
         } // else a keepalive
     }
 
@@ -1063,13 +1100,16 @@ impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
     /// Sends a message of the mesh's (handshake or keepalive) to a peer.
     fn send(&self, peer: PeerId, out: Out, bytes: &[u8]) {
         let stats = &*self.shared.stats;
-        let Some(addr) = self.view.addr(peer) else {
+        let Some(i) = self.view.peers.iter().position(|p| p.id == peer) else {
             return;
         };
-        match self.shared.udp.send_to(bytes, addr) {
+        match self.shared.udp.send_to(bytes, self.view.peers[i].addr) {
             Ok(()) => {
                 Stats::inc(&stats.datagrams_out);
                 Stats::add(&stats.bytes_out, bytes.len() as u64);
+                let traffic = &self.view.traffic[i];
+                Stats::inc(&traffic.datagrams_out);
+                Stats::add(&traffic.bytes_out, bytes.len() as u64);
             }
             Err(_) => Stats::inc(&stats.udp_send_errors),
         }
@@ -1081,7 +1121,14 @@ impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
     }
 
     /// The frames of a plaintext datagram (received as is, or decrypted) from `peer`.
-    fn frames(&self, peer: PeerId, bytes: &[u8], seen: &mut Seen, writer: &mut TapWriter) {
+    fn frames(
+        &self,
+        peer: PeerId,
+        traffic: &PeerTraffic,
+        bytes: &[u8],
+        seen: &mut Seen,
+        writer: &mut TapWriter,
+    ) {
         let (shared, view, now) = (self.shared, self.view, self.now);
         let stats = &*shared.stats;
         let datagram = match Datagram::parse(bytes) {
@@ -1097,6 +1144,7 @@ impl<T: Tap, U: Udp, C: Clock> Rx<'_, T, U, C> {
         };
         for frame in datagram.frames() {
             Stats::inc(&stats.frames_from_peers);
+            Stats::inc(&traffic.frames_in);
             if view.keeps_multicast(network, frame) {
                 Stats::inc(&stats.drop_multicast_off_from_peer);
                 continue;

@@ -99,6 +99,18 @@ pub struct SleeveSession {
     pub handshake_age_ms: Option<f64>,
 }
 
+/// One peer's traffic through the sleeve since the engine started (see `stats::PeerTraffic`).
+#[napi(object)]
+pub struct SleevePeerTraffic {
+    pub peer_id: BigInt,
+    pub frames_out: BigInt,
+    pub datagrams_out: BigInt,
+    pub bytes_out: BigInt,
+    pub frames_in: BigInt,
+    pub datagrams_in: BigInt,
+    pub bytes_in: BigInt,
+}
+
 /// Counters since `new()`; they keep counting across stop/start.
 #[napi(object)]
 pub struct SleeveStats {
@@ -281,6 +293,29 @@ impl Sleeve {
         let inner = self.lock()?;
         let offloads = inner.engine.as_ref().map(|e| e.udp_offloads());
         Ok(to_js_stats(inner.stats.snapshot(), offloads))
+    }
+
+    /// Each configured peer's traffic while running (empty when stopped).
+    #[napi]
+    pub fn peer_traffic(&self) -> Result<Vec<SleevePeerTraffic>> {
+        let inner = self.lock()?;
+        let Some(engine) = inner.engine.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let b = BigInt::from;
+        Ok(engine
+            .peer_traffic()
+            .into_iter()
+            .map(|(peer, t)| SleevePeerTraffic {
+                peer_id: b(peer),
+                frames_out: b(t.frames_out),
+                datagrams_out: b(t.datagrams_out),
+                bytes_out: b(t.bytes_out),
+                frames_in: b(t.frames_in),
+                datagrams_in: b(t.datagrams_in),
+                bytes_in: b(t.bytes_in),
+            })
+            .collect())
     }
 
     /// Each configured peer's encryption state while running (empty when stopped).

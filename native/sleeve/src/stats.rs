@@ -200,3 +200,40 @@ impl StatsSnapshot {
             + self.malformed_frame_too_large
     }
 }
+
+/// One peer's traffic through the sleeve, both ways: a frame counts once per copy sent to the
+/// peer (a flood to n peers counts on each), a datagram and its bytes as they crossed the
+/// socket (handshakes and keepalives included). Every field only ever grows.
+#[derive(Default)]
+pub struct PeerTraffic {
+    pub frames_out: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+}
+
+/// A copy of [`PeerTraffic`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTrafficSnapshot {
+    pub frames_out: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub frames_in: u64,
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+}
+
+impl PeerTraffic {
+    pub fn snapshot(&self) -> PeerTrafficSnapshot {
+        PeerTrafficSnapshot {
+            frames_out: self.frames_out.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            frames_in: self.frames_in.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+        }
+    }
+}

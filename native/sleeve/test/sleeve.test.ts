@@ -174,6 +174,13 @@ describeNative(`native addon on loopback (skipped unless ${binaryName()} is buil
       expect(sleeve.sessions()[0]).toMatchObject({ peerId: 2n, established: true, wrongPassword: false });
       expect(sleeve.sessions()[0]!.handshakeAgeMs).toBeGreaterThanOrEqual(0);
       expect(sleeve.stats().handshakesCompleted).toBeGreaterThanOrEqual(1n);
+      // The handshakes crossed the socket: counted for the one peer, both ways.
+      const [traffic, ...more] = sleeve.peerTraffic();
+      expect(more).toEqual([]);
+      expect(traffic).toMatchObject({ peerId: 2n, framesOut: 0n, framesIn: 0n });
+      expect(traffic!.datagramsOut).toBeGreaterThanOrEqual(1n);
+      expect(traffic!.datagramsIn).toBeGreaterThanOrEqual(1n);
+      expect(traffic!.bytesIn).toBeGreaterThan(traffic!.datagramsIn);
       other.applyConfig(cfg(2, p2, 'another secret'));
       await until('wrong password', () => state(other) === 'wrongPassword' && state(sleeve!) === 'wrongPassword', 5000);
       expect(sleeve.stats().handshakesFailed).toBeGreaterThanOrEqual(1n);
@@ -181,6 +188,7 @@ describeNative(`native addon on loopback (skipped unless ${binaryName()} is buil
       other.stop();
     }
     expect(other.sessions()).toEqual([]);
+    expect(other.peerTraffic()).toEqual([]);
   });
 
   it('takes a path MTU per peer; the addon checks it again', async () => {

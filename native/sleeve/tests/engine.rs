@@ -1077,3 +1077,36 @@ mod path_mtu {
         assert_eq!(s.datagrams_out, 0);
     }
 }
+
+#[test]
+fn traffic_is_counted_per_peer() {
+    let (net, clock) = (FakeNet::default(), FakeClock::default());
+    let (a, b) = pair(&net, &clock);
+    let (a7, b7) = (a.tap("t7"), b.tap("t7"));
+    // A floods to its one peer, B; B answers A alone (it learnt MAC_A behind peer 1), not peer 3.
+    a7.inject.send(eth(BCAST, MAC_A, 1)).unwrap();
+    assert!(recv(&b7).is_some());
+    b7.inject.send(eth(MAC_A, MAC_B, 2)).unwrap();
+    assert!(recv(&a7).is_some());
+    a.wait_for("reply counted", |s| s.tap_frames_out == 1);
+    let by_peer = |n: &Node| {
+        n.engine
+            .peer_traffic()
+            .into_iter()
+            .map(|(id, t)| {
+                (
+                    id,
+                    (t.frames_out, t.datagrams_out, t.frames_in, t.datagrams_in),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_peer(&a), vec![(2, (1, 1, 1, 1))]);
+    assert_eq!(by_peer(&b), vec![(1, (1, 1, 1, 1)), (3, (0, 0, 0, 0))]);
+    let (ta, tb) = (a.engine.peer_traffic()[0].1, b.engine.peer_traffic()[0].1);
+    // What one side sent to the other is what the other received from it, byte for byte.
+    assert_eq!((ta.bytes_out, ta.bytes_in), (tb.bytes_in, tb.bytes_out));
+    assert!(ta.bytes_out > 60);
+    a.engine.stop();
+    b.engine.stop();
+}
