@@ -4,7 +4,7 @@ import { RouterNetworkStatus, SLEEVE_OVERHEAD, SleeveCounters, VXLAN_OVERHEAD } 
 import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { CoalescedPasses } from '@weave/sync';
-import type { SleeveConfigInput, SleeveSession, SleeveStats } from '@weave/sleeve';
+import type { SleeveConfigInput, SleevePeerTraffic, SleeveSession, SleeveStats } from '@weave/sleeve';
 import type { Peer } from './peers';
 import { peerIdOf } from './peer-id';
 import { DataPathPlan, LocalNetwork, planDataPath, PlannedNetwork } from './path-plan';
@@ -17,6 +17,16 @@ export interface SleeveLike {
   stats(): SleeveStats;
   /** Encryption per peer; absent (or empty) for a sleeve without it. */
   sessions?(): SleeveSession[];
+  /** Traffic per peer; absent for a sleeve that does not count it. */
+  peerTraffic?(): SleevePeerTraffic[];
+}
+
+/** What the sleeve carried to and from one peer, as status and metrics show it (decimal strings). */
+export interface PeerTraffic {
+  bytesTo: string;
+  bytesFrom: string;
+  framesTo: string;
+  framesFrom: string;
 }
 
 /** The kernel's VXLAN devices, one per network on its bridge. */
@@ -137,6 +147,20 @@ export class DataPath {
     // Unencrypted here, the one thing worth saying is a peer that encrypts.
     const encryption = this.d.identity.password ? (state ?? 'handshaking') : state === 'encryptedPeer' ? state : null;
     return p ? { path: p.path, mtu: p.mtu, pathReason: p.reason, encryption } : { path: null, mtu: null, pathReason: null, encryption };
+  }
+
+  /**
+   * What the sleeve carried to and from each peer (by host) since it started. The fast path's
+   * traffic is the kernel's, counted per VXLAN device and not per peer, so it is not in here.
+   */
+  trafficByHost(hosts: readonly string[]): Map<string, PeerTraffic> {
+    const byId = new Map((this.d.sleeve.peerTraffic?.() ?? []).map((t) => [t.peerId, t]));
+    const out = new Map<string, PeerTraffic>();
+    for (const host of hosts) {
+      const t = byId.get(peerIdOf(host));
+      if (t) out.set(host, { bytesTo: String(t.bytesOut), bytesFrom: String(t.bytesIn), framesTo: String(t.framesOut), framesFrom: String(t.framesIn) });
+    }
+    return out;
   }
 
   private sessionsNow(): Map<bigint, SleeveSession['state']> {

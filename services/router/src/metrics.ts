@@ -1,4 +1,5 @@
 import { countEach, type Family, type Labels, type Registry, type Sample } from '@weave/metrics';
+import type { PeerTraffic } from './datapath';
 import type { RunningRouter } from './service';
 
 /** camelCase to snake_case: `dropUnknownPeer` → `drop_unknown_peer`. */
@@ -46,6 +47,22 @@ export function sleeveFamilies(counters: Readonly<Record<string, string>>): Fami
 }
 
 /**
+ * What the sleeve carried to and from each peer (`path="sleeve"`: the kernel's VXLAN counts per
+ * device, not per peer).
+ */
+export function peerTrafficFamilies(traffic: ReadonlyArray<readonly [string, PeerTraffic]>): Family[] {
+  const samples = (to: keyof PeerTraffic, from: keyof PeerTraffic): Sample[] =>
+    traffic.flatMap(([peer, t]) => [
+      { labels: { peer, path: 'sleeve', direction: 'out' }, value: BigInt(t[to]) },
+      { labels: { peer, path: 'sleeve', direction: 'in' }, value: BigInt(t[from]) },
+    ]);
+  return [
+    { name: 'weave_router_peer_traffic_frames_total', help: 'Per peer: frames the sleeve sent to it (out; each copy of a flood) and received from it (in)', type: 'counter', samples: samples('framesTo', 'framesFrom') },
+    { name: 'weave_router_peer_traffic_bytes_total', help: 'Per peer: UDP payload bytes the sleeve sent to it (out) and received from it (in), handshakes and keepalives included', type: 'counter', samples: samples('bytesTo', 'bytesFrom') },
+  ];
+}
+
+/**
  * The router's state at each scrape, from what its status shows: the data path's counters, the
  * peers (connected or lost, each with its path and MTU), and the networks on the data path.
  */
@@ -53,6 +70,7 @@ export function collectRouterState(registry: Registry, router: Pick<RunningRoute
   registry.collect((): Family[] => {
     const status = router.dataPath.status();
     const peers = router.peers.list().map((p) => ({ ...p, ...router.dataPath.pathOf(p.host) }));
+    const traffic = [...router.dataPath.trafficByHost(peers.map((p) => p.host))];
     const vxlans = status.networks.flatMap((n) => (n.vxlan ? [n.vxlan] : []));
     return [
       ...sleeveFamilies(status.sleeve),
@@ -63,6 +81,7 @@ export function collectRouterState(registry: Registry, router: Pick<RunningRoute
         type: 'gauge',
         samples: peers.map((p) => ({ labels: { peer: p.host, path: p.path ?? 'none' }, value: p.state === 'connected' ? 1 : 0 })),
       },
+      ...peerTrafficFamilies(traffic),
       {
         name: 'weave_router_peer_mtu_bytes',
         help: 'Per peer: the MTU a frame can have on its data path',

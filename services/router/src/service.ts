@@ -105,13 +105,20 @@ export async function startRouter(o: RouterOptions): Promise<RunningRouter> {
     Subjects.event(o.host, 'netwire', '>'),
   );
   const rpc = serveRpc(o.nc, o.host, routerRpc, {
-    status: async () => ({
-      host: o.host,
-      address: o.address,
-      port: o.port,
-      peers: peers.list().map((p) => ({ host: p.host, address: p.address, port: p.port, state: p.state, lastSeen: iso(p.lastSeen), since: iso(p.since), ...dataPath.pathOf(p.host) })),
-      ...dataPath.status(),
-    }),
+    status: async () => {
+      const list = peers.list();
+      const traffic = dataPath.trafficByHost(list.map((p) => p.host));
+      return {
+        host: o.host,
+        address: o.address,
+        port: o.port,
+        peers: list.map((p) => {
+          const t = traffic.get(p.host);
+          return { host: p.host, address: p.address, port: p.port, state: p.state, lastSeen: iso(p.lastSeen), since: iso(p.since), ...dataPath.pathOf(p.host), ...(t ? { traffic: t } : {}) };
+        }),
+        ...dataPath.status(),
+      };
+    },
   }, o.log);
   await o.nc.flush();
   announce(false);

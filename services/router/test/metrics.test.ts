@@ -3,7 +3,7 @@ import { connect, NatsConnection } from '@nats-io/transport-node';
 import { Subjects } from '@weave/contracts';
 import { parseSamples, render, scrape } from '@weave/metrics';
 import { freePort, NatsServer, ServiceProcess, startNatsServer, startServiceProcess, waitFor } from '@weave/testing';
-import { sleeveFamilies } from '../src/metrics';
+import { peerTrafficFamilies, sleeveFamilies } from '../src/metrics';
 
 /**
  * The router as a process (its real entry point, with the real sleeve on loopback) on a real
@@ -92,7 +92,14 @@ test('peers, their path, and the data path counters by reason change with what a
     'weave_router_drops_total{path="sleeve",reason="malformed_short_header"}': 1,
     'weave_router_bytes_total{path="sleeve",direction="in"}': 20 * 'garbage 0'.length + 10 + 1,
     'weave_router_peer_frames_total{path="sleeve",direction="in"}': 0,
+    // Per peer: h2's one-byte datagram, and nothing from the stranger (not a peer).
+    'weave_router_peer_traffic_bytes_total{peer="h2",path="sleeve",direction="in"}': 1,
+    'weave_router_peer_traffic_frames_total{peer="h2",path="sleeve",direction="in"}': 0,
   });
+  expect(Object.keys(counted).filter((k) => k.startsWith('weave_router_peer_traffic_bytes_total'))).toEqual([
+    'weave_router_peer_traffic_bytes_total{peer="h2",path="sleeve",direction="out"}',
+    'weave_router_peer_traffic_bytes_total{peer="h2",path="sleeve",direction="in"}',
+  ]);
 
   nc.publish(Subjects.presence('h2'), presence(true));
   const left = await scrapeUntil('h2 lost', (s) => s['weave_router_peers{state="lost"}'] === 1);
@@ -116,5 +123,18 @@ weave_router_io_errors_total{path="sleeve",op="udp_recv"} 0
 # HELP weave_router_sleeve_something_new_total The sleeve's something_new counter
 # TYPE weave_router_sleeve_something_new_total counter
 weave_router_sleeve_something_new_total{path="sleeve"} 3
+`);
+});
+
+test('per-peer traffic: frames and bytes each way, per peer, on the sleeve', () => {
+  const t = { bytesTo: '1500', bytesFrom: '18446744073709551615', framesTo: '3', framesFrom: '0' };
+  expect(render(peerTrafficFamilies([['h2', t]]))).toBe(`# HELP weave_router_peer_traffic_frames_total Per peer: frames the sleeve sent to it (out; each copy of a flood) and received from it (in)
+# TYPE weave_router_peer_traffic_frames_total counter
+weave_router_peer_traffic_frames_total{peer="h2",path="sleeve",direction="out"} 3
+weave_router_peer_traffic_frames_total{peer="h2",path="sleeve",direction="in"} 0
+# HELP weave_router_peer_traffic_bytes_total Per peer: UDP payload bytes the sleeve sent to it (out) and received from it (in), handshakes and keepalives included
+# TYPE weave_router_peer_traffic_bytes_total counter
+weave_router_peer_traffic_bytes_total{peer="h2",path="sleeve",direction="out"} 1500
+weave_router_peer_traffic_bytes_total{peer="h2",path="sleeve",direction="in"} 18446744073709551615
 `);
 });

@@ -295,7 +295,10 @@ function expectPicture(p: Picture, reports: HostReport[], kinds: Record<string, 
     expect(e.stroke).toBe(kind === 'fastpath' ? GREEN : ORANGE);
     const mtus = [...new Set(reports.flatMap((r) => (r.host === a ? r.router!.peers.filter((x) => x.host === b) : r.host === b ? r.router!.peers.filter((x) => x.host === a) : [])).map((x) => x.mtu!))].sort((x, y) => x - y);
     const label = `${kind} · MTU ${mtus.join('/')}`;
-    expect(e.title).toBe(`${pair}: ${label}`);
+    // Then what the sleeve carried each way between the two, as the routers count it per peer.
+    const flows = [`${a} → ${b}: `, `${b} → ${a}: `];
+    expect(e.title.split('; ')[0]).toBe(`${pair}: ${label}`);
+    expect(e.title.split('; ').slice(1).map((f) => f.slice(0, f.indexOf(': ') + 2))).toEqual(flows);
     expect(p.labels.map((l) => l[0])).toContain(label);
   }
 }
@@ -399,6 +402,10 @@ test('metrics on a mesh host: the router counts sleeve traffic to a peer and rep
     expect(moved(before.r1, r1, 'weave_router_bytes_total', { path: 'sleeve', direction: 'out' })).toBeGreaterThanOrEqual(5 * 98);
     expect(moved(before.r2, r2, 'weave_router_peer_frames_total', { path: 'sleeve', direction: 'in' })).toBeGreaterThanOrEqual(5);
     expect(moved(before.r2, r2, 'weave_router_datagrams_total', { path: 'sleeve', direction: 'in' })).toBeGreaterThanOrEqual(1);
+    // And per peer: what host 1's sleeve sent host 2 and host 2's got from host 1.
+    expect(moved(before.r1, r1, 'weave_router_peer_traffic_frames_total', { peer: 'host2', path: 'sleeve', direction: 'out' })).toBeGreaterThanOrEqual(5);
+    expect(moved(before.r2, r2, 'weave_router_peer_traffic_frames_total', { peer: 'host1', path: 'sleeve', direction: 'in' })).toBeGreaterThanOrEqual(5);
+    expect(moved(before.r1, r1, 'weave_router_peer_traffic_bytes_total', { peer: 'host2', path: 'sleeve', direction: 'out' })).toBeGreaterThanOrEqual(5 * 98);
     // Per peer: up on its path, with that path's MTU, heard from just now.
     const peer = (await statusOf(1)).router!.peers.find((p) => p.host === 'host2')!;
     expect(sum(r1, 'weave_router_peer_up', { peer: 'host2', path: peer.path! })).toBe(1);
