@@ -1,7 +1,7 @@
 import { NoRespondersError, RequestError, TimeoutError, type NatsConnection } from '@nats-io/nats-core';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { jserrors } from '@nats-io/jetstream/internal';
-import { KV, Kvm } from '@nats-io/kv';
+import { Bucket, KV, Kvm } from '@nats-io/kv';
 import { ConflictError, InternalError, UnavailableError } from '@weave/errors';
 import { z } from 'zod';
 import { encodeJson } from './json';
@@ -26,6 +26,25 @@ export async function openBucket(nc: NatsConnection, name: string, o: { replicas
 export async function kvGet<T extends z.ZodType>(kv: KV, key: string, schema: T): Promise<Versioned<z.output<T>> | null> {
   const e = await kv.get(key).catch(noQuorum(kv, 'read', key));
   if (!e || e.operation !== 'PUT') return null;
+  const parsed = schema.safeParse(e.json());
+  if (!parsed.success) throw new InternalError(`KV key ${key} holds data that does not match its schema: ${z.prettifyError(parsed.error)}`);
+  return { value: parsed.data, revision: e.revision };
+}
+
+/**
+ * Reads a key from the bucket's stream leader. `kvGet` may be answered by any replica (KV's
+ * direct get), which can lag a write another call of this host just made; this cannot, at the
+ * price of the leader round trip. For the rare read that must see such a write.
+ */
+export async function kvGetFromLeader<T extends z.ZodType>(kv: KV, key: string, schema: T): Promise<Versioned<z.output<T>> | null> {
+  if (!(kv instanceof Bucket)) return kvGet(kv, key, schema);
+  const sm = await kv.jsm.streams.getMessage(kv.stream, { last_by_subj: kv.fullKeyName(kv.encodeKey(key)) }).catch((e: unknown) => {
+    if (e instanceof JetStreamApiError && /no message found/i.test(e.message)) return null;
+    return noQuorum(kv, 'read', key)(e);
+  });
+  if (!sm) return null;
+  const e = kv.smToEntry(sm);
+  if (e.operation !== 'PUT') return null;
   const parsed = schema.safeParse(e.json());
   if (!parsed.success) throw new InternalError(`KV key ${key} holds data that does not match its schema: ${z.prettifyError(parsed.error)}`);
   return { value: parsed.data, revision: e.revision };

@@ -7,7 +7,7 @@ import { ConflictError, describeError, ExhaustedError, InvalidRequestError, Unav
 import { silentLogger } from '@weave/log';
 import { NatsServer, useNats, waitFor } from '@weave/testing';
 import { z } from 'zod';
-import { EventPublisher, KV, kvCreate, kvDelete, kvGet, kvMutate, kvMutateWithRevision, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
+import { EventPublisher, KV, kvCreate, kvDelete, kvGet, kvGetFromLeader, kvMutate, kvMutateWithRevision, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -163,6 +163,17 @@ describe('kv', () => {
     const bump = () => kvMutate(kv, 'c', Counter, (cur) => ({ change: { put: { n: (cur?.n ?? 0) + 1 } }, result: null }), 100);
     await Promise.all(Array.from({ length: 25 }, bump));
     expect((await kvGet(kv, 'c', Counter))?.value).toEqual({ n: 25 });
+  });
+
+  it('reads from the leader as kvGet does: the value and revision, null when absent or deleted', async () => {
+    const kv = await openBucket(nc, 'test-leader');
+    const revision = await kvCreate(kv, 'a', { n: 7 });
+    expect(await kvGetFromLeader(kv, 'a', Counter)).toEqual({ value: { n: 7 }, revision });
+    expect(await kvGetFromLeader(kv, 'b', Counter)).toBeNull();
+    await kvDelete(kv, 'a');
+    expect(await kvGetFromLeader(kv, 'a', Counter)).toBeNull();
+    await kv.put('x', '{"n":"one"}');
+    await expect(kvGetFromLeader(kv, 'x', Counter)).rejects.toThrow(/does not match its schema/);
   });
 
   it('refuses data that does not match the schema', async () => {

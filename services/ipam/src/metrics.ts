@@ -28,6 +28,7 @@ function conflictsCounted<T>(t: Table<T>, conflict: (op: Op) => void): Table<T> 
   return {
     name: t.name,
     get: (key) => t.get(key),
+    ...(t.getFromLeader ? { getFromLeader: (key: string) => t.getFromLeader!(key) } : {}),
     create: async (key, value) => {
       const revision = await t.create(key, value);
       if (revision === null) conflict('create');

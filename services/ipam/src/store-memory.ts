@@ -17,6 +17,9 @@ export class MemoryTable<T> implements Table<T> {
   async get(key: string) {
     return this.row(key) ?? null;
   }
+  getFromLeader(key: string) {
+    return this.get(key);
+  }
   row(key: string): Versioned<T> | undefined {
     const row = this.rows.get(key);
     return row && { value: structuredClone(row.value), revision: row.revision };

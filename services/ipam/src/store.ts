@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/nats-core';
-import { KV, kvCreate, kvDelete, kvGet, KvMirrorOptions, kvMutateWithRevision, mirrorKeys, mirrorKv, Mutation, openBucket, Versioned, Written } from '@weave/bus';
+import { KV, kvCreate, kvDelete, kvGet, kvGetFromLeader, KvMirrorOptions, kvMutateWithRevision, mirrorKeys, mirrorKv, Mutation, openBucket, Versioned, Written } from '@weave/bus';
 import { Buckets } from '@weave/contracts';
 import { ConflictError, UnavailableError, WeaveError } from '@weave/errors';
 import type { Logger } from '@weave/log';
@@ -17,6 +17,8 @@ import { UlaRecord } from './core/ula';
 export interface Table<T> {
   readonly name: string;
   get(key: string): Promise<Versioned<T> | null>;
+  /** Like `get`, from the bucket's leader: sees every write already acknowledged (see kvGetFromLeader). */
+  getFromLeader?(key: string): Promise<Versioned<T> | null>;
   /** Creates `key` and returns its revision; null when it exists already (someone else holds it). */
   create(key: string, value: T): Promise<number | null>;
   /** Read, decide, write by revision; re-decides on a fresh read when someone wrote in between. */
@@ -122,6 +124,9 @@ class KvTable<T> implements Table<T> {
 
   get(key: string) {
     return this.guard('read', key, () => kvGet(this.kv, key, this.schema));
+  }
+  getFromLeader(key: string) {
+    return this.guard('read', key, () => kvGetFromLeader(this.kv, key, this.schema));
   }
   create(key: string, value: T) {
     return this.guard('create', key, () => kvCreate(this.kv, key, value).then((rev): number | null => rev, ifConflict(null)));

@@ -65,7 +65,11 @@ export class Views {
    * and join. That request goes to the stream leader that the KV writes after it need too.
    */
   private async load(key: string, pool: Cidr, poolId: string): Promise<PoolView> {
-    const found = await this.d.store.pools.get(key);
+    let found = await this.d.store.pools.get(key);
+    // The read may come from a replica behind the RequestPool that created the pool a moment ago
+    // (Docker asks for the gateway right after it): before saying it does not exist, ask the leader.
+    const pools = this.d.store.pools;
+    if (!found || found.value.poolId !== poolId) found = await (pools.getFromLeader ? pools.getFromLeader(key) : pools.get(key));
     // A PoolID naming another ip-range than the record is a pool that was removed and re-created.
     if (!found || found.value.poolId !== poolId) throw new NotFoundError(`pool ${poolId} does not exist (was the network removed?)`);
     const record = found.value;
