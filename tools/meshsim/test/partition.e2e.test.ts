@@ -450,19 +450,27 @@ test('after the heal: no address on two containers, by Docker on every host and 
   log(`${attached.length} containers running on ${NET} (${hosts.map((n) => `${hostName(n)} ${attached.filter((c) => c.host === n).length}`).join(', ')}), ${kept.length} kept by the run`);
   expect(duplicates(attached.map((c) => c.ip))).toEqual([]);
   expect(attached.map((c) => c.name).sort()).toEqual(kept.map((a) => a.name).sort());
+  // A start that failed after netwire made its endpoint (Docker never got the container) leaves
+  // the endpoint until reconciliation removes it, once older than plugin-api's grace (60 s): ask
+  // for passes until then, as for the leases below.
+  const t0 = Date.now();
+  let leftovers = -1;
   const endpoints = await waitFor(
     async () => {
       const e = await weaveEndpoints();
-      if (e.length !== attached.length) throw new Error(`weave ps lists ${e.length}`);
-      return e;
+      if (leftovers < 0) leftovers = e.length - attached.length;
+      if (e.length === attached.length) return e;
+      for (const n of hosts) await reconcile(n);
+      return null;
     },
-    { what: `weave ps to list the ${attached.length} endpoints of ${NET}`, timeoutMs: 30_000, intervalMs: 500 },
+    { what: `weave ps to list the ${attached.length} endpoints of ${NET}`, timeoutMs: 150_000, intervalMs: 5000 },
   );
+  log(`endpoints without a container right after the run: ${leftovers}${leftovers > 0 ? `, removed by reconciliation ${((Date.now() - t0) / 1000).toFixed(1)} s later` : ''}`);
   expect(duplicates(endpoints.map((e) => e.ip))).toEqual([]);
   expect(endpoints.map((e) => `${e.host} ${e.ip}`).sort()).toEqual(attached.map((c) => `${hostName(c.host)} ${c.ip}`).sort());
   // As each kept container saw its own address when it started.
   expect(duplicates(kept.map((a) => a.ip!))).toEqual([]);
-}, 120_000);
+}, 240_000);
 
 test('after the heal: every lease ipam holds in the network belongs to a running container', async () => {
   const attached = await dockerAttached();
