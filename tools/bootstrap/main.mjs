@@ -122,6 +122,7 @@ const commands = {
     const runs = existsSync(summary) ? readFileSync(summary, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [];
     const total = (k) => runs.reduce((n, r) => n + r[k], 0);
     console.log(`\n${total('passed')} passed, ${total('failed')} failed, ${total('skipped')} skipped`);
+    for (const f of runs.flatMap((r) => r.failures ?? [])) console.log(`failed: ${f.test}\n  ${f.message}`);
     if (failure) throw failure;
   },
   async 'bench-attach'() {
