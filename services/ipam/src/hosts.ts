@@ -11,6 +11,10 @@ export interface HostLeaseConfig {
 }
 
 const RETRY_MS = 1000;
+/** How long a request waits for a host still registering (whenServing), at most. */
+const SERVING_WAIT_MS = 5000;
+/** Left of the caller's deadline for the reply to get back, when waiting. */
+const REPLY_MARGIN_MS = 500;
 
 /** Where this host stands: not registered yet, live at an epoch, or fenced (reclaimed while away). */
 type Standing =
@@ -41,6 +45,8 @@ export class HostLease implements Membership {
   private rejoining = false;
   private timer: NodeJS.Timeout | null = null;
   private ticking: Promise<void> = Promise.resolve();
+  /** Woken whenever the standing or the rejoining flag changes: requests waiting in whenServing. */
+  private readonly waiters = new Set<() => void>();
 
   constructor(
     private readonly d: HostLeaseDeps,
@@ -60,6 +66,34 @@ export class HostLease implements Membership {
   assertServing(): void {
     if (this.rejoining) throw new UnavailableError(`ipam on ${this.d.host} allocates nothing now: it is registering again after a reclaim; retry shortly`);
     this.assertLive();
+  }
+
+  /**
+   * assertServing, but a host still registering (just started while the KV forms its quorum, or
+   * re-leasing its containers' addresses after a reclaim) is waited for, up to SERVING_WAIT_MS and
+   * the caller's deadline (epoch ms) less a margin: `docker network create` right after
+   * `compose up` then works instead of failing at once. A fenced or unrenewed host fails at once.
+   */
+  async whenServing(deadline: number | null): Promise<void> {
+    const until = Math.min(Date.now() + SERVING_WAIT_MS, deadline === null ? Infinity : deadline - REPLY_MARGIN_MS);
+    while ((this.standing.kind === 'starting' || this.rejoining) && Date.now() < until) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.waiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, until - Date.now());
+        this.waiters.add(done);
+      });
+    }
+    this.assertServing();
+  }
+
+  private setStanding(standing: Standing, rejoining = this.rejoining): void {
+    this.standing = standing;
+    this.rejoining = rejoining;
+    for (const wake of [...this.waiters]) wake();
   }
 
   assertLive(): void {
@@ -134,14 +168,14 @@ export class HostLease implements Membership {
     if (result.kind === 'fenced') return this.standDown(result.record);
     if (epoch === null) this.d.log.info({ epoch: result.epoch }, 'registered this host');
     // The lease counts from before the write: that is the renewedAt the others see.
-    this.standing = { kind: 'live', epoch: result.epoch, renewedAt: started, revision };
+    this.setStanding({ kind: 'live', epoch: result.epoch, renewedAt: started, revision });
   }
 
   private async standDown(record: HostRecord): Promise<void> {
     const old = this.epoch();
     const by = record.state === 'reclaimed' ? record.reclaimedBy : null;
     const why = `its record was reclaimed${by ? ` by ${by}` : ''} (it was away longer than its lease); it registers again once the reclaim is done`;
-    this.standing = { kind: 'fenced', epoch: old, why };
+    this.setStanding({ kind: 'fenced', epoch: old, why });
     this.d.log.error({ epoch: old, record }, `this host was reclaimed: addresses of its running containers are no longer guaranteed unique`);
     this.d.events.publish('host.fenced', { epoch: old, reclaimedBy: by, reclaimedAt: record.state === 'reclaimed' ? record.reclaimedAt : null });
     await this.tryRejoin();
@@ -162,14 +196,14 @@ export class HostLease implements Membership {
     const started = this.d.now();
     const { result, revision } = await this.d.store.hosts.mutate(this.d.host, (r) => decideRejoin(r, started));
     if (result.kind === 'wait') return;
-    this.standing = { kind: 'live', epoch: result.epoch, renewedAt: started, revision };
+    // Rejoining from the same moment it is live: no request slips in before the re-leasing.
+    this.setStanding({ kind: 'live', epoch: result.epoch, renewedAt: started, revision }, true);
     this.d.log.warn({ epoch: result.epoch, pools: result.pools }, 'registered this host again after a reclaim');
-    this.rejoining = true;
     let lost: HeldAddress[];
     try {
       lost = await this.d.rejoin(result.pools, result.released);
     } finally {
-      this.rejoining = false;
+      this.setStanding(this.standing, false);
     }
     if (lost.length > 0) this.d.log.error({ lost }, `${lost.length} address(es) of containers on this host were given to others while it was away: plugin-api takes those containers off the network and gives them fresh addresses`);
     const kept = result.released.length - lost.length;

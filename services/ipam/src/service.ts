@@ -65,13 +65,13 @@ export async function startIpam(o: IpamServiceOptions): Promise<RunningIpam> {
   await probeRoutes(o.routes, o.log);
   const sub = serveRpc(o.nc, o.host, ipamRpc, timedHandlers({
     // Checked again in Addresses.request, under the pool's lock, for what queued before a reclaim.
-    requestPool: (r, ctx) => {
-      lease.assertServing();
+    requestPool: async (r, ctx) => {
+      await lease.whenServing(ctx.deadline);
       return ipam.requestPool(r, ctx);
     },
     releasePool: (r) => ipam.releasePool(r),
-    requestAddress: (r, ctx) => {
-      lease.assertServing();
+    requestAddress: async (r, ctx) => {
+      await lease.whenServing(ctx.deadline);
       return ipam.requestAddress(r, ctx);
     },
     releaseAddress: (r) => ipam.releaseAddress(r),

@@ -168,3 +168,21 @@ test('a host whose first registration fails refuses to allocate and tries again 
   expect(() => h1.lease.assertLive()).not.toThrow();
   await h1.lease.stop();
 });
+
+test('a request that comes while the host is still registering waits for it, within its deadline, instead of failing at once', async () => {
+  const { store, node } = setup();
+  const mutate = store.hosts.mutate.bind(store.hosts);
+  let failures = 1;
+  store.hosts.mutate = (key, decide) => (failures-- > 0 ? Promise.reject(new UnavailableError('JetStream KV weave-ipam-hosts: update h1 failed')) : mutate(key, decide));
+  const h1 = node('h1');
+  await h1.lease.start();
+  expect(h1.lease.epoch()).toBe(0);
+  // A caller with 600 ms left: the margin leaves it 100 ms, short of the retry a second later.
+  const t0 = Date.now();
+  await expect(h1.lease.whenServing(Date.now() + 600)).rejects.toThrow('ipam on h1 allocates nothing now: it has not registered yet');
+  expect(Date.now() - t0).toBeLessThan(600);
+  // A caller with 10 s: answered once the retry registers the host.
+  await h1.lease.whenServing(Date.now() + 10_000);
+  expect(h1.lease.epoch()).toBe(1);
+  await h1.lease.stop();
+});

@@ -486,16 +486,19 @@ async function waitReady(n: number, hosts: number): Promise<void> {
       300,
     );
   }
-  // ipam and netwire answer once their KV buckets are open (they need JetStream, clustered or not).
+  // ipam and netwire answer once their KV buckets are open (they need JetStream, clustered or not);
+  // ipam allocates once it has registered this host (a write that needs the KV's quorum).
   await waitUntil(
     async () => {
       const r = await exec('docker', ['compose', '-p', PROJECT, '-f', COMPOSE_FILE, 'exec', '-T', 'plugin-api', 'weave', 'status', '--json'], {
         env: { DOCKER_HOST: hostDocker(n), WEAVE_HOST: hostName(n) },
         timeoutMs: 15_000,
       });
-      return r.code === 0;
+      if (r.code !== 0) return false;
+      const hosts = (JSON.parse(r.stdout) as { ipam?: { hosts?: Array<{ host: string; state: string }> } }).ipam?.hosts ?? [];
+      return hosts.some((h) => h.host === hostName(n) && h.state === 'live');
     },
-    `ipam and netwire of ${hostName(n)} to answer \`weave status\``,
+    `ipam and netwire of ${hostName(n)} to answer \`weave status\`, ipam registered`,
     90_000,
     500,
   );
