@@ -115,7 +115,10 @@ const commands = {
     // One project at a time: the end-to-end suites share the machine's dockerd.
     let failure = null;
     try {
-      sh('npx', ['nx', 'run-many', '-t', 'test', '--parallel=1', '--outputStyle=stream', '--skip-nx-cache'], { WEAVE_TEST_SUMMARY: summary, NX_DAEMON: 'false' });
+      // `npm test -- meshsim ipam`: the same set-up, then only those projects.
+      const only = process.argv.slice(3).map((p) => (p.startsWith('@') ? p : `@weave/${p}`));
+      const projects = only.length ? [`--projects=${only.join(',')}`] : [];
+      sh('npx', ['nx', 'run-many', '-t', 'test', ...projects, '--parallel=1', '--outputStyle=stream', '--skip-nx-cache'], { WEAVE_TEST_SUMMARY: summary, NX_DAEMON: 'false' });
     } catch (e) {
       failure = e;
     }
