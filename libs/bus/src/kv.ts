@@ -1,7 +1,7 @@
 import { NoRespondersError, RequestError, TimeoutError, type NatsConnection } from '@nats-io/nats-core';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { jserrors } from '@nats-io/jetstream/internal';
-import { Bucket, KV, Kvm } from '@nats-io/kv';
+import { Bucket, KV, Kvm, type KvEntry } from '@nats-io/kv';
 import { ConflictError, InternalError, UnavailableError } from '@weave/errors';
 import { z } from 'zod';
 import { encodeJson } from './json';
@@ -24,7 +24,11 @@ export async function openBucket(nc: NatsConnection, name: string, o: { replicas
 
 /** Reads a key as JSON validated by `schema`; null when absent or deleted. */
 export async function kvGet<T extends z.ZodType>(kv: KV, key: string, schema: T): Promise<Versioned<z.output<T>> | null> {
-  const e = await kv.get(key).catch(noQuorum(kv, 'read', key));
+  return versioned(key, await kv.get(key).catch(noQuorum(kv, 'read', key)), schema);
+}
+
+/** An entry as its value validated by `schema`, with its revision; null when absent or deleted. */
+function versioned<T extends z.ZodType>(key: string, e: KvEntry | null, schema: T): Versioned<z.output<T>> | null {
   if (!e || e.operation !== 'PUT') return null;
   const parsed = schema.safeParse(e.json());
   if (!parsed.success) throw new InternalError(`KV key ${key} holds data that does not match its schema: ${z.prettifyError(parsed.error)}`);
@@ -42,28 +46,71 @@ export async function kvGetFromLeader<T extends z.ZodType>(kv: KV, key: string, 
     if (e instanceof JetStreamApiError && /no message found/i.test(e.message)) return null;
     return noQuorum(kv, 'read', key)(e);
   });
-  if (!sm) return null;
-  const e = kv.smToEntry(sm);
-  if (e.operation !== 'PUT') return null;
-  const parsed = schema.safeParse(e.json());
-  if (!parsed.success) throw new InternalError(`KV key ${key} holds data that does not match its schema: ${z.prettifyError(parsed.error)}`);
-  return { value: parsed.data, revision: e.revision };
+  return versioned(key, sm ? kv.smToEntry(sm) : null, schema);
+}
+
+/**
+ * How long a write waits for a bucket's stream to get a leader while JetStream itself has quorum:
+ * after a partition heals, the returning server's higher raft term makes the leaders step down,
+ * and a write finds no responder for the ~10 s the elections take (measured on the simulated
+ * mesh). Cut off from most of the mesh, JetStream has no quorum and the write fails at once.
+ */
+export const ELECTION_WAIT_MS = 8000;
+/** How long the check that JetStream has quorum may take (its API answers within ms when it has). */
+const QUORUM_CHECK_MS = 1000;
+
+/** A write that found no responder for the whole of ELECTION_WAIT_MS, though JetStream had quorum. */
+class LeaderlessError extends Error {}
+
+/**
+ * Runs a write; while it finds no responder (the bucket's stream has no leader) but JetStream's
+ * API answers (a meta leader, so quorum), waits for the election and tries again, up to
+ * ELECTION_WAIT_MS. Only no-responders is retried: a timeout may have been a write that took.
+ */
+async function whenLed<T>(kv: KV, write: () => Promise<T>): Promise<T> {
+  const t0 = Date.now();
+  for (let delay = 250; ; delay = Math.min(delay * 2, 1000)) {
+    try {
+      return await write();
+    } catch (e) {
+      if (!isNoResponders(e) || !(kv instanceof Bucket)) throw e;
+      if (Date.now() - t0 + delay > ELECTION_WAIT_MS) throw new LeaderlessError(`no leader after ${((Date.now() - t0) / 1000).toFixed(1)} s`, { cause: e });
+      if (!(await jetStreamHasQuorum(kv))) throw e;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+async function jetStreamHasQuorum(kv: Bucket): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), QUORUM_CHECK_MS)));
+  try {
+    return await Promise.race([kv.jsm.getAccountInfo().then(() => true, () => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Creates `key` only if it does not exist: the primitive every claim is built on. */
 export async function kvCreate(kv: KV, key: string, value: unknown): Promise<number> {
+  // The client's kv.create reads the key after any failure, so a write that found no leader would
+  // end in that read's timeout instead: its expected-revision-0 put is done here, the read only
+  // when the key exists.
   try {
-    return await kv.create(key, encodeJson(value));
+    return await whenLed(kv, () => kv.put(key, encodeJson(value), { previousSeq: 0 }));
   } catch (e) {
-    if (isCasFailure(e)) throw new ConflictError(`${key} already exists`, { cause: e });
-    return noQuorum(kv, 'create', key)(e);
+    if (!isCasFailure(e)) return noQuorum(kv, 'create', key)(e);
+    // A deleted key keeps its delete marker: creating it again replaces the marker.
+    const marker = await kv.get(key).catch(noQuorum(kv, 'read', key));
+    if (marker && marker.operation !== 'PUT') return kvUpdate(kv, key, value, marker.revision);
+    throw new ConflictError(`${key} already exists`, { cause: e });
   }
 }
 
 /** Replaces `key` only if it is still at `revision`. */
 export async function kvUpdate(kv: KV, key: string, value: unknown, revision: number): Promise<number> {
   try {
-    return await kv.update(key, encodeJson(value), revision);
+    return await whenLed(kv, () => kv.update(key, encodeJson(value), revision));
   } catch (e) {
     if (isCasFailure(e)) throw new ConflictError(`${key} changed under us (expected revision ${revision})`, { cause: e });
     return noQuorum(kv, 'update', key)(e);
@@ -73,7 +120,7 @@ export async function kvUpdate(kv: KV, key: string, value: unknown, revision: nu
 /** Deletes `key` only if it is still at `revision` (or unconditionally without one). */
 export async function kvDelete(kv: KV, key: string, revision?: number): Promise<void> {
   try {
-    await kv.delete(key, revision === undefined ? undefined : { previousSeq: revision });
+    await whenLed(kv, () => kv.delete(key, revision === undefined ? undefined : { previousSeq: revision }));
   } catch (e) {
     if (isCasFailure(e)) throw new ConflictError(`${key} changed under us (expected revision ${revision})`, { cause: e });
     noQuorum(kv, 'delete', key)(e);
@@ -157,11 +204,25 @@ export function noQuorum(kv: KV, op: string, key: string): (e: unknown) => never
   };
 }
 
-function noQuorumReason(e: unknown): { why: string; cause: unknown } | null {
+const errorChain = (e: unknown): Error[] => {
   const chain: Error[] = [];
   for (let cur: unknown = e; cur instanceof Error && chain.length < 8; cur = cur.cause) chain.push(cur);
-  // JetStreamNotEnabled is what the client makes of a publish that found no responder.
-  if (chain.some((c) => c instanceof jserrors.JetStreamNotEnabled || c instanceof NoRespondersError || (c instanceof RequestError && c.isNoResponders()))) {
+  return chain;
+};
+
+/** JetStreamNotEnabled is what the client makes of a publish that found no responder. */
+const isNoResponders = (e: unknown): boolean =>
+  errorChain(e).some((c) => c instanceof jserrors.JetStreamNotEnabled || c instanceof NoRespondersError || (c instanceof RequestError && c.isNoResponders()));
+
+function noQuorumReason(e: unknown): { why: string; cause: unknown } | null {
+  const chain = errorChain(e);
+  if (e instanceof LeaderlessError) {
+    return {
+      why: `no leader for the bucket (${e.message}), though JetStream has quorum: a leader election is under way, as after the mesh heals from a partition; retry shortly`,
+      cause: chain.find((c) => c instanceof NoRespondersError) ?? e.cause,
+    };
+  }
+  if (isNoResponders(e)) {
     return {
       why:
         "no quorum: no server this host's nats-server reaches leads the bucket now (its replicas reachable from here are not a majority: " +

@@ -7,7 +7,7 @@ import { ConflictError, describeError, ExhaustedError, InvalidRequestError, Unav
 import { silentLogger } from '@weave/log';
 import { NatsServer, useNats, waitFor } from '@weave/testing';
 import { z } from 'zod';
-import { EventPublisher, KV, kvCreate, kvDelete, kvGet, kvGetFromLeader, kvMutate, kvMutateWithRevision, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
+import { ELECTION_WAIT_MS, EventPublisher, KV, kvCreate, kvDelete, kvGet, kvGetFromLeader, kvMutate, kvMutateWithRevision, kvUpdate, openBucket, RpcContext, rpcClient, serveRpc, subscribeEvents } from '../src';
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -214,8 +214,34 @@ describe('kv', () => {
     expect((err as Error).message).toMatch(/^KV bucket test-noquorum: cannot read a: no quorum answered in time: .*cut off from most of the mesh/);
   }, 15_000);
 
+  // After a partition heals, the buckets' streams are leaderless for ~10 s while JetStream itself
+  // has quorum. Here the stream is deleted (no responder for the write, the API still answers),
+  // then made again as a leader would come back.
+  it('a write that finds no leader while JetStream has quorum waits for one, and lands once the stream is led again', async () => {
+    const kv = await openBucket(nc, 'test-election');
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.delete('KV_test-election');
+    const t0 = Date.now();
+    setTimeout(() => void openBucket(nc, 'test-election'), 1200);
+    const revision = await kvCreate(kv, 'a', { n: 1 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1200);
+    expect(await kvGet(kv, 'a', Counter)).toEqual({ value: { n: 1 }, revision });
+  }, 15_000);
+
+  it(`a write still leaderless after ${ELECTION_WAIT_MS / 1000} s fails as unavailable, saying an election is under way`, async () => {
+    const kv = await openBucket(nc, 'test-leaderless');
+    await (await jetstreamManager(nc)).streams.delete('KV_test-leaderless');
+    const t0 = Date.now();
+    const err = await kvUpdate(kv, 'a', { n: 1 }, 1).catch((e: unknown) => e);
+    const ms = Date.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(ELECTION_WAIT_MS - 1000);
+    expect(ms).toBeLessThan(ELECTION_WAIT_MS + 2000);
+    expect(err).toBeInstanceOf(UnavailableError);
+    expect((err as Error).message).toMatch(/^KV bucket test-leaderless: cannot update a: no leader for the bucket \(no leader after \d+\.\d s\), though JetStream has quorum: a leader election is under way/);
+  }, 15_000);
+
   it('a write no server takes (no responders) is unavailable for want of a quorum, not "jetstream is not enabled"; other failures pass as they were', async () => {
-    const failing = (e: Error) => ({ bucket: 'b1', create: () => Promise.reject(e), get: () => Promise.reject(e), delete: () => Promise.reject(e) }) as unknown as KV;
+    const failing = (e: Error) => ({ bucket: 'b1', put: () => Promise.reject(e), create: () => Promise.reject(e), get: () => Promise.reject(e), delete: () => Promise.reject(e) }) as unknown as KV;
     // As the client throws it: JetStreamNotEnabled around the request's no-responders error.
     const subject = '$KV.b1.k';
     const noResponders = new jserrors.JetStreamNotEnabled('jetstream is not enabled', { cause: new RequestError(`no responders: '${subject}'`, { cause: new NoRespondersError(subject) }) });

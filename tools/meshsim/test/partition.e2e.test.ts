@@ -10,8 +10,8 @@ import { hostAddress, hostDocker, hostName, inHost, meshDown, meshUp, natsView, 
  * between their addresses, both ways: NATS routes, the routers' presence and sleeve, VXLAN), then
  * healed mid-run. The majority keeps starting containers; every start that fails on the minority
  * fails soon with an error naming the cause; after healing the mesh converges with no address on
- * two containers and no lease without its container (starting containers right after the heal is
- * a known failure, see below). The KV buckets have 3 replicas, so a write needs 2 of the 3
+ * two containers and no lease without its container, and every host starts containers again once
+ * JetStream has re-elected its leaders. The KV buckets have 3 replicas, so a write needs 2 of the 3
  * servers: what host 3 can do alone is measured and reported, not assumed.
  * The tests build on each other in file order (one mesh, brought up once).
  */
@@ -30,8 +30,14 @@ const MIN_CUT_MS = 40_000;
 const FAIL_WITHIN_MS = 30_000;
 /** A start still running after this is a hang. */
 const HANG_MS = 90_000;
-/** While cut off, host 3's workers try about this often each, so its quota lasts through the cut. */
-const MINORITY_PACE_MS = 1000;
+/** After a failed start (host 3 in the cut, any host after the heal) a worker waits this long, so the share lasts. */
+const FAILED_PACE_MS = 1000;
+/**
+ * After the heal, JetStream's streams re-elect their leaders (the returning server's higher raft
+ * term makes them step down): ~10 s, measured. Writes wait for them (libs/bus, up to 8 s); a start
+ * may still fail in this window, never after it.
+ */
+const REELECTION_MS = 30_000;
 const SUBNET = '10.252.32.0/20';
 const NET = 'weave:partition';
 const MINORITY = 3;
@@ -265,9 +271,12 @@ async function hostWorkers(n: number, count: number): Promise<void> {
     for (let i = next++; i < count; i = next++) {
       const a = await startOne(n, i);
       attempts.push(a);
-      // A start the minority refuses at once would otherwise use up its share in a moment: pace
-      // it, so host 3 keeps trying through the whole cut and right after the heal.
-      if (!a.ok && n === MINORITY && phase === 'during') await Promise.race([phaseChange, new Promise((r) => setTimeout(r, MINORITY_PACE_MS))]);
+      // A start refused at once would otherwise use up the host's share in a moment: pace it, so
+      // host 3 keeps trying through the whole cut, and every host through the re-elections after
+      // the heal, into the time after them.
+      if (!a.ok && (phase === 'after' || (n === MINORITY && phase === 'during'))) {
+        await Promise.race([phase === 'during' ? phaseChange : new Promise(() => {}), new Promise((r) => setTimeout(r, FAILED_PACE_MS))]);
+      }
     }
   };
   await Promise.all(Array.from({ length: WORKERS_PER_HOST }, worker));
@@ -432,15 +441,11 @@ test('(c) after the heal, the routers see each other and every NATS server route
   expect(convergedMs).toBeGreaterThanOrEqual(0);
 });
 
-// Known failure (issue 5): after the heal, writes to some KV buckets (weave-ipam-leases,
-// weave-netwire) get no responder for a minute or more, on every host, though every server names
-// the same leader for them (nats-server 2.9.10; seen in every run). Hosts 1–2 then fail nearly
-// every start ("… no quorum …"); host 3 recovered within 20 s in some runs and not in 90 s in
-// others. `failing`, so that the day every host starts containers again after a heal, this says so.
-test.failing('(c) after the heal, every host starts containers again, hosts 1–2 without a failure', () => {
+test(`(c) after the heal, every host starts containers again; a start fails only within ${REELECTION_MS / 1000} s of the heal, while JetStream re-elects`, () => {
   for (const n of hosts) {
     const after = attempts.filter((a) => a.host === n && a.phase === 'after');
-    expect({ host: n, ok: after.some((a) => a.ok), failed: MAJORITY.includes(n) ? after.filter((a) => !a.ok).length : 0 }).toEqual({ host: n, ok: true, failed: 0 });
+    const late = after.filter((a) => !a.ok && a.endAt + runStart - healAt > REELECTION_MS).map((a) => `${a.name} at +${((a.endAt + runStart - healAt) / 1000).toFixed(1)} s: ${a.error}`);
+    expect({ host: n, ok: after.some((a) => a.ok), late }).toEqual({ host: n, ok: true, late: [] });
   }
 });
 
