@@ -365,6 +365,10 @@ export type Presence = z.output<typeof Presence>;
 /** A 64-bit counter, as a decimal string (JSON numbers lose precision past 2^53). */
 const Counter64 = z.string().regex(/^\d+$/);
 
+/** What the sleeve carried to and from one peer (decimal strings: 64-bit counters). */
+export const PeerTraffic = z.object({ bytesTo: Counter64, bytesFrom: Counter64, framesTo: Counter64, framesFrom: Counter64 });
+export type PeerTraffic = z.output<typeof PeerTraffic>;
+
 export const PeerStatus = z.object({
   host: HostName,
   address: IpString,
@@ -387,7 +391,7 @@ export const PeerStatus = z.object({
    */
   encryption: z.enum(['established', 'handshaking', 'wrongPassword', 'plaintextPeer', 'encryptedPeer', 'off']).nullable().optional(),
   /** What this host has sent to and received from the peer, for a router that counts per peer. */
-  traffic: z.object({ bytesTo: Counter64, bytesFrom: Counter64, framesTo: Counter64, framesFrom: Counter64 }).partial().optional(),
+  traffic: PeerTraffic.partial().optional(),
 });
 
 export const RouterNetworkStatus = z.object({

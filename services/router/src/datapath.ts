@@ -1,6 +1,6 @@
 import type { EventPublisher } from '@weave/bus';
 import type { z } from 'zod';
-import { RouterNetworkStatus, SLEEVE_OVERHEAD, SleeveCounters, VXLAN_OVERHEAD } from '@weave/contracts';
+import { PeerTraffic, RouterNetworkStatus, SLEEVE_OVERHEAD, SleeveCounters, VXLAN_OVERHEAD } from '@weave/contracts';
 import { describeError, UnavailableError } from '@weave/errors';
 import type { Logger } from '@weave/log';
 import { CoalescedPasses } from '@weave/sync';
@@ -21,13 +21,6 @@ export interface SleeveLike {
   peerTraffic?(): SleevePeerTraffic[];
 }
 
-/** What the sleeve carried to and from one peer, as status and metrics show it (decimal strings). */
-export interface PeerTraffic {
-  bytesTo: string;
-  bytesFrom: string;
-  framesTo: string;
-  framesFrom: string;
-}
 
 /** The kernel's VXLAN devices, one per network on its bridge. */
 export interface VxlanPlumbing {

@@ -1,5 +1,5 @@
 import { countEach, type Family, type Labels, type Registry, type Sample } from '@weave/metrics';
-import type { PeerTraffic } from './datapath';
+import type { PeerTraffic } from '@weave/contracts';
 import type { RunningRouter } from './service';
 
 /** camelCase to snake_case: `dropUnknownPeer` → `drop_unknown_peer`. */
