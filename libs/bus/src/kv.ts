@@ -225,8 +225,8 @@ function noQuorumReason(e: unknown): { why: string; cause: unknown } | null {
   if (isNoResponders(e)) {
     return {
       why:
-        "no quorum: no server this host's nats-server reaches leads the bucket now (its replicas reachable from here are not a majority: " +
-        'is this host cut off from most of the mesh?)',
+        "no quorum: no server this host's nats-server reaches leads the bucket now, and JetStream has no leader either (is this host " +
+        'cut off from most of the mesh? Right after a partition heals, the servers elect leaders for some 15 s)',
       cause: chain.find((c) => c instanceof NoRespondersError) ?? e,
     };
   }
