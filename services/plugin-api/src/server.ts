@@ -139,5 +139,8 @@ export async function listenOnSocket(server: Server, path: string): Promise<void
   chmodSync(path, 0o600);
   // Short of SIGKILL, the socket file does not outlive the process: a stale one makes Docker
   // connect, fail and retry instead of seeing at once that the plugin is gone.
-  process.once('exit', () => rmSync(path, { force: true }));
+  const removeSocket = () => rmSync(path, { force: true });
+  process.once('exit', removeSocket);
+  // Closing removes the file itself; the listener must go too, or each server (tests start many) leaves one behind.
+  server.once('close', () => process.off('exit', removeSocket));
 }
