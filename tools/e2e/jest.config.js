@@ -1,1 +1,1 @@
-module.exports = require('../../jest.e2e-preset.js')('e2e');
+module.exports = { ...require('../../jest.e2e-preset.js')('e2e'), globalTeardown: '<rootDir>/test/global-teardown.ts' };
