@@ -156,13 +156,19 @@ test('a survivor finishes a reclaim whose reclaimer stopped half-way', async () 
   await h1.lease.stop();
 });
 
-test('a host whose first registration fails refuses to allocate and tries again within a second, not a renewal period later', async () => {
+/** Host h1, started while its first registration write fails (the KV without quorum yet): not registered. */
+async function startedWithFailedRegistration() {
   const { store, node } = setup();
   const mutate = store.hosts.mutate.bind(store.hosts);
   let failures = 1;
   store.hosts.mutate = (key, decide) => (failures-- > 0 ? Promise.reject(new UnavailableError('JetStream KV weave-ipam-hosts: update h1 failed')) : mutate(key, decide));
   const h1 = node('h1');
   await h1.lease.start();
+  return h1;
+}
+
+test('a host whose first registration fails refuses to allocate and tries again within a second, not a renewal period later', async () => {
+  const h1 = await startedWithFailedRegistration();
   expect(() => h1.lease.assertLive()).toThrow('ipam on h1 allocates nothing now: it has not registered yet');
   await waitFor(() => h1.lease.epoch() === 1, { what: 'the second try to register', timeoutMs: 3000 });
   expect(() => h1.lease.assertLive()).not.toThrow();
@@ -170,12 +176,7 @@ test('a host whose first registration fails refuses to allocate and tries again 
 });
 
 test('a request that comes while the host is still registering waits for it, within its deadline, instead of failing at once', async () => {
-  const { store, node } = setup();
-  const mutate = store.hosts.mutate.bind(store.hosts);
-  let failures = 1;
-  store.hosts.mutate = (key, decide) => (failures-- > 0 ? Promise.reject(new UnavailableError('JetStream KV weave-ipam-hosts: update h1 failed')) : mutate(key, decide));
-  const h1 = node('h1');
-  await h1.lease.start();
+  const h1 = await startedWithFailedRegistration();
   expect(h1.lease.epoch()).toBe(0);
   // A caller with 600 ms left: the margin leaves it 100 ms, short of the retry a second later.
   const t0 = Date.now();
