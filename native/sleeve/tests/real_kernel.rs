@@ -214,6 +214,11 @@ fn scenario() -> io::Result<()> {
         // SAFETY: receiving into a valid buffer.
         let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n > 0 && buf[..n as usize] == frame[..] {
+            // The sender counts a datagram once its send returned: the frame can arrive first.
+            let counted = Instant::now() + Duration::from_secs(1);
+            while sa.snapshot().datagrams_out < 1 && Instant::now() < counted {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             assert!(sa.snapshot().datagrams_out >= 1);
             a.stop();
             b.stop();
